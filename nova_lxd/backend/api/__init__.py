@@ -1,0 +1,47 @@
+"""The REST API: one module per resource; handlers parse, call one service, shape the reply."""
+import json
+import logging
+
+from aiohttp import web
+
+from nova_lxd.backend.api import events, operations, response, server
+from nova_lxd.backend.errors import ApiError
+
+LOG = logging.getLogger(__name__)
+
+# Each module exposes `routes`; a new resource module is added here and nowhere else.
+MODULES = [server, operations, events]
+
+
+@web.middleware
+async def lxd_errors(request, handler):
+    """Every failure leaves as LXD's error envelope with error_code == HTTP status."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return response.error(exc.status, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        reason = {404: 'not found', 405: 'method not allowed'}.get(exc.status, exc.reason)
+        return response.error(exc.status, reason)
+    except json.JSONDecodeError as exc:
+        return response.error(400, 'Invalid JSON: %s' % exc)
+    except Exception:
+        LOG.exception('Unhandled error in %s %s', request.method, request.path)
+        return response.error(500, 'Internal server error, see the daemon log')
+
+
+@web.middleware
+async def trust(request, handler):
+    """The unix socket is trusted (root or the socket group); other transports must prove it."""
+    request['trusted'] = request.app['daemon'].is_trusted(request)
+    return await handler(request)
+
+
+def make_app(daemon, modules=None):
+    app = web.Application(middlewares=[lxd_errors, trust], client_max_size=0)
+    app['daemon'] = daemon
+    for module in modules or MODULES:
+        app.router.add_routes(module.routes)
+    return app

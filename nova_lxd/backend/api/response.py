@@ -1,0 +1,72 @@
+"""LXD's three response envelopes (sync, async, error) and the recursion helper."""
+import hashlib
+import json
+
+from aiohttp import web
+
+from nova_lxd.backend.errors import BadRequest, PreconditionFailed
+
+
+def _json(body, status, headers=None):
+    return web.Response(text=json.dumps(body), status=status, headers=headers,
+                        content_type='application/json')
+
+
+def sync(metadata=None, status=200, etag=None, headers=None):
+    headers = dict(headers or {})
+    if etag is not None:
+        headers['ETag'] = etag
+    return _json({'type': 'sync', 'status': 'Success', 'status_code': 200,
+                  'operation': '', 'error_code': 0, 'error': '',
+                  'metadata': metadata}, status, headers)
+
+
+def async_operation(op):
+    """202 with the operation's URL in Location, as pylxd and `lxc` expect."""
+    url = op.url
+    return _json({'type': 'async', 'status': 'Operation created', 'status_code': 100,
+                  'operation': url, 'error_code': 0, 'error': '',
+                  'metadata': op.to_dict()}, 202, {'Location': url})
+
+
+def error(status, message, metadata=None):
+    return _json({'type': 'error', 'status': '', 'status_code': 0, 'operation': '',
+                  'error_code': status, 'error': message, 'metadata': metadata}, status)
+
+
+def etag_of(*parts):
+    """A strong ETag over the writable fields of a resource, for If-Match."""
+    return '"%s"' % hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+
+def recursion(request):
+    """The `?recursion=` level: 0 (URLs), 1 (objects) or 2 (objects with their children)."""
+    value = request.query.get('recursion', '0')
+    try:
+        level = int(value)
+    except ValueError:
+        raise BadRequest('Invalid recursion value %r' % value)
+    return max(0, min(level, 2))
+
+
+def check_etag(request, current):
+    """Refuse a PUT/PATCH whose If-Match names an older version of the resource."""
+    wanted = request.headers.get('If-Match')
+    if wanted and wanted != current:
+        raise PreconditionFailed('ETag doesn\'t match: %s vs %s' % (wanted, current))
+
+
+async def json_body(request, kind=dict):
+    """The request body as JSON of the expected type, or a 400 that says what is wrong."""
+    raw = await request.read()
+    if not raw:
+        if kind is dict:
+            return {}
+        raise BadRequest('Request body is empty')
+    try:
+        body = json.loads(raw)
+    except ValueError as exc:
+        raise BadRequest('Invalid JSON in request body: %s' % exc)
+    if not isinstance(body, kind):
+        raise BadRequest('Request body must be a JSON %s' % kind.__name__.replace('dict', 'object'))
+    return body

@@ -1,0 +1,175 @@
+"""nova-lxd-backend: the bundled LXD-API daemon (config, sockets, start-up reconciliation, shutdown)."""
+import argparse
+import asyncio
+import grp
+import logging
+import os
+import signal
+import socket
+import sys
+
+from aiohttp import web
+
+from nova_lxd.backend import api, certs, events, operations
+from nova_lxd.backend import config as daemon_config
+from nova_lxd.backend.db import Database
+
+LOG = logging.getLogger('nova_lxd.backend')
+
+
+def _package_version():
+    try:
+        from importlib import metadata
+        return metadata.version('nova-lxd')
+    except Exception:
+        return '0.0.0'
+
+
+def _lxc_version():
+    try:
+        import lxc
+        return lxc.version
+    except Exception:
+        return ''
+
+
+class Daemon:
+    """Owns the state of one backend: its data directory, database, operations and services."""
+
+    def __init__(self, config):
+        self.config = config
+        self.version = _package_version()
+        self.lxc_version = _lxc_version()
+        self.events = events.EventHub()
+        self.db = None
+        self.operations = None
+        self.certificate_fingerprint = ''
+        self._runner = None
+        self._stopped = None
+
+    # -- start-up ---------------------------------------------------------------------------
+    def prepare(self):
+        """Everything that must exist before the API opens: directories, certificate, database."""
+        os.makedirs(self.config.data_dir, mode=0o711, exist_ok=True)
+        os.chmod(self.config.data_dir, 0o711)
+        cert, key = self.config.path('server.crt'), self.config.path('server.key')
+        certs.ensure_server_certificate(cert, key)
+        with open(cert) as f:
+            self.certificate_fingerprint = certs.fingerprint(f.read())
+        self.db = Database(self.config.path('nova-lxd.db'))
+        for op_id, description in self.db.take_interrupted_operations():
+            LOG.warning('Operation %s (%s) was interrupted by a daemon restart: failed',
+                        op_id, description)
+        self.operations = operations.OperationRegistry(
+            on_change=lambda op: self.events.send('operation', op.to_dict()), store=self.db)
+
+    async def start(self):
+        self.prepare()
+        self._stopped = asyncio.Event()
+        self._runner = web.AppRunner(api.make_app(self), handle_signals=False,
+                                     access_log=None)
+        await self._runner.setup()
+        path = self.config.socket_path
+        _remove_stale_socket(path)
+        site = web.UnixSite(self._runner, path)
+        await site.start()
+        gid = grp.getgrnam(self.config.socket_group).gr_gid if self.config.socket_group else 0
+        os.chown(path, 0, gid)
+        os.chmod(path, self.config.socket_mode)
+        LOG.info('nova-lxd-backend %s serving on %s', self.version, path)
+
+    async def stop(self):
+        LOG.info('Stopping; containers keep running')
+        if self.operations:
+            await self.operations.shutdown()
+        if self._runner:
+            await self._runner.cleanup()
+        if self.db:
+            self.db.close()
+        try:
+            os.unlink(self.config.socket_path)
+        except FileNotFoundError:
+            pass
+
+    async def run(self):
+        await self.start()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._stopped.set)
+        await self._stopped.wait()
+        await self.stop()
+
+    # -- facts the API reports --------------------------------------------------------------
+    def is_trusted(self, request):
+        # Only the unix socket exists so far; its file mode (0660, root and the socket group)
+        # is the access control, as for LXD.
+        return request.transport is not None and \
+            request.transport.get_extra_info('socket').family == socket.AF_UNIX
+
+    def https_addresses(self):
+        address = self.db.config().get('core.https_address')
+        return [address] if address else []
+
+    def default_storage_driver(self):
+        return 'dir'
+
+    def storage_drivers_info(self):
+        return [{'Name': 'dir', 'Version': '1', 'Remote': False}]
+
+    async def apply_server_config(self, values):
+        self.db.set_config(values)
+
+
+def _remove_stale_socket(path):
+    """Refuse to start twice on one data directory; clean up after a crash."""
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)
+        return
+    finally:
+        probe.close()
+    raise SystemExit('Another daemon is already serving %s' % path)
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(prog='nova-lxd-backend', description=__doc__)
+    parser.add_argument('--config-file', default=daemon_config.DEFAULT_CONFIG_FILE,
+                        help='daemon config file (default: %(default)s, optional)')
+    parser.add_argument('--data-dir', help='everything the daemon owns lives here '
+                        '(default: %s); its socket is DIR/unix.socket' %
+                        daemon_config.DEFAULT_DATA_DIR)
+    parser.add_argument('--group', dest='socket_group', help='group owning the unix socket')
+    parser.add_argument('--log-file', help='log here instead of stderr')
+    parser.add_argument('--debug', action='store_true', default=None)
+    return parser.parse_args(argv)
+
+
+def setup_logging(config):
+    handler = (logging.FileHandler(config.log_file) if config.log_file
+               else logging.StreamHandler(sys.stderr))
+    handler.setFormatter(logging.Formatter(
+        '%(asctime)s %(process)d %(levelname)s %(name)s %(message)s'))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG if config.debug else logging.INFO)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    config = daemon_config.DaemonConfig.load(
+        args.config_file, data_dir=args.data_dir, socket_group=args.socket_group,
+        log_file=args.log_file, debug=args.debug)
+    setup_logging(config)
+    if os.geteuid() != 0:
+        LOG.error('nova-lxd-backend must run as root (it manages containers)')
+        return 1
+    asyncio.run(Daemon(config).run())
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

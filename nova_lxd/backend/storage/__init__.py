@@ -1,0 +1,1 @@
+"""Storage pools: drivers behind one interface (driver.StorageDriver)."""

@@ -1,0 +1,106 @@
+"""The one interface every storage pool driver implements (dir, btrfs, ...).
+
+Layout inside a pool's directory (as LXD lays it out):
+    images/<fingerprint>/          an unpacked image: rootfs/, metadata.yaml, templates/
+    containers/<name>/             an instance: rootfs/, metadata.yaml, templates/
+    containers-snapshots/<name>/<snapshot>/
+    custom/<volume>/               custom volumes
+`unpack` callbacks given by the image store fill a directory with rootfs/, metadata.yaml and
+templates/ from an image; the driver decides whether to unpack once and clone (copy-on-write
+drivers) or to unpack for every instance (dir).
+"""
+import abc
+
+
+class StorageDriver(abc.ABC):
+    name = None
+    # True when a root disk `size` is enforced (quota) by this driver.
+    enforces_size = False
+    # True when creating an instance from a cached image costs O(1) in the image's size.
+    copy_on_write = False
+
+    def __init__(self, pool_name, pool_dir, config):
+        self.pool_name = pool_name
+        self.pool_dir = pool_dir
+        self.config = config
+
+    @classmethod
+    @abc.abstractmethod
+    def available(cls):
+        """Whether this driver can work on this host."""
+
+    # -- the pool ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def create(self):
+        """Create the pool's backing store (and fill in defaults in self.config)."""
+
+    @abc.abstractmethod
+    def mount(self):
+        """Make the pool usable after a daemon start (idempotent)."""
+
+    @abc.abstractmethod
+    def delete(self):
+        """Remove the pool's backing store; the pool must be empty."""
+
+    @abc.abstractmethod
+    def usage(self):
+        """(used_bytes, total_bytes) of the pool."""
+
+    # -- images --------------------------------------------------------------------------
+    @abc.abstractmethod
+    def delete_image(self, fingerprint):
+        """Drop any cached copy of an image (idempotent)."""
+
+    # -- instances -----------------------------------------------------------------------
+    @abc.abstractmethod
+    def instance_path(self, name):
+        """The directory holding rootfs/ (and metadata.yaml, templates/) of an instance."""
+
+    @abc.abstractmethod
+    def create_instance_from_image(self, name, fingerprint, unpack, size=None):
+        """Create an instance volume from an image. On failure nothing is left behind."""
+
+    @abc.abstractmethod
+    def create_empty_instance(self, name, size=None):
+        """Create an instance volume with an empty rootfs/."""
+
+    @abc.abstractmethod
+    def copy_instance(self, source_path, name, size=None):
+        """Create instance `name` as a copy of an instance or snapshot directory."""
+
+    @abc.abstractmethod
+    def delete_instance(self, name):
+        """Delete an instance volume and all its snapshots (idempotent)."""
+
+    @abc.abstractmethod
+    def rename_instance(self, old, new):
+        """Rename an instance volume and its snapshots."""
+
+    @abc.abstractmethod
+    def set_instance_size(self, name, size):
+        """Apply a root disk size (bytes; None removes the limit) or raise if not possible."""
+
+    @abc.abstractmethod
+    def instance_usage(self, name):
+        """Bytes used by an instance's volume."""
+
+    # -- snapshots -----------------------------------------------------------------------
+    @abc.abstractmethod
+    def snapshot_path(self, name, snapshot):
+        """The directory of a snapshot (same layout as instance_path)."""
+
+    @abc.abstractmethod
+    def create_snapshot(self, name, snapshot):
+        """Take a read-only snapshot of an instance volume."""
+
+    @abc.abstractmethod
+    def delete_snapshot(self, name, snapshot):
+        """Delete one snapshot (idempotent)."""
+
+    @abc.abstractmethod
+    def rename_snapshot(self, name, old, new):
+        """Rename one snapshot."""
+
+    @abc.abstractmethod
+    def restore_snapshot(self, name, snapshot):
+        """Replace an instance volume's content with a snapshot's."""

@@ -1,0 +1,69 @@
+"""The daemon's server endpoints, through pylxd and the stock `lxc` client."""
+import json
+import os
+import signal
+import subprocess
+
+import pylxd
+import pytest
+
+from tests.backend_fixture import BackendDaemon
+
+
+def test_pylxd_connects_and_is_trusted(client):
+    assert client.trusted
+    info = client.host_info
+    assert info['api_version'] == '1.0'
+    assert info['environment']['server'] == 'nova-lxd'
+    assert 'BEGIN CERTIFICATE' in info['environment']['certificate']
+
+
+def test_root_lists_api_versions(client):
+    assert client.api._api_endpoint.endswith('/1.0')
+    body = client.api.session.get(client.api._api_endpoint[:-4]).json()
+    assert body['metadata'] == ['/1.0']
+
+
+def test_unknown_path_is_lxd_error(client):
+    with pytest.raises(pylxd.exceptions.NotFound):
+        client.api.nothing.get()
+    resp = client.api.session.get(client.api._api_endpoint + '/nothing')
+    body = resp.json()
+    assert resp.status_code == 404
+    assert body['type'] == 'error' and body['error_code'] == 404
+
+
+def test_server_config_roundtrip_and_refusal(client):
+    client.api.patch(json={'config': {'user.owner': 'tests'}})
+    assert client.api.get().json()['metadata']['config']['user.owner'] == 'tests'
+    resp = client.api.session.patch(client.api._api_endpoint,
+                                    data=json.dumps({'config': {'no.such.key': '1'}}))
+    assert resp.status_code == 400
+    assert 'no.such.key' in resp.json()['error']
+    client.api.patch(json={'config': {'user.owner': ''}})
+    assert 'user.owner' not in client.api.get().json()['metadata']['config']
+
+
+def test_trust_password_is_stored_hashed(backend, client):
+    client.api.patch(json={'config': {'core.trust_password': 'sekrit'}})
+    assert client.api.get().json()['metadata']['config']['core.trust_password'] is True
+    with open(os.path.join(backend.data_dir, 'nova-lxd.db'), 'rb') as f:
+        assert b'sekrit' not in f.read()
+    client.api.patch(json={'config': {'core.trust_password': ''}})
+
+
+def test_stock_lxc_client_reads_server_info(backend):
+    out = subprocess.run(['lxc', 'info'], env=dict(os.environ, LXD_DIR=backend.data_dir),
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    assert 'server: nova-lxd' in out.stdout
+
+
+def test_sigterm_stops_cleanly_and_removes_socket():
+    daemon = BackendDaemon()
+    try:
+        daemon.start()
+        daemon.stop(signal.SIGTERM)
+        assert not os.path.exists(daemon.socket)
+    finally:
+        daemon.destroy()
