@@ -7,9 +7,10 @@ import asyncio
 import concurrent.futures
 import datetime
 import logging
+import secrets
 import uuid
 
-from nova_lxd.backend.errors import ApiError, BadRequest, NotFound
+from nova_lxd.backend.errors import ApiError, BadRequest, Forbidden, NotFound
 
 LOG = logging.getLogger(__name__)
 
@@ -53,6 +54,9 @@ class Operation:
         self.done = asyncio.Event()
         self.task = None
         self.cancel_requested = False
+        # websocket-class operations: secret -> fd name, and who serves a connecting socket
+        self._secrets = {}
+        self._websocket_handler = None
 
     @property
     def url(self):
@@ -78,6 +82,30 @@ class Operation:
 
     async def run_blocking(self, func, *args):
         return await self.registry.run_blocking(func, *args)
+
+    def add_websockets(self, fd_names, handler):
+        """Make this a websocket operation: one single-use secret per fd name.
+
+        `await handler(request, fd_name)` serves GET .../websocket?secret=... and returns the
+        aiohttp response; the secrets go to clients in metadata['fds'].
+        """
+        self.op_class = 'websocket'
+        self._websocket_handler = handler
+        fds = {}
+        for fd_name in fd_names:
+            secret = secrets.token_hex(32)
+            self._secrets[secret] = fd_name
+            fds[fd_name] = secret
+        self.metadata = dict(self.metadata or {}, fds=fds)
+        return fds
+
+    async def connect_websocket(self, request, secret):
+        if self._websocket_handler is None:
+            raise BadRequest('Operation %s has no websockets' % self.id)
+        fd_name = self._secrets.pop(secret, None)  # each secret works once
+        if fd_name is None or self.done.is_set():
+            raise Forbidden('Invalid or already used websocket secret')
+        return await self._websocket_handler(request, fd_name)
 
     def _finish(self, status_code, err=''):
         self.status_code = status_code

@@ -38,6 +38,12 @@ async def wait_operation(request):
     return response.sync(op.to_dict())
 
 
+@routes.get('/1.0/operations/{id}/websocket')
+async def operation_websocket(request):
+    op = request.app['daemon'].operations.get(request.match_info['id'])
+    return await op.connect_websocket(request, request.query.get('secret', ''))
+
+
 @routes.delete('/1.0/operations/{id}')
 async def cancel_operation(request):
     request.app['daemon'].operations.cancel(request.match_info['id'])
