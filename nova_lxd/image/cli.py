@@ -1,0 +1,144 @@
+"""nova-lxd-image: build, convert and upload container images (LXD unified tarballs).
+
+Image properties the bundled backend honours (metadata.yaml `properties`, and the same names as
+Glance image properties):
+  halt_signal    signal that stops the container cleanly (busybox: SIGUSR1, systemd: SIGRTMIN+3)
+  reboot_signal  signal that reboots it (busybox: SIGTERM, systemd: SIGINT)
+  init_cmd       init command inside the rootfs (default /sbin/init)
+Glance convention (nova_lxd.image.formats): container_format=bare, disk_format=raw,
+lxd_image_format=unified, hypervisor_type=lxc, architecture, os_distro.
+"""
+import argparse
+import os
+import signal
+import sys
+
+from nova_lxd.image.errors import ImageError
+from nova_lxd.image import pack
+from nova_lxd.image.progress import Progress
+
+
+def _progress(args, label):
+    return Progress(label, enabled=not args.quiet)
+
+
+def _report(path, fingerprint):
+    print('%s' % path)
+    print('fingerprint: %s' % fingerprint)
+
+
+def cmd_build_busybox(args):
+    from nova_lxd.image import busybox
+    path, fingerprint = busybox.build(args.output_dir, args.compression,
+                                      _progress(args, 'busybox'))
+    _report(path, fingerprint)
+
+
+def cmd_build_debian(args):
+    from nova_lxd.image import debian
+    packages = [p for item in args.packages for p in item.replace(',', ' ').split() if p]
+    path, fingerprint = debian.build(
+        args.output_dir, release=args.release, mirror=args.mirror, packages=packages,
+        init=args.init, compression=args.compression, cache_dir=args.cache_dir,
+        progress=_progress(args, 'debian'))
+    _report(path, fingerprint)
+
+
+def cmd_convert(args):
+    from nova_lxd.image import convert
+    properties = dict(p.split('=', 1) for p in args.property)
+    fingerprint = convert.disk_to_unified(args.disk, args.out, properties=properties,
+                                          compression=args.compression,
+                                          progress=_progress(args, 'convert'))
+    _report(args.out, fingerprint)
+
+
+def cmd_upload(args):
+    from nova_lxd.image import upload
+    properties = dict(p.split('=', 1) for p in args.property)
+    image = upload.upload(args.file, args.name, public=args.public, properties=properties,
+                          cloud=args.os_cloud)
+    print('uploaded %s as Glance image %s (%s)' % (args.file, image['id'], image['name']))
+
+
+def _add_common(parser, compression=True):
+    parser.add_argument('-q', '--quiet', action='store_true', help='no progress lines')
+    if compression:
+        parser.add_argument('--compression', choices=sorted(pack.COMPRESSORS), default='gz',
+                            help='tarball compression (default gz)')
+
+
+def make_parser():
+    parser = argparse.ArgumentParser(
+        prog='nova-lxd-image', description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest='command', required=True)
+
+    build = sub.add_parser('build', help='build an image from Debian packages')
+    kinds = build.add_subparsers(dest='kind', required=True)
+    bb = kinds.add_parser('busybox', help='busybox-static system container (seconds)')
+    bb.add_argument('--output-dir', '-o', default='.', help='where the tarball goes')
+    _add_common(bb)
+    bb.set_defaults(func=cmd_build_busybox)
+
+    deb = kinds.add_parser('debian', help='debootstrap --variant=minbase system container')
+    deb.add_argument('--output-dir', '-o', default='.', help='where the tarball goes')
+    deb.add_argument('--release', default='bookworm', help='Debian suite (default bookworm)')
+    deb.add_argument('--mirror', default=os.environ.get('NOVA_LXD_DEBIAN_MIRROR',
+                                                        'http://deb.debian.org/debian'),
+                     help='Debian mirror (default $NOVA_LXD_DEBIAN_MIRROR or '
+                          'http://deb.debian.org/debian)')
+    deb.add_argument('--packages', action='append', default=[],
+                     help='extra packages, comma or space separated (repeatable), e.g. '
+                          'cloud-init,openssh-server')
+    deb.add_argument('--init', choices=['systemd'], default='systemd',
+                     help='init system the container boots with (default systemd)')
+    deb.add_argument('--cache-dir', help='keep downloaded .debs here between builds')
+    _add_common(deb)
+    deb.set_defaults(func=cmd_build_debian)
+
+    conv = sub.add_parser('convert', help='raw/qcow2 disk image -> unified tarball')
+    conv.add_argument('disk', help='raw or qcow2 disk image (partitioned or a bare filesystem)')
+    conv.add_argument('out', help='output tarball path')
+    conv.add_argument('--property', action='append', default=[], metavar='KEY=VALUE',
+                      help='extra metadata.yaml property (repeatable)')
+    _add_common(conv)
+    conv.set_defaults(func=cmd_convert)
+
+    up = sub.add_parser('upload', help='upload a unified tarball to Glance (OS_* auth)')
+    up.add_argument('file')
+    up.add_argument('--name', required=True)
+    up.add_argument('--public', action='store_true', help='visibility=public')
+    up.add_argument('--property', action='append', default=[], metavar='KEY=VALUE',
+                    help='extra Glance property (repeatable)')
+    up.add_argument('--os-cloud', default=os.environ.get('OS_CLOUD'),
+                    help='clouds.yaml entry (default $OS_CLOUD; else OS_* variables)')
+    up.set_defaults(func=cmd_upload, quiet=False)
+    return parser
+
+
+def _terminate(signum, frame):
+    # SIGTERM unwinds like Ctrl-C, so every `finally` releases loop devices, mounts, temp files
+    raise KeyboardInterrupt
+
+
+def main(argv=None):
+    args = make_parser().parse_args(argv)
+    for pair in getattr(args, 'property', []):
+        if '=' not in pair:
+            print('nova-lxd-image: --property wants KEY=VALUE, got %r' % pair, file=sys.stderr)
+            return 2
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        args.func(args)
+    except KeyboardInterrupt:
+        print('nova-lxd-image: interrupted; cleaned up', file=sys.stderr)
+        return 130
+    except ImageError as exc:
+        print('nova-lxd-image: %s' % exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Loop devices, mounts and signal deferral: host resources that must never be left behind."""
+import contextlib
+import os
+import re
+import signal
+import subprocess
+
+from nova_lxd.image.errors import ImageError
+
+_DEFERRED = {signal.SIGINT, signal.SIGTERM}
+
+
+@contextlib.contextmanager
+def deferred_signals():
+    """Hold SIGINT/SIGTERM while a resource is created and recorded, so that an interrupt
+    cannot fall between "the kernel made it" and "our finally knows to release it"."""
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+def _unescape(field):
+    # /proc/mounts escapes space, tab, newline and backslash as octal
+    return re.sub(r'\\([0-7]{3})', lambda m: chr(int(m.group(1), 8)), field)
+
+
+def mount_points():
+    with open('/proc/self/mounts') as f:
+        return [_unescape(line.split()[1]) for line in f if line.strip()]
+
+
+def mounts_under(path):
+    path = os.path.realpath(path)
+    return [m for m in mount_points() if m == path or m.startswith(path + '/')]
+
+
+def unmount_under(path):
+    """Unmount everything at or below path, deepest first (lazily as a last resort)."""
+    for point in sorted(set(mounts_under(path)), key=len, reverse=True):
+        if subprocess.run(['umount', point], stderr=subprocess.DEVNULL).returncode != 0:
+            subprocess.run(['umount', '-l', point], stderr=subprocess.DEVNULL)
+    remaining = mounts_under(path)
+    if remaining:
+        raise ImageError('could not unmount %s' % ', '.join(remaining))
+
+
+@contextlib.contextmanager
+def loop_device(path, offset=0, size=None):
+    """A read-only loop device over path[offset:offset+size]; always detached afterwards."""
+    cmd = ['losetup', '--find', '--show', '--read-only', '--offset', str(offset)]
+    if size is not None:
+        cmd += ['--sizelimit', str(size)]
+    device = None
+    try:
+        with deferred_signals():
+            proc = subprocess.run(cmd + [path], capture_output=True, text=True)
+            if proc.returncode == 0:
+                device = proc.stdout.strip()
+        if device is None:
+            raise ImageError('cannot attach a loop device to %s: %s'
+                             % (path, proc.stderr.strip()))
+        yield device
+    finally:
+        if device is not None:
+            detach_loop(device)
+
+
+def detach_loop(device):
+    proc = subprocess.run(['losetup', '--detach', device], capture_output=True, text=True)
+    if proc.returncode != 0 and os.path.exists('/sys/block/%s/loop' % os.path.basename(device)):
+        raise ImageError('cannot detach %s: %s' % (device, proc.stderr.strip()))
+
+
+@contextlib.contextmanager
+def mounted(device, mountpoint, fstype, options):
+    """Mount device at mountpoint; always unmounted afterwards."""
+    os.makedirs(mountpoint, exist_ok=True)
+    try:
+        with deferred_signals():
+            proc = subprocess.run(['mount', '-t', fstype, '-o', ','.join(options),
+                                   device, mountpoint], capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise ImageError('cannot mount the %s filesystem: %s' % (fstype, proc.stderr.strip()))
+        yield mountpoint
+    finally:
+        unmount_under(mountpoint)
