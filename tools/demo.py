@@ -23,10 +23,10 @@ def step(title):
 
 
 def main():
-    data_dir = os.environ.get('DEMO_DIR', '/var/tmp/nova-lxd-demo')
-    daemon = LocalDaemon(os.path.join(data_dir, 'backend'))
-    image_dir = os.path.join(data_dir, 'images')
-    os.makedirs(image_dir, exist_ok=True)
+    # a fresh directory per run, removed at the end with everything in it
+    daemon = LocalDaemon(prefix='nova-lxd-demo-')
+    image_dir = os.path.join(daemon.data_dir, 'built-images')
+    os.makedirs(image_dir)
     try:
         with step('Starting the bundled backend (nova-lxd-backend --data-dir %s)'
                   % daemon.data_dir):
@@ -73,7 +73,7 @@ def main():
         print('The demo failed; the backend log says:\n%s' % daemon.log(), file=sys.stderr)
         raise
     finally:
-        with step('Stopping the backend'):
+        with step('Stopping the backend and removing %s' % daemon.data_dir):
             daemon.destroy()
     return 0
 
