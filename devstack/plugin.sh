@@ -65,6 +65,7 @@ function configure_nova_lxd_compute {
 
 function configure_nova_lxd_backend {
     local conf=$NOVA_LXD_BACKEND_CONF
+    sudo mkdir -p "$(dirname "$conf")"
     iniset -sudo "$conf" backend data_dir "$NOVA_LXD_DATA_DIR"
     # nova-compute runs as the stack user: its group may use the socket (mode 0660)
     iniset -sudo "$conf" backend socket_group "$(id -gn "$STACK_USER")"
@@ -143,10 +144,14 @@ function build_nova_lxd_image {
 
 # -- test-config ----------------------------------------------------------------------------
 function configure_nova_lxd_tempest {
-    local section option value image_id
-    while read -r section option value; do
-        iniset "$TEMPEST_CONFIG" "$section" "$option" "$value"
-    done < <(_nova_lxd_facts tempest-flags)
+    local flags flag image_id
+    mapfile -t flags < <(_nova_lxd_facts tempest-flags)
+    [[ ${#flags[@]} -gt 0 ]] || die $LINENO "cannot work out the driver's tempest flags"
+    for flag in "${flags[@]}"; do
+        # "section option value"
+        # shellcheck disable=SC2086
+        iniset "$TEMPEST_CONFIG" $flag
+    done
     if [[ $NOVA_LXD_IMAGE != none ]]; then
         image_id=$(OS_CLOUD=${OS_CLOUD:-devstack-admin} openstack image show \
             "$NOVA_LXD_IMAGE_NAME" -f value -c id) || \
