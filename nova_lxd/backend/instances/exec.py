@@ -439,14 +439,14 @@ async def start(daemon, name, body):
     return op
 
 
-# -- recorded output (record-output), under /1.0/instances/{name}/logs ----------------------
+# -- recorded output (record-output): files in the instance's log directory -----------------
 
 class ExecLogs:
-    """exec_<operation>.stdout/.stderr files kept per instance under DATA/logs/<name>/."""
+    """exec_<operation>.stdout/.stderr beside the console log; the logs API lists and serves them."""
 
     def __init__(self, daemon, name):
         self.name = name
-        self.dir = daemon.config.path('logs', name)
+        self.dir = os.path.dirname(daemon.instances.console_log_path(name))
 
     def new_pair(self, op_id):
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
@@ -455,17 +455,3 @@ class ExecLogs:
 
     def url(self, path):
         return '/1.0/instances/%s/logs/%s' % (self.name, os.path.basename(path))
-
-    def list(self):
-        try:
-            return sorted(f for f in os.listdir(self.dir) if f.startswith('exec_'))
-        except FileNotFoundError:
-            return []
-
-    def path(self, filename):
-        if filename not in self.list():   # only names we wrote; never a path
-            raise NotFound('Log file not found')
-        return os.path.join(self.dir, filename)
-
-    def delete(self, filename):
-        os.unlink(self.path(filename))

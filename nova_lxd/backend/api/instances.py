@@ -1,0 +1,168 @@
+"""/1.0/instances (and the /1.0/containers aliases older clients use): CRUD, state, logs."""
+import os
+
+from aiohttp import web
+
+from nova_lxd.backend.api import response
+from nova_lxd.backend.errors import BadRequest, NotFound
+
+routes = web.RouteTableDef()
+PREFIXES = ('/1.0/instances', '/1.0/containers')
+
+
+def _route(method, suffix):
+    def decorate(handler):
+        for prefix in PREFIXES:
+            routes.route(method, prefix + suffix)(handler)
+        return handler
+    return decorate
+
+
+def _service(request):
+    return request.app['daemon'].instances
+
+
+async def _blocking(request, func, *args):
+    return await request.app['daemon'].operations.run_blocking(func, *args)
+
+
+def _full(service, name, level):
+    view = service.get(name)
+    if level >= 2:
+        view['state'] = service.state(name)
+        view['snapshots'] = None
+        view['backups'] = None
+    return view
+
+
+@_route('GET', '')
+async def list_instances(request):
+    level = response.recursion(request)
+    service = _service(request)
+    prefix = request.path
+    if level == 0:
+        return response.sync(['%s/%s' % (prefix, name) for name in service.names()])
+
+    def collect():
+        views = []
+        for name in service.names():
+            try:
+                views.append(_full(service, name, level))
+            except NotFound:  # deleted meanwhile
+                pass
+        return views
+    return response.sync(await _blocking(request, collect))
+
+
+@_route('POST', '')
+async def create_instance(request):
+    body = await response.json_body(request)
+    return response.async_operation(await _service(request).create(body))
+
+
+@_route('GET', '/{name}')
+async def get_instance(request):
+    service, name = _service(request), request.match_info['name']
+    view = await _blocking(request, service.get, name)
+    return response.sync(view, etag=response.etag_of(service.etag(name)))
+
+
+async def _update(request, merge):
+    service, name = _service(request), request.match_info['name']
+    response.check_etag(request, response.etag_of(service.etag(name)))
+    body = await response.json_body(request)
+    if not merge and body.get('restore'):
+        snapshot = body['restore']
+        if not isinstance(snapshot, str):
+            raise BadRequest('restore must be a snapshot name')
+
+        async def work(op):
+            await service.restore(name, snapshot)
+        return response.async_operation(request.app['daemon'].operations.start(
+            work, 'Restoring snapshot', {'instances': ['/1.0/instances/%s' % name]}))
+    await service.update(name, body, merge)
+    if merge:
+        return response.sync({})
+
+    async def done(op):
+        return None
+    # LXD answers PUT with an operation; pylxd's save(wait=True) waits on it
+    return response.async_operation(request.app['daemon'].operations.start(
+        done, 'Updating instance', {'instances': ['/1.0/instances/%s' % name]}))
+
+
+@_route('PUT', '/{name}')
+async def put_instance(request):
+    return await _update(request, merge=False)
+
+
+@_route('PATCH', '/{name}')
+async def patch_instance(request):
+    return await _update(request, merge=True)
+
+
+@_route('POST', '/{name}')
+async def rename_instance(request):
+    body = await response.json_body(request)
+    if body.get('migration'):
+        raise BadRequest('Migration is not supported by this backend')
+    if 'name' not in body:
+        raise BadRequest('A new name is required')
+    op = await _service(request).rename(request.match_info['name'], body['name'])
+    return response.async_operation(op)
+
+
+@_route('DELETE', '/{name}')
+async def delete_instance(request):
+    return response.async_operation(await _service(request).delete(request.match_info['name']))
+
+
+@_route('GET', '/{name}/state')
+async def get_state(request):
+    service = _service(request)
+    return response.sync(await _blocking(request, service.state, request.match_info['name']))
+
+
+@_route('PUT', '/{name}/state')
+async def put_state(request):
+    body = await response.json_body(request)
+    op = await _service(request).change_state(request.match_info['name'], body)
+    return response.async_operation(op)
+
+
+@_route('GET', '/{name}/logs')
+async def list_logs(request):
+    name = request.match_info['name']
+    return response.sync(['%s/%s/logs/%s' % (PREFIXES[0], name, f)
+                          for f in _service(request).log_files(name)])
+
+
+def _log_path(request):
+    service, name = _service(request), request.match_info['name']
+    log = request.match_info['file']
+    if log not in service.log_files(name):
+        raise NotFound('Log file not found')
+    return os.path.join(service.logs, name, log)
+
+
+@_route('GET', '/{name}/logs/{file}')
+async def get_log(request):
+    return web.FileResponse(_log_path(request), headers={'Content-Type': 'text/plain'})
+
+
+@_route('DELETE', '/{name}/logs/{file}')
+async def delete_log(request):
+    path = _log_path(request)
+    if request.match_info['file'] in ('lxc.log', 'console.log'):
+        raise BadRequest('Only rotated log files can be deleted')
+    os.unlink(path)
+    return response.sync({})
+
+
+@_route('GET', '/{name}/console')
+async def get_console_log(request):
+    path = _service(request).console_log_path(request.match_info['name'])
+    _service(request).log_files(request.match_info['name'])   # 404 for unknown instances
+    if not os.path.exists(path):
+        return web.Response(body=b'', content_type='text/plain')
+    return web.FileResponse(path, headers={'Content-Type': 'text/plain'})

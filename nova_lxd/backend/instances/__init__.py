@@ -1,0 +1,1 @@
+"""Instances: system containers on liblxc (service.InstanceService is daemon.instances)."""

@@ -1,0 +1,77 @@
+"""The one place that turns an instance (expanded config + devices) into an LXC config file."""
+import signal
+
+from nova_lxd.backend.instances import idmap as idmaps
+from nova_lxd.backend.instances import limits
+from nova_lxd.backend.instances.config import is_true
+
+SECCOMP = '/usr/share/lxc/config/common.seccomp'
+CONSOLE_LOG_SIZE = 1024 * 1024
+# /dev nodes every container gets (autodev populates them; the cgroup must allow them)
+DEVICE_ALLOW = ['c *:* m', 'b *:* m', 'c 1:3 rwm', 'c 1:5 rwm', 'c 1:7 rwm', 'c 1:8 rwm',
+                'c 1:9 rwm', 'c 5:0 rwm', 'c 5:1 rwm', 'c 5:2 rwm', 'c 136:* rwm',
+                'c 10:229 rwm', 'c 10:200 rwm']
+LXCFS_FILES = ['proc/cpuinfo', 'proc/diskstats', 'proc/loadavg', 'proc/meminfo', 'proc/stat',
+               'proc/swaps', 'proc/uptime', 'proc/slabinfo', 'sys/devices/system/cpu/online']
+
+
+def halt_signal(config, init_kind):
+    """The signal that makes the image's init shut down cleanly."""
+    if config.get('image.halt_signal'):
+        return config['image.halt_signal']
+    return {'busybox': 'SIGUSR1', 'systemd': 'SIGRTMIN+3'}.get(init_kind, 'SIGPWR')
+
+
+def _signal_number(name):
+    if name.startswith('SIGRTMIN+'):
+        return int(signal.SIGRTMIN) + int(name[len('SIGRTMIN+'):])
+    return int(getattr(signal, name))
+
+
+def build(name, rootfs, config, idmap, console_log, lxc_log, init_kind, lxcfs_dir,
+          device_lines):
+    """The LXC config of an instance as text. device_lines come from the device registry."""
+    privileged = is_true(config.get('security.privileged', 'false'))
+    nesting = is_true(config.get('security.nesting', 'false'))
+    lines = [
+        ('lxc.uts.name', name),
+        ('lxc.rootfs.path', rootfs),          # a plain path: a dir: prefix is lost in bindings
+        ('lxc.arch', 'linux64'),
+        ('lxc.autodev', '1'),
+        ('lxc.pty.max', '1024'),
+        ('lxc.tty.max', '0'),
+        ('lxc.mount.auto', 'proc:rw sys:rw cgroup:rw' if nesting and privileged
+         else 'proc:mixed sys:mixed cgroup:mixed'),
+        ('lxc.console.logfile', console_log),
+        ('lxc.console.size', str(CONSOLE_LOG_SIZE)),
+        ('lxc.console.rotate', '1'),
+        ('lxc.log.file', lxc_log),
+        ('lxc.log.level', 'warn'),
+        ('lxc.signal.halt', str(_signal_number(halt_signal(config, init_kind)))),
+        ('lxc.cap.drop', 'sys_time sys_module sys_rawio mac_admin mac_override'),
+        ('lxc.seccomp.profile', SECCOMP),
+        ('lxc.cgroup.devices.deny', 'a'),
+    ]
+    lines += [('lxc.cgroup.devices.allow', rule) for rule in DEVICE_ALLOW]
+    lines += [('lxc.mount.entry', '/dev/fuse dev/fuse none bind,create=file,optional 0 0'),
+              ('lxc.mount.entry', '/dev/net/tun dev/net/tun none bind,create=file,optional 0 0'),
+              ('lxc.mount.entry', 'proc dev/.lxc/proc proc create=dir,optional 0 0'),
+              ('lxc.mount.entry', 'sys dev/.lxc/sys sysfs create=dir,optional 0 0')]
+    if nesting:
+        lines.append(('lxc.mount.entry', '/sys/fs/fuse/connections sys/fs/fuse/connections '
+                      'none rbind,create=dir,optional 0 0'))
+    if lxcfs_dir:
+        lines += [('lxc.mount.entry', '%s/%s %s none bind,create=file,optional 0 0'
+                   % (lxcfs_dir, path, path)) for path in LXCFS_FILES]
+    lines += idmaps.lxc_lines(idmap)
+    for key, value in sorted(config.items()):
+        if key.startswith('environment.'):
+            lines.append(('lxc.environment', '%s=%s' % (key[len('environment.'):], value)))
+    lines += limits.start_config(config)
+    lines += device_lines
+    if not any(key.startswith('lxc.net.') for key, _ in device_lines):
+        lines.append(('lxc.net.0.type', 'empty'))   # its own netns with only lo
+    text = ''.join('%s = %s\n' % (key, value) for key, value in lines)
+    if config.get('raw.lxc'):
+        text += config['raw.lxc'].rstrip('\n') + '\n'
+    return text
