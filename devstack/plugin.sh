@@ -128,17 +128,20 @@ function configure_nova_lxd_lxd {
 
 # -- extra ----------------------------------------------------------------------------------
 function build_nova_lxd_image {
-    local file=$NOVA_LXD_IMAGE_DIR/$NOVA_LXD_IMAGE_NAME.tar.xz
-    local build_args=(build "$NOVA_LXD_IMAGE" --output "$file")
+    local out_dir=$NOVA_LXD_IMAGE_DIR/$NOVA_LXD_IMAGE output file
+    local build_args=(build "$NOVA_LXD_IMAGE" --output-dir "$out_dir" --quiet)
     if [[ $NOVA_LXD_IMAGE == debian ]]; then
         build_args+=(--mirror "$NOVA_LXD_DEBIAN_MIRROR")
     fi
-    sudo mkdir -p "$NOVA_LXD_IMAGE_DIR"
-    # building a root filesystem needs root (device nodes, ownership)
-    sudo "$(get_python_exec_prefix)/nova-lxd-image" "${build_args[@]}" || \
+    sudo mkdir -p "$out_dir"
+    # building a root filesystem needs root (device nodes, ownership); it prints the
+    # tarball's path, then its fingerprint
+    output=$(sudo "$(get_python_exec_prefix)/nova-lxd-image" "${build_args[@]}") || \
         die $LINENO "nova-lxd-image could not build the $NOVA_LXD_IMAGE image"
-    OS_CLOUD=${OS_CLOUD:-devstack-admin} "$(get_python_exec_prefix)/nova-lxd-image" \
-        upload "$file" --name "$NOVA_LXD_IMAGE_NAME" --public || \
+    file=${output%%$'\n'*}
+    [[ -f $file ]] || die $LINENO "nova-lxd-image built no file (it said: $output)"
+    "$(get_python_exec_prefix)/nova-lxd-image" upload "$file" --name "$NOVA_LXD_IMAGE_NAME" \
+        --public --os-cloud "${OS_CLOUD:-devstack-admin}" || \
         die $LINENO "nova-lxd-image could not upload $file to Glance"
 }
 

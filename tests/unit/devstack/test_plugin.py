@@ -210,12 +210,28 @@ def test_post_config_on_a_node_without_compute_or_glance(tmp_path):
 
 def test_extra_builds_and_uploads_the_image(stack):
     stack.run('stack', 'extra')
-    image_dir = stack.root / 'data/nova-lxd-images'
-    built = image_dir / 'nova-lxd-busybox.tar.xz'
+    out_dir = stack.root / 'data/nova-lxd-images/busybox'
+    built = out_dir / 'image.tar.gz'          # the path nova-lxd-image printed
     assert built.exists()
     assert stack.calls('nova-lxd-image') == [
-        ['nova-lxd-image', 'build', 'busybox', '--output', str(built)],
-        ['nova-lxd-image', 'upload', str(built), '--name', 'nova-lxd-busybox', '--public']]
+        ['nova-lxd-image', 'build', 'busybox', '--output-dir', str(out_dir), '--quiet'],
+        ['nova-lxd-image', 'upload', str(built), '--name', 'nova-lxd-busybox', '--public',
+         '--os-cloud', 'devstack-admin']]
+
+
+def test_image_tool_accepts_the_plugins_arguments():
+    """The arguments the plugin passes are the ones nova-lxd-image's real parser accepts."""
+    from nova_lxd.image import cli
+    parser = cli.make_parser()
+    build = parser.parse_args(['build', 'busybox', '--output-dir', '/x', '--quiet'])
+    assert (build.kind, build.output_dir, build.quiet) == ('busybox', '/x', True)
+    debian = parser.parse_args(['build', 'debian', '--output-dir', '/x', '--quiet',
+                                '--mirror', 'http://m/debian'])
+    assert debian.mirror == 'http://m/debian'
+    upload = parser.parse_args(['upload', '/x/i.tar.gz', '--name', 'n', '--public',
+                                '--os-cloud', 'devstack-admin'])
+    assert (upload.file, upload.name, upload.public, upload.os_cloud) == \
+        ('/x/i.tar.gz', 'n', True, 'devstack-admin')
 
 
 def test_extra_without_image(tmp_path):
