@@ -62,9 +62,17 @@ class Daemon:
                         op_id, description)
         self.operations = operations.OperationRegistry(
             on_change=lambda op: self.events.send('operation', op.to_dict()), store=self.db)
+        # instances and profiles last: the default profile's root disk names the default pool
+        from nova_lxd.backend.instances.profiles import ProfileService
+        from nova_lxd.backend.instances.service import InstanceService
+        self.instances = InstanceService(self)
+        self.profiles = ProfileService(self)
+        self.profiles.prepare()
+        self.instances.prepare()
 
     async def start(self):
         self.prepare()
+        self.instances.start_background()
         self._stopped = asyncio.Event()
         self._runner = web.AppRunner(api.make_app(self), handle_signals=False,
                                      access_log=None)
@@ -80,6 +88,8 @@ class Daemon:
 
     async def stop(self):
         LOG.info('Stopping; containers keep running')
+        if getattr(self, 'instances', None):
+            self.instances.stop_background()   # lxcfs keeps running for the containers
         if self.operations:
             await self.operations.shutdown()
         if self._runner:

@@ -87,6 +87,8 @@ class LocalDaemon:
             except Exception:
                 pass
         self.stop()
+        from nova_lxd.backend import lxcfs   # the daemon leaves it running for its containers
+        lxcfs.stop(self.data_dir)
         if self.owns_dir:
             subprocess.run(['umount', '-R', '-l', self.data_dir], stderr=subprocess.DEVNULL)
             shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -101,3 +101,20 @@ class Lxcfs:
         """On daemon stop: stop watching, leave lxcfs running for the containers."""
         if self._task:
             self._task.cancel()
+
+
+def stop(data_dir, timeout=5.0):
+    """Stop the lxcfs of a data directory and unmount it (used when a whole backend is removed;
+    a normal daemon stop leaves lxcfs running)."""
+    fs = Lxcfs(data_dir)
+    try:
+        with open(fs.pid_file) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        pid = None
+    if pid and fs._alive(pid):
+        os.kill(pid, 15)
+        deadline = time.monotonic() + timeout
+        while fs._alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    subprocess.run(['umount', '-l', fs.mountpoint], stderr=subprocess.DEVNULL)
