@@ -47,11 +47,15 @@ def tree_size(path):
     return total
 
 
-def pack_unified(rootfs, meta_dir, out_path, compression='gz', progress=None, estimate=None):
+def pack_unified(rootfs, meta_dir, out_path, compression='gz', progress=None, estimate=None,
+                 fstab_override=False):
     """Write out_path: meta_dir's metadata.yaml and templates/ plus rootfs/ from `rootfs`.
 
     Runs GNU tar on the host (nothing inside the rootfs is executed); owners stay numeric,
     xattrs (file capabilities) and ACLs are kept. The file appears complete or not at all.
+    fstab_override: when true, rootfs/etc/fstab comes from meta_dir/rootfs/etc/fstab and the
+    original is kept as rootfs/etc/fstab.disk-image (a disk image's mounts make no sense in
+    a container).
     Returns the image fingerprint (sha256 of the tarball, as LXD computes it).
     """
     suffix(compression)  # validates
@@ -60,9 +64,14 @@ def pack_unified(rootfs, meta_dir, out_path, compression='gz', progress=None, es
     progress.total = estimate if estimate is not None else tree_size(rootfs)
     tar_cmd = ['tar', '--create', '--file', '-', '--sort=name', '--numeric-owner',
                '--xattrs', "--xattrs-include=*", '--acls', '--one-file-system',
-               '-C', meta_dir, 'metadata.yaml', 'templates',
-               # './x' -> 'rootfs/x'; symlink targets (flag S) are left alone
-               '-C', rootfs, '--transform', r's,^\.,rootfs,S', '.']
+               '-C', meta_dir, 'metadata.yaml', 'templates']
+    if fstab_override:
+        # the first matching expression wins: the original fstab is renamed
+        tar_cmd += ['--transform', r's,^\./etc/fstab$,rootfs/etc/fstab.disk-image,S']
+    # './x' -> 'rootfs/x'; symlink targets (flag S) are left alone
+    tar_cmd += ['-C', rootfs, '--transform', r's,^\.,rootfs,S', '.']
+    if fstab_override:
+        tar_cmd += ['-C', meta_dir, 'rootfs/etc/fstab']
     partial = out_path + '.partial'
     tar = compressor = None
     try:
@@ -97,12 +106,21 @@ def pack_unified(rootfs, meta_dir, out_path, compression='gz', progress=None, es
     return sha256_file(out_path)
 
 
-def pack_image(rootfs, metadata, out_path, compression='gz', progress=None, estimate=None):
-    """Write metadata (a dict for metadata.yaml) and templates next to rootfs into out_path."""
+def pack_image(rootfs, metadata, out_path, compression='gz', progress=None, estimate=None,
+               fstab_override=None):
+    """Write metadata (a dict for metadata.yaml) and templates next to rootfs into out_path.
+
+    fstab_override: text that replaces the rootfs's /etc/fstab in the tarball (see pack_unified).
+    """
     meta_dir = tempfile.mkdtemp(prefix='.nova-lxd-meta-', dir=os.path.dirname(out_path) or '.')
     try:
         metadata_mod.write_metadata_dir(meta_dir, metadata)
-        return pack_unified(rootfs, meta_dir, out_path, compression, progress, estimate)
+        if fstab_override is not None:
+            os.makedirs(os.path.join(meta_dir, 'rootfs', 'etc'))
+            with open(os.path.join(meta_dir, 'rootfs', 'etc', 'fstab'), 'w') as f:
+                f.write(fstab_override)
+        return pack_unified(rootfs, meta_dir, out_path, compression, progress, estimate,
+                            fstab_override=fstab_override is not None)
     finally:
         shutil.rmtree(meta_dir, ignore_errors=True)
 

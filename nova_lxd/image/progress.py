@@ -18,6 +18,12 @@ class Progress:
         if self.enabled:
             print('%s: %s' % (self.label, text), file=self.stream, flush=True)
 
+    def percent(self, pct):
+        """Report a tool's own percentage (for example qemu-img -p)."""
+        if self.enabled and int(pct) // 10 != self._last_step:
+            self._last_step = int(pct) // 10
+            self.message('%d%%' % pct)
+
     def update(self, done):
         if not self.enabled:
             return
