@@ -1,0 +1,1 @@
+"""Benchmarks: the bundled backend beside LXD 5.0.2 in the same run (see benchmarks/README.md)."""

@@ -1,0 +1,88 @@
+"""What the benchmarks read from the host itself (/proc): checks and memory, same for every side."""
+import os
+import time
+
+
+def wait_for(predicate, timeout=30, interval=0.02):
+    """Poll until predicate() is true; return its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    return predicate()
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return ''
+
+
+def is_container_init(pid):
+    """True when host pid `pid` is an init (/sbin/init, systemd) in a pid namespace of its own."""
+    if not pid or pid <= 0:
+        return False
+    cmdline = _read('/proc/%d/cmdline' % pid).split('\0')[0]
+    try:
+        own_ns = os.readlink('/proc/%d/ns/pid' % pid) != os.readlink('/proc/self/ns/pid')
+    except OSError:
+        return False
+    return own_ns and ('init' in cmdline or 'systemd' in cmdline)
+
+
+def process_gone(pid):
+    """True when pid no longer runs (exited, or a zombie waiting for its parent)."""
+    for line in _read('/proc/%d/status' % pid).splitlines():
+        if line.startswith('State:'):
+            return line.split()[1] in ('Z', 'X')
+    return True
+
+
+def init_ready(pid):
+    """True once the init has installed its signal handlers, so a clean stop is not lost."""
+    for line in _read('/proc/%d/status' % pid).splitlines():
+        if line.startswith('SigCgt:'):
+            return int(line.split()[1], 16) != 0
+    return False
+
+
+def meminfo():
+    values = {}
+    for line in _read('/proc/meminfo').splitlines():
+        key, _, rest = line.partition(':')
+        values[key] = int(rest.split()[0]) * 1024
+    return values
+
+
+def mem_available():
+    return meminfo()['MemAvailable']
+
+
+def rss(pid):
+    """Resident memory of one process in bytes (0 when gone)."""
+    for line in _read('/proc/%d/status' % pid).splitlines():
+        if line.startswith('VmRSS:'):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def machine():
+    """A short description of the machine a run happened on, for the table and the JSON."""
+    uname = os.uname()
+    model = ''
+    for line in _read('/proc/cpuinfo').splitlines():
+        if line.startswith('model name'):
+            model = line.split(':', 1)[1].strip()
+            break
+    return {
+        'hostname': uname.nodename,
+        'kernel': uname.release,
+        'cpus': os.cpu_count(),
+        'cpu_model': model,
+        'memory_gib': round(meminfo().get('MemTotal', 0) / (1 << 30), 1),
+        'load_average_at_start': list(os.getloadavg()),
+    }

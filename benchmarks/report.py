@@ -1,0 +1,116 @@
+"""Statistics, the printed table and the JSON file of a run."""
+import datetime
+import json
+import os
+import statistics
+
+SIDES = ('nova-lxd', 'lxd', 'liblxc')
+# Metrics where more is better; for all others (time, memory, slowdown) less is better.
+HIGHER_IS_BETTER = {'n'}
+
+
+def summary(samples):
+    median = statistics.median(samples)
+    spread = (max(samples) - min(samples)) / median if median else 0.0
+    return {'median': median, 'min': min(samples), 'max': max(samples), 'spread': spread,
+            'n': len(samples)}
+
+
+def ratio(unit, ours, theirs):
+    """How many times better nova-lxd is than LXD (>1: nova-lxd better)."""
+    if ours is None or theirs is None or not ours or not theirs:
+        return None
+    return ours / theirs if unit in HIGHER_IS_BETTER else theirs / ours
+
+
+def rows(scenario_results):
+    """One row per metric: [{scenario, metric, unit, sides: {side: summary|status}, ratio}]."""
+    table = []
+    for entry in scenario_results:
+        metrics = []
+        for side in SIDES:
+            for metric in entry['results'].get(side, {}).get('samples', {}):
+                if metric not in metrics:
+                    metrics.append(metric)
+        if not metrics:
+            metrics = [entry['name']]
+        for metric in metrics:
+            row = {'scenario': entry['name'], 'metric': metric,
+                   'unit': entry['units'].get(metric, 's'), 'sides': {}}
+            for side in SIDES:
+                result = entry['results'].get(side)
+                if result is None:
+                    continue
+                if result['status'] == 'ok' and metric in result['samples']:
+                    row['sides'][side] = summary(result['samples'][metric])
+                else:
+                    row['sides'][side] = {'status': result['status']}
+            medians = [row['sides'].get(s, {}).get('median') for s in ('nova-lxd', 'lxd')]
+            row['ratio'] = ratio(row['unit'], *medians)
+            table.append(row)
+    return table
+
+
+def _value(unit, value):
+    if unit == 's':
+        return '%.3f s' % value if value >= 0.01 else '%.1f ms' % (value * 1000)
+    if unit == 'MB':
+        return '%.1f MB' % value
+    if unit == 'n':
+        return '%d' % value
+    return '%.2f%s' % (value, unit)
+
+
+def _cell(unit, side):
+    if side is None:
+        return '-'
+    if 'median' not in side:
+        return side['status']
+    return _value(unit, side['median'])
+
+
+def format_table(table, header):
+    columns = ['scenario', 'nova-lxd', 'LXD 5.0.2', 'ratio', 'liblxc', 'spread n/L', 'reps']
+    lines = []
+    for row in table:
+        sides = row['sides']
+        spread = '/'.join('±%d%%' % round(50 * sides[s]['spread'])
+                          if s in sides and 'spread' in sides[s] else '-'
+                          for s in ('nova-lxd', 'lxd'))
+        reps = '/'.join(str(sides[s]['n']) if s in sides and 'n' in sides[s] else '-'
+                        for s in ('nova-lxd', 'lxd'))
+        lines.append([row['metric'], _cell(row['unit'], sides.get('nova-lxd')),
+                      _cell(row['unit'], sides.get('lxd')),
+                      '%.2fx' % row['ratio'] if row['ratio'] else '-',
+                      _cell(row['unit'], sides.get('liblxc')), spread, reps])
+    widths = [max(len(str(x)) for x in col) for col in zip(columns, *lines)]
+    out = [header, '']
+    fmt = lambda cells: '  '.join(  # noqa: E731
+        (c.ljust(w) if i == 0 else c.rjust(w)) for i, (c, w) in enumerate(zip(cells, widths)))
+    out.append(fmt(columns))
+    out.append('  '.join('-' * w for w in widths))
+    out.extend(fmt(cells) for cells in lines)
+    out.append('')
+    out.append('medians; ratio = how many times better nova-lxd is than LXD (>1: nova-lxd '
+               'better); spread = half the min-max range / median; reps = nova-lxd/LXD')
+    return '\n'.join(out)
+
+
+def format_errors(scenario_results):
+    out = []
+    for entry in scenario_results:
+        for side, result in entry['results'].items():
+            if result['status'] != 'ok':
+                out.append('%s on %s: %s: %s' % (entry['name'], side, result['status'],
+                                                  result['error']))
+    return '\n'.join(out)
+
+
+def write_json(directory, document):
+    os.makedirs(directory, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime('%Y%m%dT%H%M%SZ')
+    path = os.path.join(directory, '%s.json' % stamp)
+    with open(path + '.tmp', 'w') as f:
+        json.dump(document, f, indent=1, sort_keys=True)
+    os.replace(path + '.tmp', path)
+    return path

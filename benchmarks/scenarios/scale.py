@@ -1,0 +1,158 @@
+"""Scale: API latency with many instances, and density (how many running containers fit)."""
+import statistics
+from concurrent.futures import ThreadPoolExecutor
+
+import pylxd
+
+from benchmarks import host, images
+from benchmarks.scenarios import Scenario, register, stopwatch
+
+MB = 1 << 20
+
+
+def _parallel(target, names, work, workers=4):
+    """Run work(client, name) for each name on a few threads, one pylxd client per call."""
+    def one(name):
+        return work(pylxd.Client(endpoint=target.socket), name)
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(one, names))
+
+
+@register
+class ListLatency(Scenario):
+    name = 'GET instances recursion'
+    description = ('GET /1.0/instances?recursion=1 and =2 with N stopped instances '
+                   '(500; 10 with --quick)')
+    reps = (3, 10)
+    cheap = True
+
+    @property
+    def count(self):
+        return 10 if self.quick else 500
+
+    def setup(self, target):
+        fingerprint = target.ensure_image(images.busybox())
+        names = [target.unique('list') for _ in range(self.count)]
+        state = {'names': names}
+
+        def create(client, name):
+            client.instances.create({'name': name, 'source': {
+                'type': 'image', 'fingerprint': fingerprint}}, wait=True)
+        try:
+            _parallel(target, names, create)
+        except Exception:
+            self.teardown(target, state)
+            raise
+        return state
+
+    def measure(self, target, state):
+        wanted = set(state['names'])
+        values = {}
+        for recursion in (1, 2):
+            with stopwatch() as t:
+                listed = target.list_raw(recursion)
+            names = {entry['name'] for entry in listed}
+            target.check(wanted <= names, '%s: recursion=%d listed %d of the %d instances'
+                         % (target.name, recursion, len(wanted & names), len(wanted)))
+            if recursion == 2:
+                target.check(all('state' in entry for entry in listed),
+                             '%s: recursion=2 entries without state' % target.name)
+            values['GET instances?recursion=%d (%d)' % (recursion, self.count)] = t.seconds
+        return values
+
+    def teardown(self, target, state):
+        def delete(client, name):
+            try:
+                client.instances.get(name).delete(wait=True)
+            except Exception:
+                pass
+        _parallel(target, state['names'], delete)
+
+
+@register
+class Density(Scenario):
+    """Start busybox containers until the limit or until the host's memory runs low.
+
+    Host memory per container comes from MemAvailable before and after, so it counts everything a
+    container costs (its processes, the daemon's monitors, page cache of its rootfs): on a machine
+    other people use at the same time, it is noisy.
+    """
+    name = 'density'
+    description = ('start busybox containers until 1000 run (20 with --quick) or memory runs '
+                   'low; launch time as the count grows, memory per container, daemon memory')
+    reps = (1, 1)
+    units = {'density: running': 'n', 'density: host MB/container': 'MB',
+             'density: daemon MB at peak': 'MB', 'density: daemon MB after delete': 'MB',
+             'density: launch slowdown': 'x'}
+
+    @property
+    def limit(self):
+        return 20 if self.quick else 1000
+
+    @property
+    def step(self):
+        return 5 if self.quick else 50
+
+    @staticmethod
+    def memory_floor():
+        # Leave room for everyone else on the machine.
+        return max(3 << 30, host.meminfo()['MemTotal'] // 6)
+
+    def measure(self, target, state):
+        image = images.busybox()
+        fingerprint = target.ensure_image(image)
+        daemon_before = host.rss(target.pid)
+        available_before = host.mem_available()
+        running, launch_times, curve = [], [], []
+        stopped_by = 'limit'
+        try:
+            while len(running) < self.limit:
+                if host.mem_available() < self.memory_floor():
+                    stopped_by = 'memory'
+                    break
+                with stopwatch() as t:
+                    instance = target.client.instances.create(
+                        {'name': target.unique('dense'),
+                         'source': {'type': 'image', 'fingerprint': fingerprint}}, wait=True)
+                    running.append(instance)
+                    instance.start(wait=True)
+                launch_times.append(t.seconds)
+                if len(running) % self.step == 0:
+                    with stopwatch() as listing:
+                        listed = target.list_raw(2)
+                    curve.append({
+                        'running': len(running),
+                        'launch_median_s': statistics.median(launch_times[-self.step:]),
+                        'host_mb_per_container':
+                            (available_before - host.mem_available()) / MB / len(running),
+                        'daemon_rss_mb': host.rss(target.pid) / MB,
+                        'recursion2_s': listing.seconds,
+                        'listed': len(listed)})
+            for instance in running:
+                target.check_running(instance)
+            available_peak = host.mem_available()
+            daemon_peak = host.rss(target.pid)
+        finally:
+            with stopwatch() as cleanup:
+                for instance in running:
+                    target.remove(instance)
+        left = {url.rsplit('/', 1)[-1] for url in target.list_raw(0)}
+        target.check(not left & {instance.name for instance in running},
+                     '%s: density containers left after deleting them all' % target.name)
+        count = len(running)
+        target.check(count > 0, '%s: no container started' % target.name)
+        first = curve[0]['launch_median_s'] if curve else statistics.median(launch_times)
+        last = curve[-1]['launch_median_s'] if curve else first
+        state['details'] = {'curve': curve, 'stopped_by': stopped_by,
+                            'delete_all_s': cleanup.seconds,
+                            'daemon_rss_before_mb': daemon_before / MB,
+                            'host_mb_given_back': (host.mem_available() - available_peak) / MB}
+        return {
+            'density: running': count,
+            'density: host MB/container': (available_before - available_peak) / MB / count,
+            'density: launch first %d' % self.step: first,
+            'density: launch last %d' % self.step: last,
+            'density: launch slowdown': last / first,
+            'density: daemon MB at peak': daemon_peak / MB,
+            'density: daemon MB after delete': host.rss(target.pid) / MB,
+        }

@@ -1,0 +1,283 @@
+"""The two sides of every benchmark: a private bundled backend and a private LXD 5.0.2.
+
+Both are driven by the same client (pylxd over the unix socket) with the same images. The daemons
+come from the test fixtures (tests/backend_fixture.py, tests/lxd_fixture.py); LXD gets a storage
+pool of the same kind as the bundled backend's default (btrfs on a loop file when that is what
+the bundled backend uses), so the comparison is like for like.
+"""
+import itertools
+import os
+import socket
+import tempfile
+
+import pylxd
+from pylxd.exceptions import LXDAPIException
+
+from benchmarks import host
+from tests.backend_fixture import BackendDaemon
+from tests.lxd_fixture import LXDDaemon
+
+_counter = itertools.count()
+
+
+class CheckFailed(Exception):
+    """A scenario's result was wrong: the measurement is void, whatever its speed."""
+
+
+class BenchLXD(LXDDaemon):
+    """The test fixture's LXD, with its default profile's root disk moved to a pool of the given
+    driver (the fixture's own pool is `dir`)."""
+
+    POOL = 'bench'
+
+    def start(self, pool_driver='dir', pool_size='30GiB', timeout=60):
+        client = super().start(timeout=timeout)
+        if pool_driver != 'dir':
+            try:
+                config = {'size': pool_size} if pool_driver == 'btrfs' else {}
+                client.storage_pools.create({'name': self.POOL, 'driver': pool_driver,
+                                             'config': config})
+                profile = client.profiles.get('default')
+                devices = dict(profile.devices)
+                devices['root'] = dict(devices['root'], pool=self.POOL)
+                profile.devices = devices
+                profile.save()
+            except Exception:
+                self.destroy()
+                raise
+        return client
+
+    def destroy(self):
+        if self.process and self.process.poll() is None:
+            try:
+                self.delete_all()
+                client = self.client()
+                profile = client.profiles.get('default')
+                profile.devices = dict(profile.devices,
+                                       root=dict(profile.devices['root'], pool=self.pool))
+                profile.save()
+                if client.storage_pools.exists(self.POOL):
+                    client.storage_pools.get(self.POOL).delete()
+            except Exception:
+                pass
+        super().destroy()
+
+
+class Target:
+    """One daemon under test, as the scenarios see it."""
+
+    kind = None       # 'nova-lxd' or 'lxd'
+
+    def __init__(self, daemon, client):
+        self.daemon = daemon
+        self.client = client
+        self.checks = 0
+        self._images = {}
+        self.peers = []
+
+    @property
+    def name(self):
+        return self.kind
+
+    @property
+    def pid(self):
+        return self.daemon.process.pid
+
+    @property
+    def socket(self):
+        return self.daemon.socket
+
+    # -- checks and names ---------------------------------------------------------------------
+    def check(self, condition, what):
+        self.checks += 1
+        if not condition:
+            raise CheckFailed(what)
+
+    @staticmethod
+    def unique(prefix):
+        return '%s-%d-%d' % (prefix, os.getpid() % 10000, next(_counter))
+
+    # -- images -------------------------------------------------------------------------------
+    def ensure_image(self, image):
+        """Import an image once (untimed set-up); returns its fingerprint."""
+        if image.alias not in self._images:
+            fingerprint = image.fingerprint
+            if not self.client.images.exists(fingerprint):
+                with open(image.path, 'rb') as f:
+                    imported = self.client.images.create(f.read(), wait=True)
+                if imported.fingerprint != fingerprint:
+                    raise CheckFailed('%s imported %s as %s' % (self.name, image.path,
+                                                                imported.fingerprint))
+            self._images[image.alias] = fingerprint
+        return self._images[image.alias]
+
+    # -- instances ----------------------------------------------------------------------------
+    def create(self, image, name=None):
+        fingerprint = self.ensure_image(image)
+        return self.client.instances.create(
+            {'name': name or self.unique('b'),
+             'source': {'type': 'image', 'fingerprint': fingerprint}}, wait=True)
+
+    def init_pid(self, instance):
+        return instance.state().pid
+
+    def check_running(self, instance):
+        """The container really runs: Running, and its init is a pid-namespaced init on the host."""
+        instance.sync()
+        self.check(instance.status == 'Running', '%s: %s is %s, not Running'
+                   % (self.name, instance.name, instance.status))
+        pid = self.init_pid(instance)
+        self.check(host.is_container_init(pid), '%s: %s has no container init (pid %r)'
+                   % (self.name, instance.name, pid))
+        return pid
+
+    def check_stopped(self, instance):
+        instance.sync()
+        self.check(instance.status == 'Stopped', '%s: %s is %s, not Stopped'
+                   % (self.name, instance.name, instance.status))
+
+    def launch(self, image, name=None, ready=False):
+        instance = self.create(image, name)
+        instance.start(wait=True)
+        pid = self.check_running(instance)
+        if ready:
+            # Untimed: let init install its signal handlers before anyone asks it to stop.
+            self.check(host.wait_for(lambda: host.init_ready(pid), timeout=30),
+                       '%s: init of %s never became ready' % (self.name, instance.name))
+        return instance
+
+    def remove(self, instance):
+        """Untimed clean-up; never raises (a failing clean-up must not hide the real error)."""
+        try:
+            instance.sync()
+            if instance.status != 'Stopped':
+                instance.stop(force=True, wait=True)
+            instance.delete(wait=True)
+        except Exception:
+            pass
+
+    def list_raw(self, recursion):
+        """GET /1.0/instances?recursion=N through pylxd's raw API object (same client both sides)."""
+        response = self.client.api.instances.get(params={'recursion': recursion})
+        return response.json()['metadata']
+
+    # -- description and peers ----------------------------------------------------------------
+    def describe(self):
+        info = {'kind': self.kind}
+        try:
+            env = self.client.host_info.get('environment', {})
+            info.update(server_version=env.get('server_version'),
+                        storage=env.get('storage'),
+                        api_extensions=len(self.client.host_info.get('api_extensions', [])))
+            profile = self.client.profiles.get('default')
+            info['default_profile_devices'] = sorted(
+                '%s:%s' % (k, v.get('type')) for k, v in profile.devices.items())
+        except Exception as e:
+            info['describe_error'] = str(e)
+        return info
+
+    def storage_driver(self):
+        return self.client.host_info.get('environment', {}).get('storage', '')
+
+    def spawn_peer(self):
+        """A second daemon of the same kind (migration); closed with this one."""
+        peer = self.start_peer()
+        self.peers.append(peer)
+        return peer
+
+    def enable_https(self):
+        """Listen on a loopback port; returns an HTTPS pylxd client trusted by the daemon."""
+        with socket.socket() as probe:
+            probe.bind(('127.0.0.1', 0))
+            port = probe.getsockname()[1]
+        address = '127.0.0.1:%d' % port
+        self.client.api.patch(json={'config': {'core.https_address': address}})
+        cert, key = _client_certificate()
+        with open(cert, 'rb') as f:
+            try:
+                self.client.certificates.create('', f.read(), name='bench')
+            except LXDAPIException as e:
+                if 'already' not in str(e).lower():
+                    raise
+        # REQUESTS_CA_BUNDLE would override verify=False (see ARCHITECTURE.md).
+        for var in ('REQUESTS_CA_BUNDLE', 'CURL_CA_BUNDLE'):
+            os.environ.pop(var, None)
+        return pylxd.Client(endpoint='https://' + address, cert=(cert, key), verify=False)
+
+    def close(self):
+        for peer in self.peers:
+            peer.close()
+        self.daemon.destroy()
+
+
+class BundledTarget(Target):
+    kind = 'nova-lxd'
+
+    @classmethod
+    def start(cls):
+        daemon = BackendDaemon()
+        try:
+            client = daemon.start()
+        except Exception:
+            daemon.destroy()
+            raise
+        return cls(daemon, client)
+
+    def start_peer(self):
+        return BundledTarget.start()
+
+
+class LXDTarget(Target):
+    kind = 'lxd'
+
+    @classmethod
+    def start(cls, pool_driver='dir'):
+        daemon = BenchLXD()
+        client = daemon.start(pool_driver=pool_driver)
+        target = cls(daemon, client)
+        target.pool_driver = pool_driver
+        return target
+
+    def start_peer(self):
+        return LXDTarget.start(self.pool_driver)
+
+
+_CERT = {}
+
+
+def _client_certificate():
+    """A self-signed client certificate for HTTPS clients, made once per run."""
+    if not _CERT:
+        import datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import ec
+        from cryptography.x509.oid import NameOID
+
+        key = ec.generate_private_key(ec.SECP384R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, 'nova-lxd-bench')])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+                .public_key(key.public_key()).serial_number(x509.random_serial_number())
+                .not_valid_before(now - datetime.timedelta(days=1))
+                .not_valid_after(now + datetime.timedelta(days=30))
+                .sign(key, hashes.SHA384()))
+        directory = tempfile.mkdtemp(prefix='nova-lxd-bench-cert-', dir='/var/tmp')
+        _CERT['dir'] = directory
+        _CERT['cert'] = os.path.join(directory, 'client.crt')
+        _CERT['key'] = os.path.join(directory, 'client.key')
+        with open(_CERT['cert'], 'wb') as f:
+            f.write(cert.public_bytes(serialization.Encoding.PEM))
+        with open(_CERT['key'], 'wb') as f:
+            f.write(key.private_bytes(serialization.Encoding.PEM,
+                                      serialization.PrivateFormat.TraditionalOpenSSL,
+                                      serialization.NoEncryption()))
+    return _CERT['cert'], _CERT['key']
+
+
+def remove_client_certificate():
+    import shutil
+    if _CERT:
+        shutil.rmtree(_CERT['dir'], ignore_errors=True)
+        _CERT.clear()
