@@ -1,0 +1,275 @@
+"""Link plumbing through netlink (pyroute2), as os-vif does: no `ip` command, no output parsing."""
+import contextlib
+import errno
+import logging
+import os
+import random
+
+from pyroute2 import IPRoute, NetlinkError
+
+LOG = logging.getLogger(__name__)
+
+IFNAMSIZ = 15
+
+
+@contextlib.contextmanager
+def iproute():
+    ipr = IPRoute()
+    try:
+        yield ipr
+    finally:
+        ipr.close()
+
+
+def _index(ipr, name):
+    found = ipr.link_lookup(ifname=name)
+    return found[0] if found else None
+
+
+def exists(name):
+    with iproute() as ipr:
+        return _index(ipr, name) is not None
+
+
+def random_hwaddr():
+    """A MAC in LXD's (Xensource) OUI, 00:16:3e, as LXD generates them."""
+    return '00:16:3e:%02x:%02x:%02x' % tuple(random.randint(0, 255) for _ in range(3))
+
+
+def random_name(prefix):
+    return '%s%08x' % (prefix, random.getrandbits(32))
+
+
+def link_info(name):
+    """One link's attributes as a plain dict, or None if absent."""
+    with iproute() as ipr:
+        index = _index(ipr, name)
+        if index is None:
+            return None
+        link = ipr.get_links(index)[0]
+        return _link_dict(ipr, link)
+
+
+def _link_dict(ipr, link):
+    linkinfo = link.get_attr('IFLA_LINKINFO')
+    kind = linkinfo.get_attr('IFLA_INFO_KIND') if linkinfo else None
+    stats = link.get_attr('IFLA_STATS64') or {}
+    master = link.get_attr('IFLA_MASTER')
+    return {
+        'index': link['index'],
+        'name': link.get_attr('IFLA_IFNAME'),
+        'kind': kind,
+        'hwaddr': link.get_attr('IFLA_ADDRESS') or '',
+        'mtu': link.get_attr('IFLA_MTU'),
+        'up': bool(link['flags'] & 1),
+        'oper_state': link.get_attr('IFLA_OPERSTATE'),
+        'master': master,
+        'loopback': bool(link['flags'] & 8),
+        'stats': {k: stats.get(k, 0) for k in ('rx_bytes', 'tx_bytes', 'rx_packets',
+                                                'tx_packets')},
+    }
+
+
+def all_links():
+    with iproute() as ipr:
+        return [_link_dict(ipr, link) for link in ipr.get_links()]
+
+
+def addresses(name=None):
+    """[(ifname, family, address, prefixlen, scope)] for one link or all."""
+    with iproute() as ipr:
+        names = {link['index']: link.get_attr('IFLA_IFNAME') for link in ipr.get_links()}
+        kwargs = {}
+        if name is not None:
+            index = _index(ipr, name)
+            if index is None:
+                return []
+            kwargs['index'] = index
+        return [(names.get(a['index']), a['family'], a.get_attr('IFA_ADDRESS'),
+                 a['prefixlen'], a['scope']) for a in ipr.get_addr(**kwargs)]
+
+
+def routes():
+    """[(ifname, family, dst or None, dst_len)] of every route in every table of this namespace."""
+    with iproute() as ipr:
+        names = {link['index']: link.get_attr('IFLA_IFNAME') for link in ipr.get_links()}
+        result = []
+        for family in (2, 10):
+            for route in ipr.get_routes(family=family):
+                result.append((names.get(route.get_attr('RTA_OIF')), family,
+                               route.get_attr('RTA_DST'), route['dst_len']))
+        return result
+
+
+def create_bridge(name, hwaddr=None, mtu=None):
+    with iproute() as ipr:
+        kwargs = {'ifname': name, 'kind': 'bridge', 'br_forward_delay': 0}
+        if hwaddr:
+            kwargs['address'] = hwaddr
+        if mtu:
+            kwargs['mtu'] = int(mtu)
+        ipr.link('add', **kwargs)
+
+
+def set_up(name, up=True):
+    with iproute() as ipr:
+        ipr.link('set', index=_index(ipr, name), state='up' if up else 'down')
+
+
+def set_mtu(name, mtu):
+    with iproute() as ipr:
+        ipr.link('set', index=_index(ipr, name), mtu=int(mtu))
+
+
+def set_master(name, master):
+    with iproute() as ipr:
+        ipr.link('set', index=_index(ipr, name), master=_index(ipr, master) if master else 0)
+
+
+def flush_addresses(name):
+    with iproute() as ipr:
+        index = _index(ipr, name)
+        if index is not None:
+            for address in ipr.get_addr(index=index):
+                if address['family'] == 10 and address['scope'] == 253:
+                    continue   # keep the IPv6 link-local address
+                ipr.addr('del', index=index, address=address.get_attr('IFA_ADDRESS'),
+                         prefixlen=address['prefixlen'])
+
+
+def add_address(name, address, prefixlen):
+    with iproute() as ipr:
+        try:
+            ipr.addr('add', index=_index(ipr, name), address=address, prefixlen=prefixlen)
+        except NetlinkError as exc:
+            if exc.code != errno.EEXIST:
+                raise
+
+
+def delete(name):
+    """Remove a link if it exists (a veth takes its peer with it)."""
+    with iproute() as ipr:
+        index = _index(ipr, name)
+        if index is not None:
+            try:
+                ipr.link('del', index=index)
+            except NetlinkError as exc:
+                if exc.code != errno.ENODEV:
+                    raise
+
+
+def create_vxlan(name, vni, local=None, remote=None, group=None, port=None, dev=None,
+                 ttl=None, master=None, mtu=None):
+    with iproute() as ipr:
+        kwargs = {'ifname': name, 'kind': 'vxlan', 'vxlan_id': int(vni),
+                  'vxlan_port': int(port or 4789), 'vxlan_learning': 1}
+        if local:
+            kwargs['vxlan_local'] = local
+        if remote:
+            kwargs['vxlan_group'] = remote
+        if group:
+            kwargs['vxlan_group'] = group
+        if dev:
+            index = _index(ipr, dev)
+            if index is None:
+                raise ValueError('interface %r does not exist' % dev)
+            kwargs['vxlan_link'] = index
+        if ttl:
+            kwargs['vxlan_ttl'] = int(ttl)
+        if mtu:
+            kwargs['mtu'] = int(mtu)
+        ipr.link('add', **kwargs)
+        index = _index(ipr, name)
+        if master:
+            ipr.link('set', index=index, master=_index(ipr, master))
+        ipr.link('set', index=index, state='up')
+
+
+def create_veth(host_name, peer_name, hwaddr=None, mtu=None, master=None):
+    """A veth pair; the peer (the container's end) gets hwaddr, the host end joins master."""
+    with iproute() as ipr:
+        peer = {'ifname': peer_name}
+        if hwaddr:
+            peer['address'] = hwaddr
+        if mtu:
+            peer['mtu'] = int(mtu)
+        kwargs = {'ifname': host_name, 'kind': 'veth', 'peer': peer}
+        if mtu:
+            kwargs['mtu'] = int(mtu)
+        ipr.link('add', **kwargs)
+        try:
+            index = _index(ipr, host_name)
+            if master:
+                ipr.link('set', index=index, master=_index(ipr, master))
+            ipr.link('set', index=index, state='up')
+        except Exception:
+            ipr.link('del', index=_index(ipr, host_name))
+            raise
+
+
+def create_macvlan(name, parent, mode='bridge', hwaddr=None, mtu=None):
+    with iproute() as ipr:
+        parent_index = _index(ipr, parent)
+        if parent_index is None:
+            raise ValueError('parent interface %r does not exist' % parent)
+        kwargs = {'ifname': name, 'kind': 'macvlan', 'link': parent_index,
+                  'macvlan_mode': mode}
+        if hwaddr:
+            kwargs['address'] = hwaddr
+        if mtu:
+            kwargs['mtu'] = int(mtu)
+        ipr.link('add', **kwargs)
+
+
+def move_to_netns(name, pid, new_name=None):
+    """Move a host link into the network namespace of process `pid` (a container's init)."""
+    with iproute() as ipr:
+        index = _index(ipr, name)
+        if index is None:
+            raise ValueError('interface %r does not exist' % name)
+        ipr.link('set', index=index, state='down')
+        ipr.link('set', index=index, net_ns_pid=int(pid))
+    if new_name:
+        with netns_of_pid(pid) as ns:
+            inner = _index(ns, name)
+            ns.link('set', index=inner, ifname=new_name)
+
+
+@contextlib.contextmanager
+def netns_of_pid(pid):
+    """An IPRoute bound to another process's network namespace (entered by setns in a thread)."""
+    from pyroute2 import NetNS
+    ns = NetNS('/proc/%d/ns/net' % int(pid))
+    try:
+        yield ns
+    finally:
+        ns.close()
+
+
+def move_from_netns(pid, name, new_name=None, up=False):
+    """Move a link out of a container's namespace back to the host (ours), optionally renamed."""
+    with netns_of_pid(pid) as ns:
+        index = _index(ns, name)
+        if index is None:
+            return False
+        ns.link('set', index=index, state='down')
+        if new_name and new_name != name:
+            ns.link('set', index=index, ifname=new_name)
+        ns.link('set', index=index, net_ns_pid=os.getpid())
+    if up:
+        set_up(new_name or name)
+    return True
+
+
+def delete_in_netns(pid, name):
+    with netns_of_pid(pid) as ns:
+        index = _index(ns, name)
+        if index is not None:
+            ns.link('del', index=index)
+            return True
+    return False
+
+
+def links_in_netns(pid):
+    with netns_of_pid(pid) as ns:
+        return [link.get_attr('IFLA_IFNAME') for link in ns.get_links()]

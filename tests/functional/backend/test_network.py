@@ -1,0 +1,231 @@
+"""Managed bridges through the API: lifecycle, dnsmasq, nftables, DHCP, restarts (real kernel)."""
+import ipaddress
+import random
+
+import pylxd.exceptions
+import pytest
+
+from nova_lxd.backend.network import netlink
+from tests.backend_fixture import BackendDaemon
+from tests.functional.backend import netns
+
+
+def raw(node, method, **kwargs):
+    """The HTTP response of a pylxd API node, without pylxd raising on errors."""
+    return getattr(node.session, method)(node._api_endpoint, **kwargs)
+
+
+def _name():
+    return 'nlxtn%05x' % random.getrandbits(20)
+
+
+@pytest.fixture
+def network(client):
+    name = _name()
+    client.networks.create(name)
+    yield client.networks.get(name)
+    if client.networks.exists(name):
+        client.networks.get(name).delete()
+
+
+def _leftovers(name):
+    return {'bridge': netns.link_exists(name),
+            'nft': netns.nft_table_exists('novalxd_' + name),
+            'dnsmasq': [c for _, c in netns.dnsmasq_pids() if '--interface=%s ' % name in c + ' ']}
+
+
+def test_create_without_subnet_gets_free_private_24_and_delete_leaves_nothing(client):
+    name = _name()
+    before = [ipaddress.ip_interface('%s/%d' % (a, p)).network
+              for _, fam, a, p, _ in netlink.addresses() if fam == 2]
+    client.networks.create(name)
+    net = client.networks.get(name)
+    assert net.managed is True and net.type == 'bridge'
+    gateway = ipaddress.ip_interface(net.config['ipv4.address'])
+    assert gateway.network.prefixlen == 24 and gateway.network.is_private
+    assert not any(gateway.network.overlaps(other) for other in before)
+    assert net.config['ipv4.nat'] == 'true'
+    left = _leftovers(name)
+    assert left['bridge'] and left['nft'] and len(left['dnsmasq']) == 1
+    assert '--listen-address=%s' % gateway.ip in left['dnsmasq'][0]
+    assert '--dhcp-leasefile=' in left['dnsmasq'][0]
+    state = client.api.networks[name].state.get().json()['metadata']
+    assert {'family': 'inet', 'address': str(gateway.ip), 'netmask': '24',
+            'scope': 'global'} in state['addresses']
+    assert state['state'] == 'up' and state['bridge'] is not None
+    net.delete()
+    assert _leftovers(name) == {'bridge': False, 'nft': False, 'dnsmasq': []}
+    assert not client.networks.exists(name)
+
+
+def test_two_auto_networks_never_share_a_subnet(client):
+    names = [_name(), _name()]
+    try:
+        for name in names:
+            client.networks.create(name)
+        subnets = [ipaddress.ip_interface(client.networks.get(n).config['ipv4.address']).network
+                   for n in names]
+        assert not subnets[0].overlaps(subnets[1])
+    finally:
+        for name in names:
+            if client.networks.exists(name):
+                client.networks.get(name).delete()
+
+
+@pytest.mark.parametrize('config, message', [
+    ({'ipv4.address': '10.0.0.0/24'}, 'network or broadcast'),
+    ({'ipv4.address': 'banana'}, 'ipv4.address'),
+    ({'bogus.key': '1'}, 'bogus.key'),
+    ({'ipv4.address': '10.251.3.1/24', 'ipv4.dhcp.ranges': '10.9.9.2-10.9.9.9'}, 'DHCP range'),
+    ({'ipv4.nat': 'maybe'}, 'ipv4.nat'),
+    ({'tunnel.t.protocol': 'gre', 'tunnel.t.remote': '10.1.1.1'}, 'vxlan'),
+    ({'tunnel.t.protocol': 'vxlan'}, 'remote'),
+])
+def test_bad_config_is_refused_and_nothing_is_left(client, config, message):
+    name = _name()
+    resp = raw(client.api.networks, 'post', json={'name': name, 'config': config})
+    assert resp.status_code == 400
+    assert resp.json()['type'] == 'error' and message in resp.json()['error']
+    assert not client.networks.exists(name)
+    assert _leftovers(name) == {'bridge': False, 'nft': False, 'dnsmasq': []}
+
+
+def test_subnet_used_by_the_host_is_refused(client):
+    host_route = next(ipaddress.ip_network('%s/%d' % (dst, length))
+                      for _, fam, dst, length in netlink.routes()
+                      if fam == 2 and dst and 8 < length < 31)
+    name = _name()
+    resp = raw(client.api.networks, 'post', json={
+        'name': name, 'config': {'ipv4.address': '%s/%d' % (host_route[1] + 5,
+                                                            host_route.prefixlen)}})
+    assert resp.status_code == 400 and 'overlaps' in resp.json()['error']
+    assert not netns.link_exists(name)
+
+
+def test_bad_names_and_duplicates(client, network):
+    assert raw(client.api.networks, 'post', json={'name': '1abc'}).status_code == 400
+    assert raw(client.api.networks, 'post', json={'name': 'x' * 16}).status_code == 400
+    assert raw(client.api.networks, 'post', json={'name': network.name}).status_code == 409
+    assert raw(client.api.networks, 'post', json={'name': 'lo'}).status_code == 409
+    assert raw(client.api.networks['nope-none'], 'get').status_code == 404
+
+
+def test_put_patch_restart_dnsmasq_with_new_ranges(client, network):
+    base = network.config['ipv4.address'].rsplit('.', 1)[0]
+    old_pid = [p for p, c in netns.dnsmasq_pids() if '--interface=%s ' % network.name in c + ' ']
+    network.config['ipv4.dhcp.ranges'] = '%s.50-%s.60' % (base, base)
+    network.config['dns.domain'] = 'novalxd.test'
+    network.save()
+    assert client.networks.get(network.name).config['ipv4.dhcp.ranges'] == '%s.50-%s.60' % (
+        base, base)
+    procs = [(p, c) for p, c in netns.dnsmasq_pids() if '--interface=%s ' % network.name in c + ' ']
+    assert len(procs) == 1 and procs[0][0] != old_pid[0]
+    assert '--dhcp-range=%s.50,%s.60,1h' % (base, base) in procs[0][1]
+    assert '-s novalxd.test' in procs[0][1]
+    # PATCH: a new subnet moves the bridge address and dnsmasq
+    resp = raw(client.api.networks[network.name], 'patch', json={'config': {
+        'ipv4.address': '10.252.%d.1/24' % random.randint(0, 255), 'ipv4.dhcp.ranges': None,
+        'description': None}})
+    assert resp.status_code == 200, resp.text
+    new = client.networks.get(network.name)
+    gateway = ipaddress.ip_interface(new.config['ipv4.address'])
+    assert 'ipv4.dhcp.ranges' not in new.config and new.config['dns.domain'] == 'novalxd.test'
+    assert [a for _, f, a, _, _ in netlink.addresses(network.name) if f == 2] == [str(gateway.ip)]
+    # a bad PATCH changes nothing
+    resp = raw(client.api.networks[network.name], 'patch', json={'config': {'ipv4.address': 'nope'}})
+    assert resp.status_code == 400
+    assert client.networks.get(network.name).config['ipv4.address'] == str(gateway)
+
+
+def test_rename_moves_bridge_dnsmasq_and_table(client, network):
+    old = network.name
+    new = _name()
+    try:
+        resp = raw(client.api.networks[old], 'post', json={'name': new})
+        assert resp.status_code == 201, resp.text
+        assert _leftovers(old) == {'bridge': False, 'nft': False, 'dnsmasq': []}
+        left = _leftovers(new)
+        assert left['bridge'] and left['nft'] and len(left['dnsmasq']) == 1
+        assert client.networks.get(new).config['ipv4.address'] == network.config['ipv4.address']
+    finally:
+        if client.networks.exists(new):
+            client.networks.get(new).delete()
+
+
+def test_unmanaged_host_interfaces_are_listed(client, network):
+    nets = {n.name: n for n in client.networks.all()}
+    assert nets['lo'].managed is False and nets['lo'].type == 'loopback'
+    assert nets[network.name].managed is True
+    resp = raw(client.api.networks['lo'], 'put', json={'config': {}})
+    assert resp.status_code == 400 and 'not managed' in resp.json()['error']
+    assert raw(client.api.networks['lo'], 'delete').status_code == 400
+    assert netns.link_exists('lo')
+
+
+def test_dhcp_leases_and_reachability_between_two_endpoints(client, network):
+    gateway = ipaddress.ip_interface(network.config['ipv4.address'])
+    with netns.namespace() as ns1, netns.namespace() as ns2:
+        netns.plug(ns1, network.name, hwaddr='00:16:3e:00:aa:01')
+        netns.plug(ns2, network.name, hwaddr='00:16:3e:00:aa:02')
+        a1, a2 = netns.dhcp(ns1), netns.dhcp(ns2)
+        assert ipaddress.ip_address(a1) in gateway.network
+        assert ipaddress.ip_address(a2) in gateway.network and a1 != a2
+        assert netns.ping(ns1, a2) and netns.ping(ns2, str(gateway.ip))
+        leases = client.api.networks[network.name].leases.get().json()['metadata']
+        by_mac = {lease['hwaddr']: lease for lease in leases}
+        assert by_mac['00:16:3e:00:aa:01']['address'] == a1
+        assert by_mac['00:16:3e:00:aa:02']['type'] == 'dynamic'
+        state = client.api.networks[network.name].state.get().json()['metadata']
+        assert len(state['bridge']['upper_devices']) == 2
+        assert state['counters']['packets_received'] > 0
+
+
+def test_delete_refused_while_a_profile_uses_it(backend, client, network):
+    # profiles belong to another service; the db document is what used_by reads
+    from nova_lxd.backend.db import Database
+    db = Database(backend.data_dir + '/nova-lxd.db')
+    try:
+        db.put('profile', 'nlxt-user', {'name': 'nlxt-user', 'devices': {
+            'eth0': {'type': 'nic', 'network': network.name, 'name': 'eth0'}}})
+        assert client.networks.get(network.name).used_by == ['/1.0/profiles/nlxt-user']
+        resp = raw(client.api.networks[network.name], 'delete')
+        assert resp.status_code == 400 and 'in use' in resp.json()['error']
+        assert netns.link_exists(network.name)
+    finally:
+        db.delete('profile', 'nlxt-user')
+        db.close()
+
+
+def test_restart_adopts_dnsmasq_and_recreates_a_missing_bridge():
+    daemon = BackendDaemon()
+    name = _name()
+    try:
+        client = daemon.start()
+        client.networks.create(name, config={'ipv4.address': '10.253.%d.1/24'
+                                             % random.randint(0, 255)})
+        pids = [p for p, c in netns.dnsmasq_pids() if '--interface=%s ' % name in c + ' ']
+        daemon.stop()
+        # like LXD: stopping the daemon leaves networking up for running containers
+        assert netns.link_exists(name)
+        assert [p for p, c in netns.dnsmasq_pids() if '--interface=%s ' % name in c + ' '] == pids
+        client = daemon.start()
+        assert [p for p, c in netns.dnsmasq_pids() if '--interface=%s ' % name in c + ' '] == pids
+        daemon.stop()
+        # as after a reboot: bridge and firewall gone, dnsmasq gone
+        netns.run('kill', str(pids[0]))
+        netns.run('ip', 'link', 'del', name)
+        netns.run('nft', 'delete', 'table', 'inet', 'novalxd_' + name)
+        client = daemon.start()
+        left = _leftovers(name)
+        assert left['bridge'] and left['nft'] and len(left['dnsmasq']) == 1
+        assert client.networks.get(name).status == 'Created'
+        client.networks.get(name).delete()
+        assert _leftovers(name) == {'bridge': False, 'nft': False, 'dnsmasq': []}
+    finally:
+        if daemon.process:
+            try:
+                if daemon.client().networks.exists(name):
+                    daemon.client().networks.get(name).delete()
+            except Exception:
+                pass
+        daemon.destroy()
