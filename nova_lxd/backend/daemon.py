@@ -62,6 +62,10 @@ class Daemon:
                         op_id, description)
         self.operations = operations.OperationRegistry(
             on_change=lambda op: self.events.send('operation', op.to_dict()), store=self.db)
+        # networks before instances: containers join bridges that must exist
+        from nova_lxd.backend.network.service import NetworkService
+        self.networks = NetworkService(self)
+        self.networks.start()
         # instances and profiles last: the default profile's root disk names the default pool
         from nova_lxd.backend.instances.profiles import ProfileService
         from nova_lxd.backend.instances.service import InstanceService

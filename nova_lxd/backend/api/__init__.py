@@ -4,14 +4,14 @@ import logging
 
 from aiohttp import web
 
-from nova_lxd.backend.api import events, operations, response, server
+from nova_lxd.backend.api import events, networks, operations, response, server
 from nova_lxd.backend.api import instances, profiles
 from nova_lxd.backend.errors import ApiError
 
 LOG = logging.getLogger(__name__)
 
 # Each module exposes `routes`; a new resource module is added here and nowhere else.
-MODULES = [server, operations, events, instances, profiles]
+MODULES = [server, operations, events, networks, instances, profiles]
 
 
 @web.middleware

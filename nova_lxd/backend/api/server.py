@@ -16,6 +16,10 @@ API_EXTENSIONS = [
     'patch',
     'image_aliases_rename',
     'instances',
+    'network',
+    'network_leases',
+    'network_state',
+    'network_expanded_state',
 ]
 
 # `lxc` and pylxd report these architectures; the kernel's own name comes first.
