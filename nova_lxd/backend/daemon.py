@@ -62,6 +62,12 @@ class Daemon:
                         op_id, description)
         self.operations = operations.OperationRegistry(
             on_change=lambda op: self.events.send('operation', op.to_dict()), store=self.db)
+        # storage, then images: pools mounted (the default one created on first start)
+        from nova_lxd.backend.images import ImageStore
+        from nova_lxd.backend.storage import StorageService
+        self.storage = StorageService(self)
+        self.storage.start()
+        self.images = ImageStore(self)
         # networks before instances: containers join bridges that must exist
         from nova_lxd.backend.network.service import NetworkService
         self.networks = NetworkService(self)
@@ -125,10 +131,10 @@ class Daemon:
         return [address] if address else []
 
     def default_storage_driver(self):
-        return 'dir'
+        return self.storage.default_driver_name()
 
     def storage_drivers_info(self):
-        return [{'Name': 'dir', 'Version': '1', 'Remote': False}]
+        return self.storage.drivers_info()
 
     async def apply_server_config(self, values):
         self.db.set_config(values)

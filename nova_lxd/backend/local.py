@@ -90,5 +90,7 @@ class LocalDaemon:
         from nova_lxd.backend import lxcfs   # the daemon leaves it running for its containers
         lxcfs.stop(self.data_dir)
         if self.owns_dir:
-            subprocess.run(['umount', '-R', '-l', self.data_dir], stderr=subprocess.DEVNULL)
+            # pools (btrfs on loop files) are mounted below the data dir; this frees their loops
+            from nova_lxd.backend.storage.system import unmount_tree
+            unmount_tree(self.data_dir)
             shutil.rmtree(self.data_dir, ignore_errors=True)

@@ -6,12 +6,13 @@ from aiohttp import web
 
 from nova_lxd.backend.api import events, networks, operations, response, server
 from nova_lxd.backend.api import instances, profiles
+from nova_lxd.backend.api import images, storage
 from nova_lxd.backend.errors import ApiError
 
 LOG = logging.getLogger(__name__)
 
 # Each module exposes `routes`; a new resource module is added here and nowhere else.
-MODULES = [server, operations, events, networks, instances, profiles]
+MODULES = [server, operations, events, networks, instances, profiles, images, storage]
 
 
 @web.middleware

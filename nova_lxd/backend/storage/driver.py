@@ -5,6 +5,9 @@ Layout inside a pool's directory (as LXD lays it out):
     containers/<name>/             an instance: rootfs/, metadata.yaml, templates/
     containers-snapshots/<name>/<snapshot>/
     custom/<volume>/               custom volumes
+Drivers share that layout through storage/tree.py (TreeDriver) and differ only in how one volume
+is created, cloned, snapshotted, deleted and limited (a directory and `cp -a`, or a btrfs subvolume
+and a btrfs snapshot).
 `unpack` callbacks given by the image store fill a directory with rootfs/, metadata.yaml and
 templates/ from an image; the driver decides whether to unpack once and clone (copy-on-write
 drivers) or to unpack for every instance (dir).
@@ -29,6 +32,15 @@ class StorageDriver(abc.ABC):
     def available(cls):
         """Whether this driver can work on this host."""
 
+    @classmethod
+    @abc.abstractmethod
+    def check_config(cls, config, creating):
+        """A clean copy of a pool's config (keys, values); BadRequest names a bad key."""
+
+    @abc.abstractmethod
+    def update(self, new_config):
+        """Apply a changed pool config (e.g. a larger `size`) or raise BadRequest."""
+
     # -- the pool ------------------------------------------------------------------------
     @abc.abstractmethod
     def create(self):
@@ -50,6 +62,10 @@ class StorageDriver(abc.ABC):
     @abc.abstractmethod
     def delete_image(self, fingerprint):
         """Drop any cached copy of an image (idempotent)."""
+
+    @abc.abstractmethod
+    def list_images(self):
+        """Fingerprints of the images cached in this pool."""
 
     # -- instances -----------------------------------------------------------------------
     @abc.abstractmethod
@@ -84,6 +100,10 @@ class StorageDriver(abc.ABC):
     def instance_usage(self, name):
         """Bytes used by an instance's volume."""
 
+    @abc.abstractmethod
+    def list_instances(self):
+        """Names of the instance volumes in this pool."""
+
     # -- snapshots -----------------------------------------------------------------------
     @abc.abstractmethod
     def snapshot_path(self, name, snapshot):
@@ -104,3 +124,24 @@ class StorageDriver(abc.ABC):
     @abc.abstractmethod
     def restore_snapshot(self, name, snapshot):
         """Replace an instance volume's content with a snapshot's."""
+
+    # -- custom volumes --------------------------------------------------------------------
+    @abc.abstractmethod
+    def custom_volume_path(self, name):
+        """The directory of a custom volume."""
+
+    @abc.abstractmethod
+    def create_custom_volume(self, name, size=None):
+        """Create an empty custom volume (its root owned by root, mode 0711)."""
+
+    @abc.abstractmethod
+    def delete_custom_volume(self, name):
+        """Delete a custom volume (idempotent)."""
+
+    @abc.abstractmethod
+    def rename_custom_volume(self, old, new):
+        """Rename a custom volume."""
+
+    @abc.abstractmethod
+    def set_custom_volume_size(self, name, size):
+        """Apply a size (bytes; None removes the limit) to a custom volume, or raise."""

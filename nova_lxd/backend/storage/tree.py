@@ -1,0 +1,243 @@
+"""TreeDriver: the pool layout and every volume operation, over five primitives per driver.
+
+A driver says how to make an empty volume, clone one (optionally read-only), delete one, limit
+one's size and measure it; everything else (images cached once, instances, snapshots, custom
+volumes, renames, restore) is written here once.
+"""
+import abc
+import collections
+import logging
+import os
+import shutil
+import threading
+import uuid
+
+from nova_lxd.backend.errors import BadRequest, Conflict, NotFound
+from nova_lxd.backend.storage import driver, system
+
+LOG = logging.getLogger(__name__)
+
+
+class TreeDriver(driver.StorageDriver):
+    # True when images are unpacked once into the pool and instances are clones of them.
+    caches_images = False
+
+    def __init__(self, pool_name, pool_dir, config):
+        super().__init__(pool_name, pool_dir, config)
+        self._image_locks = collections.defaultdict(threading.Lock)
+
+    # -- primitives ------------------------------------------------------------------------
+    @abc.abstractmethod
+    def _new_volume(self, path):
+        """Create an empty volume at path."""
+
+    @abc.abstractmethod
+    def _clone(self, source, dest, readonly=False):
+        """Create volume dest with the content of source."""
+
+    @abc.abstractmethod
+    def _delete_volume(self, path):
+        """Delete the volume at path (which exists)."""
+
+    @abc.abstractmethod
+    def _set_limit(self, path, size):
+        """Limit the volume at path to size bytes (None: no limit), or raise BadRequest."""
+
+    def _usage(self, path):
+        return system.du_bytes(path)
+
+    def _ensure_layout(self):
+        for sub in ('images', 'containers', 'containers-snapshots', 'custom'):
+            os.makedirs(os.path.join(self.pool_dir, sub), mode=0o711, exist_ok=True)
+
+    # -- paths ------------------------------------------------------------------------------
+    def _path(self, *parts):
+        for part in parts:
+            if not part or '/' in part or part in ('.', '..'):
+                raise BadRequest('Invalid volume name %r' % part)
+        return os.path.join(self.pool_dir, *parts)
+
+    def image_path(self, fingerprint):
+        return self._path('images', fingerprint)
+
+    def instance_path(self, name):
+        return self._path('containers', name)
+
+    def snapshot_path(self, name, snapshot):
+        return self._path('containers-snapshots', name, snapshot)
+
+    def custom_volume_path(self, name):
+        return self._path('custom', name)
+
+    def _remove(self, path):
+        if os.path.lexists(path):
+            self._delete_volume(path)
+
+    def _listdir(self, sub):
+        try:
+            return sorted(n for n in os.listdir(os.path.join(self.pool_dir, sub))
+                          if not n.startswith('.'))
+        except FileNotFoundError:
+            return []
+
+    # -- images -------------------------------------------------------------------------------
+    def list_images(self):
+        return self._listdir('images')
+
+    def delete_image(self, fingerprint):
+        with self._image_locks[fingerprint]:
+            self._remove(self.image_path(fingerprint))
+
+    def _cached_image(self, fingerprint, unpack):
+        """The pool's read-only copy of an image, unpacked on first use only."""
+        path = self.image_path(fingerprint)
+        with self._image_locks[fingerprint]:
+            if not os.path.isdir(path):
+                temporary = self._path('images', '.unpack-%s-%s' % (fingerprint,
+                                                                    uuid.uuid4().hex[:8]))
+                self._new_volume(temporary)
+                try:
+                    unpack(temporary)
+                    os.rename(temporary, path)
+                except BaseException:
+                    self._remove(temporary)
+                    raise
+                self._make_readonly(path)
+                LOG.info('Pool %s: image %s cached', self.pool_name, fingerprint)
+        return path
+
+    def _make_readonly(self, path):
+        """Copy-on-write drivers freeze the cached image; dir has nothing to do."""
+
+    # -- instances ----------------------------------------------------------------------------
+    def list_instances(self):
+        return self._listdir('containers')
+
+    def _create_volume(self, path, fill, size):
+        if os.path.lexists(path):
+            raise Conflict('A volume already exists at %s' % path)
+        try:
+            fill()
+            if size is not None:
+                self._set_limit(path, size)
+        except BaseException:
+            self._remove(path)
+            raise
+
+    def create_instance_from_image(self, name, fingerprint, unpack, size=None):
+        path = self.instance_path(name)
+        if self.caches_images:
+            def fill():
+                self._clone(self._cached_image(fingerprint, unpack), path)
+        else:
+            def fill():
+                self._new_volume(path)
+                unpack(path)
+        self._create_volume(path, fill, size)
+        return path
+
+    def create_empty_instance(self, name, size=None):
+        path = self.instance_path(name)
+
+        def fill():
+            self._new_volume(path)
+            os.mkdir(os.path.join(path, 'rootfs'), 0o755)
+        self._create_volume(path, fill, size)
+        return path
+
+    def copy_instance(self, source_path, name, size=None):
+        path = self.instance_path(name)
+        self._create_volume(path, lambda: self._clone(source_path, path), size)
+        return path
+
+    def delete_instance(self, name):
+        snapshots = self._path('containers-snapshots', name)
+        for snapshot in self._listdir(os.path.join('containers-snapshots', name)):
+            self._remove(os.path.join(snapshots, snapshot))
+        shutil.rmtree(snapshots, ignore_errors=True)
+        self._remove(self.instance_path(name))
+
+    def rename_instance(self, old, new):
+        if os.path.lexists(self.instance_path(new)):
+            raise Conflict('A volume for instance %r already exists' % new)
+        os.rename(self.instance_path(old), self.instance_path(new))
+        old_snaps = self._path('containers-snapshots', old)
+        if os.path.isdir(old_snaps):
+            os.rename(old_snaps, self._path('containers-snapshots', new))
+
+    def set_instance_size(self, name, size):
+        self._set_limit(self.instance_path(name), size)
+
+    def instance_usage(self, name):
+        return self._usage(self.instance_path(name))
+
+    # -- snapshots ----------------------------------------------------------------------------
+    def list_snapshots(self, name):
+        return self._listdir(os.path.join('containers-snapshots', name))
+
+    def create_snapshot(self, name, snapshot):
+        path = self.snapshot_path(name, snapshot)
+        if os.path.lexists(path):
+            raise Conflict('Snapshot %s/%s already exists' % (name, snapshot))
+        os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
+        try:
+            self._clone(self.instance_path(name), path, readonly=True)
+        except BaseException:
+            self._remove(path)
+            raise
+        return path
+
+    def delete_snapshot(self, name, snapshot):
+        self._remove(self.snapshot_path(name, snapshot))
+
+    def rename_snapshot(self, name, old, new):
+        if os.path.lexists(self.snapshot_path(name, new)):
+            raise Conflict('Snapshot %s/%s already exists' % (name, new))
+        os.rename(self.snapshot_path(name, old), self.snapshot_path(name, new))
+
+    def restore_snapshot(self, name, snapshot):
+        source = self.snapshot_path(name, snapshot)
+        if not os.path.isdir(source):
+            raise NotFound('Snapshot %s/%s not found' % (name, snapshot))
+        path = self.instance_path(name)
+        # Clone beside the instance first, so a failure leaves the instance untouched.
+        staged = self._path('containers', '.restore-%s-%s' % (name, uuid.uuid4().hex[:8]))
+        self._clone(source, staged)
+        old = self._path('containers', '.old-%s-%s' % (name, uuid.uuid4().hex[:8]))
+        os.rename(path, old)
+        os.rename(staged, path)
+        self._remove(old)
+
+    # -- custom volumes -------------------------------------------------------------------------
+    def list_custom_volumes(self):
+        return self._listdir('custom')
+
+    def create_custom_volume(self, name, size=None):
+        path = self.custom_volume_path(name)
+
+        def fill():
+            self._new_volume(path)
+            os.chmod(path, 0o711)
+        self._create_volume(path, fill, size)
+        return path
+
+    def delete_custom_volume(self, name):
+        self._remove(self.custom_volume_path(name))
+
+    def rename_custom_volume(self, old, new):
+        if os.path.lexists(self.custom_volume_path(new)):
+            raise Conflict('Custom volume %r already exists' % new)
+        os.rename(self.custom_volume_path(old), self.custom_volume_path(new))
+
+    def set_custom_volume_size(self, name, size):
+        self._set_limit(self.custom_volume_path(name), size)
+
+    # -- the pool -------------------------------------------------------------------------------
+    def usage(self):
+        st = os.statvfs(self.pool_dir)
+        total = st.f_blocks * st.f_frsize
+        return total - st.f_bfree * st.f_frsize, total
+
+    def inodes(self):
+        st = os.statvfs(self.pool_dir)
+        return st.f_files - st.f_ffree, st.f_files
