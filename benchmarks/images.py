@@ -172,8 +172,11 @@ def big(size_mb=200):
 
 
 def debian():
-    """Debian 12 minbase with systemd as init: from tests/images.py when it offers one (shared
-    cache with the tests), else built once with the project's image tool (debootstrap, ~1 min)."""
+    """Debian 12 minbase with systemd as init.
+
+    From tests/images.py when it offers one (shared cache with the tests), else built once with
+    the project's image tool (debootstrap, about a minute).
+    """
     tool = _project_images()
     builder = getattr(tool, 'debian_image', None) if tool else None
     if builder is not None:
@@ -206,4 +209,3 @@ def busybox_rootfs_dir(dest, uid_base=0, gid_base=0):
             os.chmod(path, info.mode)
         os.lchown(path, uid_base, gid_base)
     return dest
-

@@ -101,8 +101,8 @@ def format_errors(scenario_results):
     for entry in scenario_results:
         for side, result in entry['results'].items():
             if result['status'] != 'ok':
-                out.append('%s on %s: %s: %s' % (entry['name'], side, result['status'],
-                                                  result['error']))
+                out.append('%s on %s: %s: %s'
+                           % (entry['name'], side, result['status'], result['error']))
     return '\n'.join(out)
 
 

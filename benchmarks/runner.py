@@ -98,9 +98,9 @@ def run_scenario(scenario, targets, raw=None, verbose=False):
                 scenario.teardown(target, state)
             except Exception as exc:
                 _log('  teardown of %r on %s failed: %s' % (scenario.name, target.name, exc))
-            results[target.name].details = state.get('details', {}) if isinstance(state, dict) \
-                else {}
+            if isinstance(state, dict):
+                results[target.name].details = state.get('details', {})
     for side, result in results.items():
-        _log('  %-9s %s%s' % (side, result.status,
-                               (' (%s)' % result.error) if result.error else ''))
+        _log('  %-9s %s%s'
+             % (side, result.status, (' (%s)' % result.error) if result.error else ''))
     return results

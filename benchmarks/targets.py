@@ -25,8 +25,10 @@ class CheckFailed(Exception):
 
 
 class BenchLXD(LXDDaemon):
-    """The test fixture's LXD, with its default profile's root disk moved to a pool of the given
-    driver (the fixture's own pool is `dir`)."""
+    """The test fixture's LXD, its default profile's root disk on a pool of the given driver.
+
+    The fixture's own pool is `dir`; a `bench` pool of another driver is added when asked.
+    """
 
     POOL = 'bench'
 
@@ -157,7 +159,7 @@ class Target:
             pass
 
     def list_raw(self, recursion):
-        """GET /1.0/instances?recursion=N through pylxd's raw API object (same client both sides)."""
+        """GET /1.0/instances?recursion=N through pylxd's raw API object (same client)."""
         response = self.client.api.instances.get(params={'recursion': recursion})
         return response.json()['metadata']
 
