@@ -47,3 +47,69 @@ def fill(rootfs, owner=(0, 0)):
         for name in dirs + files:
             os.lchown(os.path.join(root, name), *owner)
     os.lchown(rootfs, *owner)
+
+
+# -- helpers for instance tests ------------------------------------------------------------------
+import glob  # noqa: E402
+import uuid  # noqa: E402
+
+
+def unique(prefix='t'):
+    """Container names are unique per host cgroup tree: keep test names unique too."""
+    return '%s-%s' % (prefix, uuid.uuid4().hex[:8])
+
+
+def rootfs_path(backend, name):
+    found = glob.glob(os.path.join(backend.data_dir, 'storage-pools', '*', 'containers', name,
+                                   'rootfs'))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def host_root(privileged=False):
+    """Host (uid, gid) of the container's root: the start of root's subordinate range."""
+    if privileged:
+        return 0, 0
+    from nova_lxd.backend.instances import idmap
+    (uid, _), (gid, _) = idmap.host_ranges()
+    return uid, gid
+
+
+def create_busybox(client, backend, name=None, config=None, devices=None, profiles=None):
+    """An instance (source none) whose rootfs holds a busybox system; stopped."""
+    name = name or unique()
+    body = {'name': name, 'source': {'type': 'none'}, 'config': config or {},
+            'devices': devices or {}}
+    if profiles is not None:
+        body['profiles'] = profiles
+    instance = client.instances.create(body, wait=True)
+    fill(rootfs_path(backend, name), mapped_root(instance))
+    return instance
+
+
+def mapped_root(instance):
+    """Host (uid, gid) of the container's root in the map its rootfs is shifted to."""
+    import json
+    entries = json.loads(instance.config.get('volatile.last_state.idmap') or '[]')
+    uid = [e['Hostid'] for e in entries if e['Isuid'] and e['Nsid'] == 0]
+    gid = [e['Hostid'] for e in entries if e['Isgid'] and e['Nsid'] == 0]
+    return (uid[0] if uid else 0), (gid[0] if gid else 0)
+
+
+def attach(backend, name, *command):
+    """Run a command inside a running container with liblxc's own lxc-attach."""
+    out = subprocess.run(['lxc-attach', '-P', os.path.join(backend.data_dir, 'containers'),
+                          '-n', name, '--clear-env', '--'] + list(command),
+                         capture_output=True, text=True, timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout
+
+
+def cleanup(instance):
+    try:
+        instance.sync()
+        if instance.status != 'Stopped':
+            instance.stop(force=True, wait=True)
+        instance.delete(wait=True)
+    except Exception:
+        pass
