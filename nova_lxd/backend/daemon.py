@@ -10,9 +10,10 @@ import sys
 
 from aiohttp import web
 
-from nova_lxd.backend import api, certs, events, operations
+from nova_lxd.backend import api, certs, events, operations, trust
 from nova_lxd.backend import config as daemon_config
 from nova_lxd.backend.db import Database
+from nova_lxd.backend.errors import BadRequest
 
 LOG = logging.getLogger('nova_lxd.backend')
 
@@ -45,6 +46,8 @@ class Daemon:
         self.operations = None
         self.certificate_fingerprint = ''
         self._runner = None
+        self._https_site = None
+        self._https_address = ''
         self._stopped = None
 
     # -- start-up ---------------------------------------------------------------------------
@@ -62,6 +65,7 @@ class Daemon:
                         op_id, description)
         self.operations = operations.OperationRegistry(
             on_change=lambda op: self.events.send('operation', op.to_dict()), store=self.db)
+        self.trust = trust.TrustStore(self.db, self.certificate_fingerprint, self.https_addresses)
         # storage, then images: pools mounted (the default one created on first start)
         from nova_lxd.backend.images import ImageStore
         from nova_lxd.backend.storage import StorageService
@@ -95,6 +99,10 @@ class Daemon:
         os.chown(path, 0, gid)
         os.chmod(path, self.config.socket_mode)
         LOG.info('nova-lxd-backend %s serving on %s', self.version, path)
+        try:
+            await self._listen_https(self.db.config().get('core.https_address', ''))
+        except OSError as exc:
+            LOG.error('Cannot serve HTTPS on %s: %s', self._https_address, exc)
 
     async def stop(self):
         LOG.info('Stopping; containers keep running')
@@ -121,10 +129,13 @@ class Daemon:
 
     # -- facts the API reports --------------------------------------------------------------
     def is_trusted(self, request):
-        # Only the unix socket exists so far; its file mode (0660, root and the socket group)
-        # is the access control, as for LXD.
-        return request.transport is not None and \
-            request.transport.get_extra_info('socket').family == socket.AF_UNIX
+        # The unix socket's file mode (0660, root and the socket group) is its access control,
+        # as for LXD; over HTTPS only a client certificate in the trust store is trusted.
+        if request.transport is None:
+            return False
+        if request.transport.get_extra_info('socket').family == socket.AF_UNIX:
+            return True
+        return self.trust.is_trusted_der(trust.peer_certificate_der(request))
 
     def https_addresses(self):
         address = self.db.config().get('core.https_address')
@@ -137,7 +148,33 @@ class Daemon:
         return self.storage.drivers_info()
 
     async def apply_server_config(self, values):
+        address = values.get('core.https_address', '')
+        if address != self._https_address:
+            old = self._https_address
+            try:
+                await self._listen_https(address)
+            except OSError as exc:
+                await self._listen_https(old)
+                raise BadRequest('Cannot listen on %s: %s' % (address, exc))
         self.db.set_config(values)
+
+    async def _listen_https(self, address):
+        """Serve the API over TLS on core.https_address ('' stops it); moves on change."""
+        if self._https_site is not None:
+            await self._https_site.stop()
+            self._https_site = None
+        self._https_address = ''
+        if not address:
+            return
+        host, _, port = address.rpartition(':')
+        host = host.strip('[]') or None
+        ctx = trust.server_ssl_context(self.config.path('server.crt'),
+                                       self.config.path('server.key'),
+                                       [doc['certificate'] for doc in self.trust.list()])
+        site = web.TCPSite(self._runner, host, int(port), ssl_context=ctx, reuse_address=True)
+        await site.start()
+        self._https_site, self._https_address = site, address
+        LOG.info('Serving HTTPS on %s', address)
 
 
 def _remove_stale_socket(path):

@@ -4,7 +4,7 @@ import logging
 
 from aiohttp import web
 
-from nova_lxd.backend.api import events, networks, operations, response, server
+from nova_lxd.backend.api import certificates, events, networks, operations, response, server
 from nova_lxd.backend.api import instances, profiles
 from nova_lxd.backend.api import images, storage
 from nova_lxd.backend.errors import ApiError
@@ -12,7 +12,8 @@ from nova_lxd.backend.errors import ApiError
 LOG = logging.getLogger(__name__)
 
 # Each module exposes `routes`; a new resource module is added here and nowhere else.
-MODULES = [server, operations, events, networks, instances, profiles, images, storage]
+MODULES = [server, operations, events, networks, instances, profiles, images, storage,
+           certificates]
 
 
 @web.middleware
@@ -38,7 +39,14 @@ async def lxd_errors(request, handler):
 async def trust(request, handler):
     """The unix socket is trusted (root or the socket group); other transports must prove it."""
     request['trusted'] = request.app['daemon'].is_trusted(request)
+    if not request['trusted'] and (request.method, request.path.rstrip('/') or '/') \
+            not in UNTRUSTED_ALLOWED:
+        return response.error(403, 'not authorized')
     return await handler(request)
+
+
+# All an untrusted HTTPS client may do: read the public server info and ask to be trusted.
+UNTRUSTED_ALLOWED = {('GET', '/'), ('GET', '/1.0'), ('POST', '/1.0/certificates')}
 
 
 def make_app(daemon, modules=None):

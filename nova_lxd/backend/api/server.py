@@ -25,6 +25,9 @@ API_EXTENSIONS = [
     'network_leases',
     'network_state',
     'network_expanded_state',
+    'certificate_update',
+    'certificate_token',
+    'explicit_trust_token',
 ]
 
 # `lxc` and pylxd report these architectures; the kernel's own name comes first.
