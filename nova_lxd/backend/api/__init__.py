@@ -5,15 +5,16 @@ import logging
 from aiohttp import web
 
 from nova_lxd.backend.api import certificates, events, networks, operations, response, server
-from nova_lxd.backend.api import instances, profiles
 from nova_lxd.backend.api import images, storage
+from nova_lxd.backend.api import instances, profiles
+from nova_lxd.backend.api import exec as exec_api, files
 from nova_lxd.backend.errors import ApiError
 
 LOG = logging.getLogger(__name__)
 
 # Each module exposes `routes`; a new resource module is added here and nowhere else.
-MODULES = [server, operations, events, networks, instances, profiles, images, storage,
-           certificates]
+MODULES = [server, operations, events, networks, images, storage, instances, profiles,
+           exec_api, files, certificates]
 
 
 @web.middleware

@@ -28,6 +28,13 @@ API_EXTENSIONS = [
     'certificate_update',
     'certificate_token',
     'explicit_trust_token',
+    'container_exec_recording',
+    'container_exec_signal_handling',
+    'container_exec_user_group_cwd',
+    'directory_manipulation',
+    'file_delete',
+    'file_append',
+    'file_symlinks',
 ]
 
 # `lxc` and pylxd report these architectures; the kernel's own name comes first.
