@@ -107,7 +107,8 @@ def parse(raw, template_files=None):
                          % ', '.join(sorted(unknown)))
     if 'architecture' not in doc:
         raise BadRequest('Invalid image metadata: architecture is missing')
-    templates = doc.get('templates') or {}
+    templates = doc.get('templates')
+    templates = {} if templates is None else templates
     if not isinstance(templates, dict):
         raise BadRequest('Invalid image metadata: templates must be a map')
     return {

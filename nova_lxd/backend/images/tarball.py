@@ -145,7 +145,11 @@ def _check_member(member, layout, kinds, content, archive):
         _check_symlink(name, member.linkname, layout)
         kinds[name] = 'symlink'
     elif member.islnk():
-        target = _clean_name(member.linkname)
+        try:
+            target = _clean_name(member.linkname)
+        except BadRequest as exc:
+            raise BadRequest('Invalid image tarball: hard link %r: %s'
+                             % (member.name, str(exc).split(': ', 1)[-1]))
         if kinds.get(target) != 'file':
             raise BadRequest('Invalid image tarball: hard link %r points to %r, which is not a '
                              'regular file earlier in the image' % (member.name, member.linkname))

@@ -1,0 +1,56 @@
+"""Storage pieces that need no daemon: sizes, pool config checks, names."""
+import pytest
+
+from nova_lxd.backend.errors import BadRequest
+from nova_lxd.backend.storage import service, system
+from nova_lxd.backend.storage.btrfs import BtrfsDriver
+from nova_lxd.backend.storage.dir import DirDriver
+
+
+@pytest.mark.parametrize('value,expected', [
+    ('30GB', 30 * 10 ** 9), ('10GiB', 10 << 30), ('512MiB', 512 << 20), ('1024', 1024),
+    (2048, 2048), ('1.5GiB', 3 << 29), ('100kb', 100000)])
+def test_sizes(value, expected):
+    assert system.parse_size(value) == expected
+
+
+@pytest.mark.parametrize('value', ['ten', '-1GB', '0', '5XB', ''])
+def test_bad_sizes(value):
+    with pytest.raises(BadRequest):
+        system.parse_size(value)
+
+
+def test_btrfs_config_checks():
+    assert BtrfsDriver.check_config({'size': '1GiB'}, creating=True) == {'size': '1GiB'}
+    for config, words in [({'size': '1MiB'}, 'at least'), ({'zfs.pool_name': 'x'}, 'zfs'),
+                          ({'source': '/dev/sda'}, 'loop file'),
+                          ({'btrfs.mount_options': 'a;b'}, 'mount_options')]:
+        with pytest.raises(BadRequest) as exc:
+            BtrfsDriver.check_config(config, creating=True)
+        assert words in str(exc.value)
+
+
+def test_dir_config_checks():
+    with pytest.raises(BadRequest, match='size'):
+        DirDriver.check_config({'size': '1GB'}, creating=True)
+    with pytest.raises(BadRequest, match='absolute'):
+        DirDriver.check_config({'source': 'relative/dir'}, creating=True)
+
+
+@pytest.mark.parametrize('name', ['', '../x', 'a/b', '-x', 'x' * 64, None])
+def test_bad_pool_names(name):
+    with pytest.raises(BadRequest):
+        service._check_name(name, 'storage pool')
+
+
+def test_dir_driver_refuses_a_size(tmp_path):
+    driver = DirDriver('p', str(tmp_path / 'p'), {})
+    driver.create()
+    with pytest.raises(BadRequest, match='cannot enforce'):
+        driver.create_custom_volume('v', size=1 << 30)
+    assert driver.list_custom_volumes() == []
+    driver.create_custom_volume('v')
+    assert driver.list_custom_volumes() == ['v']
+    driver.rename_custom_volume('v', 'w')
+    driver.delete_custom_volume('w')
+    assert driver.list_custom_volumes() == []
