@@ -19,6 +19,19 @@ lxd_opts = [
                     'verifies against the system CA bundle.'),
     cfg.IntOpt('timeout', default=300, min=1,
                help='Seconds to wait for one backend operation before giving up.'),
+    cfg.StrOpt('pool', default='default',
+               help='Storage pool that holds instances\' root disks and whose space is reported '
+                    'to placement as DISK_GB.'),
+    cfg.IntOpt('soft_reboot_timeout', default=60, min=1,
+               help='Seconds a soft reboot waits for a clean shutdown before forcing it.'),
+    cfg.IntOpt('console_log_max_bytes', default=100 * 1024, min=1024,
+               help='get_console_output returns at most the last this many bytes.'),
+    cfg.StrOpt('config_drive_path', default='/config-drive',
+               help='Where the config drive appears (read-only) inside a container; cloud-init\'s '
+                    'ConfigDrive datasource reads it there.'),
+    cfg.BoolOpt('listen_events', default=True,
+                help='Follow the backend\'s lifecycle events so that containers stopped or '
+                     'started behind Nova\'s back are reported to Nova at once.'),
 ]
 
 

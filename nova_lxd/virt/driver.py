@@ -1,28 +1,417 @@
 """LXDDriver: Nova's compute driver for system containers, over the LXD REST API (pylxd).
 
-Thin by design: each method orchestrates; the modules beside it do the work.
-"""
-from oslo_log import log as logging
+Thin by design: each method orchestrates; the modules beside it do the work (flavor, image, vif,
+configdrive, host, events). Calls on one instance are serialised by a per-instance lock; calls on
+different instances run in parallel.
 
+Suspend and resume freeze and thaw the container's processes (cgroup freezer) rather than
+checkpointing them to disk: CRIU does not work on the hosts this driver targets, so a suspended
+container keeps its memory. Nova reports it as SUSPENDED all the same.
+"""
+import functools
+import time
+
+from oslo_concurrency import lockutils
+from oslo_log import log as logging
+from pylxd import exceptions as lxd_exceptions
+
+from nova.compute import power_state
+from nova import exception
+from nova.i18n import _
+from nova.objects import diagnostics as diagnostics_obj
 from nova.virt import driver
+from nova.virt import hardware
 
 from nova_lxd.virt import client as lxd_client
+from nova_lxd.virt import conf
+from nova_lxd.virt import configdrive
+from nova_lxd.virt import events
+from nova_lxd.virt import flavor as lxd_flavor
+from nova_lxd.virt import host as lxd_host
+from nova_lxd.virt import image as lxd_image
+from nova_lxd.virt import vif as lxd_vif
 
+CONF = conf.CONF
 LOG = logging.getLogger(__name__)
+
+POWER_STATES = {
+    'Running': power_state.RUNNING,
+    'Stopped': power_state.SHUTDOWN,
+    'Frozen': power_state.PAUSED,
+    'Error': power_state.CRASHED,
+}
+
+
+def _not_found(exc):
+    return getattr(getattr(exc, 'response', None), 'status_code', None) == 404
+
+
+def locked(func):
+    """Serialise calls on one instance (the `instance` argument)."""
+    @functools.wraps(func)
+    def wrapper(self, *args, **kwargs):
+        instance = kwargs.get('instance')
+        if instance is None:
+            instance = next(a for a in args if hasattr(a, 'uuid'))
+        with lockutils.lock('nova-lxd-instance-%s' % instance.uuid):
+            return func(self, *args, **kwargs)
+    return wrapper
 
 
 class LXDDriver(driver.ComputeDriver):
-    capabilities = dict(driver.ComputeDriver.capabilities)
+    capabilities = dict(
+        driver.ComputeDriver.capabilities,
+        has_imagecache=True,
+        supports_trusted_certs=True,   # Glance signature verification on download
+        supports_multiattach=False,
+        supports_attach_interface=False,
+        supports_device_tagging=False,
+        supports_evacuate=False,
+        supports_migrate_to_same_host=False,
+        supports_image_type_raw=True,  # raw in Glance's terms: the container tarballs we accept
+    )
 
     def __init__(self, virtapi, read_only=False):
         super().__init__(virtapi)
         self.client = None
+        self._listener = None
+
+    # -- host ---------------------------------------------------------------------------------
+
+    def _connect(self):
+        if self.client is None:
+            self.client = lxd_client.connect()
+        return self.client
 
     def init_host(self, host):
-        self.client = lxd_client.connect()
+        client = self._connect()
+        env = client.host_info['environment']
         LOG.info('Connected to the LXD API at %s (%s %s)', lxd_client.endpoint(),
-                 self.client.host_info['environment'].get('server'),
-                 self.client.host_info['environment'].get('server_version'))
+                 env.get('server'), env.get('server_version'))
+        missing = lxd_host.missing_extensions(client)
+        if missing:
+            raise exception.HypervisorUnavailable(
+                host=host, reason=_('the LXD API at %(endpoint)s lacks API extensions nova-lxd '
+                                    'needs: %(missing)s') % {
+                    'endpoint': lxd_client.endpoint(),
+                    'missing': '; '.join('%s (%s)' % item for item in sorted(missing.items()))})
+        lxd_host.pool_info(client)   # the pool must exist before anything is scheduled here
+        self._reconcile_after_restart()
+        if CONF.lxd.listen_events and self._listener is None:
+            self._listener = events.Listener(client, self.emit_event, self._uuid_of)
+            self._listener.start()
+
+    def _reconcile_after_restart(self):
+        """Thaw nothing, start nothing: report what the backend holds so Nova's sync decides."""
+        for inst in self.client.instances.all():
+            if lxd_flavor.UUID_KEY in inst.config:
+                LOG.debug('Backend holds %s (%s, %s)', inst.name,
+                          inst.config[lxd_flavor.UUID_KEY], inst.status)
+
+    def cleanup_host(self, host):
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
+
+    def _uuid_of(self, name):
+        try:
+            return self.client.instances.get(name).config.get(lxd_flavor.UUID_KEY)
+        except lxd_exceptions.LXDAPIException:
+            return None
+
+    def get_available_nodes(self, refresh=False):
+        return [CONF.host]
+
+    def get_available_resource(self, nodename):
+        return lxd_host.available_resource(self._connect(), nodename)
+
+    def update_provider_tree(self, provider_tree, nodename, allocations=None):
+        existing = provider_tree.data(nodename).inventory
+        ratios = self._get_allocation_ratios(existing)
+        provider_tree.update_inventory(
+            nodename, lxd_host.inventory(self._connect(), existing, ratios))
+
+    def get_host_ip_addr(self):
+        return CONF.my_ip
+
+    def get_host_uptime(self):
+        return lxd_host.uptime()
+
+    def get_host_cpu_stats(self):
+        return lxd_host.cpu_stats()
+
+    def _nova_instances(self):
+        return [i for i in self._connect().instances.all() if lxd_flavor.UUID_KEY in i.config]
 
     def list_instances(self):
-        return [instance.name for instance in self.client.instances.all()]
+        return [i.name for i in self._nova_instances()]
+
+    def list_instance_uuids(self):
+        return [i.config[lxd_flavor.UUID_KEY] for i in self._nova_instances()]
+
+    def instance_exists(self, instance):
+        return self._connect().instances.exists(instance.name)
+
+    def get_num_instances(self):
+        return len(self._nova_instances())
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def _get(self, instance):
+        try:
+            return self._connect().instances.get(instance.name)
+        except lxd_exceptions.LXDAPIException as exc:
+            if _not_found(exc):
+                raise exception.InstanceNotFound(instance_id=instance.uuid)
+            raise
+
+    def _stop(self, container, timeout=0, retry_interval=0):
+        """Clean shutdown within timeout, resent every retry_interval, then forced."""
+        if container.status == 'Frozen':
+            container.unfreeze(wait=True)
+        deadline = time.monotonic() + timeout
+        while timeout and time.monotonic() < deadline:
+            chunk = max(1, int(min(retry_interval or timeout, deadline - time.monotonic())))
+            try:
+                container.stop(force=False, timeout=chunk, wait=True)
+                return
+            except lxd_exceptions.LXDAPIException as exc:
+                LOG.debug('Clean stop of %s not finished: %s', container.name, exc)
+                container.sync()
+                if container.status == 'Stopped':
+                    return
+        container.sync()
+        if container.status != 'Stopped':
+            container.stop(force=True, wait=True)
+
+    def _start(self, instance, network_info):
+        container = self._get(instance)
+        if container.status == 'Frozen':
+            container.unfreeze(wait=True)
+        elif container.status != 'Running':
+            self._plug(instance, network_info)
+            container.start(wait=True)
+
+    def _plug(self, instance, network_info):
+        for vif in network_info or []:
+            lxd_vif.plug(instance, vif)
+
+    def _unplug(self, instance, network_info):
+        for vif in network_info or []:
+            lxd_vif.unplug(instance, vif)
+
+    def _neutron_failed(self, event_name, instance):
+        LOG.error('Neutron reported failure on event %s', event_name, instance=instance)
+        if CONF.vif_plugging_is_fatal:
+            raise exception.VirtualInterfaceCreateException()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @locked
+    def spawn(self, context, instance, image_meta, injected_files, admin_password, allocations,
+              network_info=None, block_device_info=None, power_on=True, accel_info=None):
+        client = self._connect()
+        if client.instances.exists(instance.name):
+            raise exception.InstanceExists(name=instance.name)
+        pool_driver = client.storage_pools.get(CONF.lxd.pool).driver
+        definition = lxd_flavor.instance_config(
+            instance, instance.flavor, CONF.lxd.pool, pool_driver,
+            nics=lxd_vif.nic_devices(network_info))
+        alias = lxd_image.ensure_image(client, context, instance, image_meta)
+        definition['source'] = {'type': 'image', 'alias': alias}
+        created = None
+        try:
+            timeout = CONF.vif_plugging_timeout
+            with self.virtapi.wait_for_instance_event(
+                    instance, lxd_vif.plugged_events(network_info) if timeout else [],
+                    timeout=timeout, error_callback=self._neutron_failed):
+                self._plug(instance, network_info)
+            created = client.instances.create(definition, wait=True)
+            if configdrive.required(instance):
+                configdrive.build(instance, injected_files, admin_password, network_info,
+                                  owner=configdrive.root_owner(created.config))
+                created.devices = dict(created.devices,
+                                       **{configdrive.DEVICE: configdrive.device(instance)})
+                created.save(wait=True)
+            if power_on:
+                created.start(wait=True)
+        except Exception:
+            if created is not None:
+                _rollback(instance, self._delete_container, created)
+            _rollback(instance, self._unplug, instance, network_info)
+            _rollback(instance, configdrive.remove, instance)
+            raise
+        LOG.info('Spawned container %s', instance.name, instance=instance)
+
+    def _delete_container(self, container):
+        container.sync()
+        if container.status != 'Stopped':
+            container.stop(force=True, wait=True)
+        container.delete(wait=True)
+
+    @locked
+    def destroy(self, context, instance, network_info, block_device_info=None,
+                destroy_disks=True, destroy_secrets=True):
+        try:
+            self._delete_container(self._get(instance))
+        except exception.InstanceNotFound:
+            LOG.debug('Container already gone', instance=instance)
+        self._cleanup(instance, network_info)
+
+    def cleanup(self, context, instance, network_info, block_device_info=None,
+                destroy_disks=True, migrate_data=None, destroy_vifs=True, destroy_secrets=True):
+        self._cleanup(instance, network_info if destroy_vifs else None)
+
+    def _cleanup(self, instance, network_info):
+        self._unplug(instance, network_info)
+        configdrive.remove(instance)
+
+    @locked
+    def reboot(self, context, instance, network_info, reboot_type, block_device_info=None,
+               bad_volumes_callback=None, accel_info=None, share_info=None):
+        container = self._get(instance)
+        if reboot_type == 'SOFT' and container.status == 'Running':
+            try:
+                container.restart(force=False, timeout=CONF.lxd.soft_reboot_timeout, wait=True)
+                return
+            except lxd_exceptions.LXDAPIException as exc:
+                LOG.warning('Soft reboot failed (%s); rebooting hard', exc, instance=instance)
+                container.sync()
+        if container.status == 'Running':
+            container.restart(force=True, wait=True)
+        else:
+            self._start(instance, network_info)
+
+    @locked
+    def power_off(self, instance, timeout=0, retry_interval=0):
+        container = self._get(instance)
+        if container.status != 'Stopped':
+            self._stop(container, timeout, retry_interval)
+
+    @locked
+    def power_on(self, context, instance, network_info, block_device_info=None, accel_info=None,
+                 share_info=None):
+        self._start(instance, network_info)
+
+    @locked
+    def pause(self, instance):
+        container = self._get(instance)
+        if container.status != 'Frozen':
+            container.freeze(wait=True)
+
+    @locked
+    def unpause(self, instance):
+        container = self._get(instance)
+        if container.status == 'Frozen':
+            container.unfreeze(wait=True)
+
+    @locked
+    def suspend(self, context, instance):
+        """Freeze (no CRIU here; see the module docstring)."""
+        container = self._get(instance)
+        if container.status != 'Frozen':
+            container.freeze(wait=True)
+
+    @locked
+    def resume(self, context, instance, network_info, block_device_info=None, share_info=None):
+        self._start(instance, network_info)
+
+    @locked
+    def resume_state_on_host_boot(self, context, instance, network_info, share_info,
+                                  block_device_info=None):
+        self._start(instance, network_info)
+
+    def poll_rebooting_instances(self, timeout, instances):
+        """Nothing to poll: reboot() returns only once the container runs again."""
+        return None
+
+    def get_info(self, instance, use_cache=True):
+        container = self._get(instance)
+        return hardware.InstanceInfo(state=POWER_STATES.get(container.status,
+                                                            power_state.NOSTATE),
+                                     internal_id=container.name)
+
+    def _state(self, instance):
+        try:
+            return self._connect().api.instances[instance.name].state.get().json()['metadata']
+        except lxd_exceptions.LXDAPIException as exc:
+            if _not_found(exc):
+                raise exception.InstanceNotFound(instance_id=instance.uuid)
+            raise
+
+    def get_diagnostics(self, instance):
+        state = self._state(instance)
+        diags = {'cpu_time_ns': (state.get('cpu') or {}).get('usage', 0),
+                 'memory_usage_bytes': (state.get('memory') or {}).get('usage', 0),
+                 'processes': state.get('processes', 0)}
+        for name, nic in (state.get('network') or {}).items():
+            counters = nic.get('counters') or {}
+            diags['%s_rx' % name] = counters.get('bytes_received', 0)
+            diags['%s_tx' % name] = counters.get('bytes_sent', 0)
+        return diags
+
+    def get_instance_diagnostics(self, instance):
+        state = self._state(instance)
+        container = self._get(instance)
+        diags = diagnostics_obj.Diagnostics(
+            state=power_state.STATE_MAP[POWER_STATES.get(container.status,
+                                                         power_state.NOSTATE)],
+            hypervisor='lxd', hypervisor_os='linux',
+            config_drive=configdrive.DEVICE in container.devices)
+        if instance.launched_at:
+            diags.uptime = int(time.time() - instance.launched_at.timestamp())
+        diags.add_cpu(id=0, time=(state.get('cpu') or {}).get('usage', 0))
+        for name, nic in sorted((state.get('network') or {}).items()):
+            if nic.get('type') == 'loopback':
+                continue
+            c = nic.get('counters') or {}
+            diags.add_nic(mac_address=nic.get('hwaddr') or None,
+                          rx_octets=c.get('bytes_received'), rx_packets=c.get('packets_received'),
+                          rx_errors=c.get('errors_received'),
+                          rx_drop=c.get('packets_dropped_inbound'),
+                          tx_octets=c.get('bytes_sent'), tx_packets=c.get('packets_sent'),
+                          tx_errors=c.get('errors_sent'),
+                          tx_drop=c.get('packets_dropped_outbound'))
+        memory = state.get('memory') or {}
+        diags.memory_details = diagnostics_obj.MemoryDiagnostics(
+            maximum=instance.flavor.memory_mb, used=int(memory.get('usage', 0)) // (1024 ** 2))
+        return diags
+
+    def get_console_output(self, context, instance):
+        self._get(instance)
+        response = self._connect().api.instances[instance.name].console.get()
+        data = response.content[-CONF.lxd.console_log_max_bytes:]
+        return data.decode('utf-8', 'replace')
+
+    @locked
+    def set_admin_password(self, instance, new_pass):
+        container = self._get(instance)
+        if container.status != 'Running':
+            raise exception.InstanceNotRunning(instance_id=instance.uuid)
+        user = instance.image_meta.properties.get('os_admin_user', 'root')
+        result = container.execute(['chpasswd'], stdin_payload='%s:%s\n' % (user, new_pass))
+        if result.exit_code != 0:
+            raise exception.InstancePasswordSetFailed(
+                instance=instance.uuid, reason=result.stderr.strip() or
+                _('chpasswd exited with %d') % result.exit_code)
+
+    # -- images -------------------------------------------------------------------------------
+
+    def manage_image_cache(self, context, all_instances):
+        lxd_image.remove_unused(self._connect(), all_instances)
+
+    # -- networking ---------------------------------------------------------------------------
+
+    def plug_vifs(self, instance, network_info):
+        self._plug(instance, network_info)
+
+    def unplug_vifs(self, instance, network_info):
+        self._unplug(instance, network_info)
+
+
+def _rollback(instance, func, *args):
+    """One undo step of a failed spawn; its own error is logged so the first error wins."""
+    try:
+        func(*args)
+    except Exception:
+        LOG.exception('Rollback step %s failed', func.__name__, instance=instance)

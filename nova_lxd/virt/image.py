@@ -1,0 +1,180 @@
+"""Glance images -> LXD images: format detection, a per-host cache under a lock, cleanup.
+
+The cache lives in the backend's own image store: an image downloaded from Glance is imported
+once and aliased by its Glance id, so later spawns from it start straight from the store.
+Downloads go through nova.image.glance, which verifies Glance signatures when
+[glance] verify_glance_signatures is set (with the instance's trusted certificates).
+"""
+import io
+import os
+import platform
+import tarfile
+import tempfile
+import time
+
+from oslo_concurrency import lockutils
+from oslo_log import log as logging
+from oslo_utils import timeutils
+import yaml
+
+from nova import exception
+from nova.i18n import _
+from nova.image import glance
+
+from nova_lxd.virt import conf
+
+CONF = conf.CONF
+LOG = logging.getLogger(__name__)
+IMAGE_API = glance.API()
+
+CACHE_DESCRIPTION = 'nova-lxd cache of Glance image %s'
+SUPPORTED = _('an LXD unified tarball, a root filesystem tarball (root-tar: plain, gzip or xz) '
+              'or a squashfs root filesystem')
+DISK_FORMATS = ('qcow2', 'vmdk', 'vdi', 'vhd', 'vhdx', 'iso', 'ploop', 'ami', 'aki', 'ari')
+
+UNIFIED, ROOT_TAR, SQUASHFS = 'unified', 'root-tar', 'squashfs'
+_MAGIC = ((b'\x1f\x8b', 'gz'), (b'\xfd7zXZ\x00', 'xz'), (b'BZh', 'bz2'))
+
+
+def detect_format(path):
+    """What a downloaded image file is: UNIFIED, ROOT_TAR, SQUASHFS, or None."""
+    with open(path, 'rb') as f:
+        head = f.read(512)
+    if head[:4] == b'hsqs':
+        return SQUASHFS
+    compressed = any(head.startswith(magic) for magic, _name in _MAGIC)
+    if not compressed and head[257:262] != b'ustar':
+        return None
+    try:
+        with tarfile.open(path, 'r:*') as tar:
+            for count, member in enumerate(tar):
+                name = member.name.lstrip('./')
+                if name == 'metadata.yaml' or name == 'rootfs' or name.startswith('rootfs/'):
+                    return UNIFIED
+                if count >= 20:
+                    break
+    except (tarfile.TarError, EOFError, OSError):
+        return None
+    return ROOT_TAR
+
+
+def metadata_tarball(image_meta):
+    """metadata.yaml for a root-tar or squashfs image, generated from the Glance properties."""
+    props = image_meta.properties
+    arch = props.get('hw_architecture') or platform.machine()
+    meta = {
+        'architecture': str(arch),
+        'creation_date': int(time.time()),
+        'properties': {
+            'description': image_meta.name if 'name' in image_meta else image_meta.id,
+            'os': props.get('os_distro') or 'unknown',
+            'release': props.get('os_version') or '',
+        },
+    }
+    data = yaml.safe_dump(meta).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode='w') as tar:
+        info = tarfile.TarInfo('metadata.yaml')
+        info.size = len(data)
+        info.mtime = int(time.time())
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+def _find(client, alias):
+    try:
+        return client.images.get_by_alias(alias)
+    except Exception as exc:
+        if _is_not_found(exc):
+            return None
+        raise
+
+
+def _is_not_found(exc):
+    response = getattr(exc, 'response', None)
+    return getattr(response, 'status_code', None) == 404
+
+
+def _import(client, path, fmt, image_meta):
+    with open(path, 'rb') as data:
+        if fmt == UNIFIED:
+            return client.images.create(data)
+        return client.images.create(data, metadata=metadata_tarball(image_meta))
+
+
+def ensure_image(client, context, instance, image_meta):
+    """The alias of the instance's image in the backend, importing it from Glance if needed."""
+    image_id = image_meta.id
+    with lockutils.lock('nova-lxd-image-%s' % image_id):
+        if _find(client, image_id) is not None:
+            return image_id
+        cache_dir = os.path.join(CONF.instances_path, '_lxd_images')
+        os.makedirs(cache_dir, exist_ok=True)
+        fd, path = tempfile.mkstemp(prefix=image_id, dir=cache_dir)
+        os.close(fd)
+        try:
+            IMAGE_API.download(context, image_id, dest_path=path,
+                               trusted_certs=instance.trusted_certs
+                               if 'trusted_certs' in instance else None)
+            fmt = detect_format(path)
+            if fmt is None:
+                raise exception.ImageUnacceptable(
+                    image_id=image_id,
+                    reason=_('disk_format %(fmt)s is not a container image; nova-lxd accepts '
+                             '%(supported)s') % {'fmt': image_meta.get('disk_format'),
+                                                 'supported': SUPPORTED})
+            LOG.info('Importing Glance image %s (%s) into the backend', image_id, fmt,
+                     instance=instance)
+            image = _import(client, path, fmt, image_meta)
+            try:
+                image.add_alias(image_id, CACHE_DESCRIPTION % image_id)
+            except Exception:
+                image.delete(wait=True)
+                raise
+        finally:
+            os.unlink(path)
+        return image_id
+
+
+def _last_used(image):
+    stamps = [image.uploaded_at, image.last_used_at]
+    parsed = []
+    for stamp in stamps:
+        if stamp and not stamp.startswith('0001-'):
+            try:
+                parsed.append(timeutils.normalize_time(timeutils.parse_isotime(stamp)))
+            except ValueError:
+                pass
+    return max(parsed) if parsed else None
+
+
+def cached_images(client):
+    """{glance id: LXD image} for the images this driver imported."""
+    cached = {}
+    for image in client.images.all():
+        for alias in image.aliases:
+            if alias.get('description', '') == CACHE_DESCRIPTION % alias['name']:
+                cached[alias['name']] = image
+    return cached
+
+
+def remove_unused(client, all_instances):
+    """Delete cached images no instance uses once they are older than the configured age."""
+    if not CONF.image_cache.remove_unused_base_images:
+        return []
+    in_use_ids = {inst.image_ref for inst in all_instances if inst.image_ref}
+    in_use_fps = {i.config.get('volatile.base_image') for i in client.instances.all()}
+    max_age = CONF.image_cache.remove_unused_original_minimum_age_seconds
+    now = timeutils.utcnow()
+    removed = []
+    for image_id, image in cached_images(client).items():
+        if image_id in in_use_ids or image.fingerprint in in_use_fps:
+            continue
+        used = _last_used(image)
+        if used is not None and (now - used).total_seconds() < max_age:
+            continue
+        LOG.info('Removing cached image %s (%s): unused for %ss', image_id, image.fingerprint,
+                 max_age)
+        image.delete(wait=True)
+        removed.append(image_id)
+    return removed

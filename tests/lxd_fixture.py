@@ -1,0 +1,129 @@
+"""A private LXD 5.0.2 daemon for tests: its own LXD_DIR, bridge and storage pool; nothing left behind.
+
+LXD is the reference backend: the driver's tests run against it as well as against the bundled
+backend (NOVA_LXD_TEST_BACKEND=lxd|bundled). Subnets are explicit because every outbound connect
+appears to succeed on this machine, which defeats `lxd init --auto`'s free-subnet probe.
+"""
+import os
+import random
+import shutil
+import subprocess
+import tempfile
+import time
+
+import pylxd
+import yaml
+
+LXD = shutil.which('lxd') or '/usr/bin/lxd'
+
+
+class LXDDaemon:
+    def __init__(self):
+        self.data_dir = tempfile.mkdtemp(prefix='nova-lxd-lxd-', dir='/var/tmp')
+        os.chmod(self.data_dir, 0o711)
+        suffix = '%04x' % random.randrange(0x10000)
+        self.bridge = 'nlxdbr' + suffix
+        self.subnet_octet = random.randrange(20, 250)
+        self.pool = 'default'
+        self.process = None
+
+    @property
+    def socket(self):
+        return os.path.join(self.data_dir, 'unix.socket')
+
+    @property
+    def log_file(self):
+        return os.path.join(self.data_dir, 'lxd.log')
+
+    def _env(self):
+        return dict(os.environ, LXD_DIR=self.data_dir)
+
+    def start(self, timeout=60):
+        self.process = subprocess.Popen(
+            [LXD, '--group', 'root', '--logfile', self.log_file], env=self._env(),
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            subprocess.run([LXD, 'waitready', '--timeout', str(timeout)], env=self._env(),
+                           check=True, capture_output=True)
+            preseed = {
+                'networks': [{'name': self.bridge, 'type': 'bridge', 'config': {
+                    'ipv4.address': '10.213.%d.1/24' % self.subnet_octet, 'ipv4.nat': 'true',
+                    'ipv6.address': 'none'}}],
+                'storage_pools': [{'name': self.pool, 'driver': 'dir'}],
+                'profiles': [{'name': 'default', 'devices': {
+                    'root': {'type': 'disk', 'path': '/', 'pool': self.pool},
+                    'eth0': {'type': 'nic', 'name': 'eth0', 'network': self.bridge}}}],
+            }
+            subprocess.run([LXD, 'init', '--preseed'], env=self._env(), check=True,
+                           input=yaml.safe_dump(preseed).encode(), capture_output=True)
+        except Exception:
+            self.destroy()
+            raise
+        return self.client()
+
+    def client(self):
+        return pylxd.Client(endpoint=self.socket)
+
+    def log(self):
+        try:
+            with open(self.log_file) as f:
+                return f.read()[-20000:]
+        except OSError:
+            return ''
+
+    def delete_all(self):
+        """Remove instances, images and extra profiles through the API."""
+        client = self.client()
+        for instance in client.instances.all():
+            if instance.status != 'Stopped':
+                instance.stop(force=True, wait=True)
+            instance.delete(wait=True)
+        for image in client.images.all():
+            image.delete(wait=True)
+        for profile in client.profiles.all():
+            if profile.name != 'default':
+                profile.delete()
+
+    def destroy(self):
+        if self.process and self.process.poll() is None:
+            try:
+                self.delete_all()
+            except Exception:
+                pass
+            # The network is removed before shutdown so LXD takes its bridge, dnsmasq and
+            # nftables rules with it.
+            subprocess.run(['lxc', 'profile', 'device', 'remove', 'default', 'eth0'],
+                           env=self._env(), capture_output=True)
+            subprocess.run(['lxc', 'network', 'delete', self.bridge], env=self._env(),
+                           capture_output=True)
+            subprocess.run([LXD, 'shutdown', '--timeout', '30'], env=self._env(),
+                           capture_output=True)
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self.process = None
+        subprocess.run(['ip', 'link', 'delete', self.bridge], capture_output=True)
+        _delete_empty_nft_table()
+        for _ in range(3):
+            if subprocess.run(['umount', '-R', '-l', self.data_dir],
+                              capture_output=True).returncode != 0:
+                break
+            time.sleep(0.1)
+        self._umount_below()
+        shutil.rmtree(self.data_dir, ignore_errors=True)
+
+    def _umount_below(self):
+        with open('/proc/self/mountinfo') as f:
+            points = [line.split()[4] for line in f]
+        for point in sorted((p for p in points if p.startswith(self.data_dir)), reverse=True):
+            subprocess.run(['umount', '-l', point], capture_output=True)
+
+
+def _delete_empty_nft_table():
+    """LXD leaves an empty `inet lxd` table at shutdown; remove it unless another LXD uses it."""
+    listing = subprocess.run(['nft', 'list', 'table', 'inet', 'lxd'], capture_output=True,
+                             text=True)
+    if listing.returncode == 0 and 'chain' not in listing.stdout:
+        subprocess.run(['nft', 'delete', 'table', 'inet', 'lxd'], capture_output=True)
