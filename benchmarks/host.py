@@ -70,6 +70,16 @@ def rss(pid):
     return 0
 
 
+def cgroup_memory(pid):
+    """Bytes charged to the memory cgroup (v1) that pid's container runs in, 0 if unknown."""
+    for line in _read('/proc/%d/cgroup' % pid).splitlines():
+        _, controllers, path = line.split(':', 2)
+        if 'memory' in controllers.split(','):
+            usage = _read('/sys/fs/cgroup/memory%s/memory.usage_in_bytes' % path).strip()
+            return int(usage) if usage.isdigit() else 0
+    return 0
+
+
 def machine():
     """A short description of the machine a run happened on, for the table and the JSON."""
     uname = os.uname()

@@ -148,9 +148,10 @@ class Copy(_OnBig):
         copy = None
         try:
             with stopwatch() as t:
+                # profiles as `lxc copy` sends them: LXD 5.0 does not take the source's
                 copy = target.client.instances.create(
-                    {'name': name, 'source': {'type': 'copy',
-                                              'source': state['instance'].name}}, wait=True)
+                    {'name': name, 'profiles': state['instance'].profiles,
+                     'source': {'type': 'copy', 'source': state['instance'].name}}, wait=True)
             marker = copy.files.get('/' + images.MARKER_PATH)
             target.check(marker == images.MARKER, '%s: the copy holds %r, not the marker'
                          % (target.name, marker[:80]))
