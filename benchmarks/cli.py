@@ -29,6 +29,11 @@ def parse_args(argv):
     parser.add_argument('--cheap', action='store_true',
                         help='only the cheap scenarios (those of the test suite smoke run)')
     parser.add_argument('--reps', type=int, help='override every scenario\'s repetitions')
+    parser.add_argument('--density-limit', type=int,
+                        help='stop density at this many running containers (default 1000, '
+                        '20 with --quick)')
+    parser.add_argument('--list-count', type=int,
+                        help='instances for the listing latency (default 500, 10 with --quick)')
     parser.add_argument('--no-raw', action='store_true', help='skip the raw liblxc reference')
     parser.add_argument('--side', choices=('nova-lxd', 'lxd'), action='append',
                         help='run only one side (for debugging; no ratio then)')
@@ -58,9 +63,13 @@ def select(args):
     chosen = [by_slug[n](quick=args.quick) for n in names]
     if args.cheap:
         chosen = [s for s in chosen if s.cheap]
-    if args.reps:
-        for scenario in chosen:
+    for scenario in chosen:
+        if args.reps:
             scenario.reps = (args.reps, args.reps)
+        if args.density_limit and hasattr(scenario, 'limit'):
+            scenario.limit = args.density_limit
+        if args.list_count and hasattr(scenario, 'count') and scenario.name.startswith('GET'):
+            scenario.count = args.list_count
     return chosen
 
 

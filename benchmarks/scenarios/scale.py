@@ -26,9 +26,9 @@ class ListLatency(Scenario):
     reps = (3, 10)
     cheap = True
 
-    @property
-    def count(self):
-        return 10 if self.quick else 500
+    def __init__(self, quick):
+        super().__init__(quick)
+        self.count = 10 if quick else 500
 
     def setup(self, target):
         fingerprint = target.ensure_image(images.busybox())
@@ -87,13 +87,10 @@ class Density(Scenario):
              'density: daemon MB at peak': 'MB', 'density: daemon MB after delete': 'MB',
              'density: launch slowdown': 'x'}
 
-    @property
-    def limit(self):
-        return 20 if self.quick else 1000
-
-    @property
-    def step(self):
-        return 5 if self.quick else 50
+    def __init__(self, quick):
+        super().__init__(quick)
+        self.limit = 20 if quick else 1000
+        self.step = 5 if quick else 50
 
     @staticmethod
     def memory_floor():
