@@ -11,6 +11,8 @@ import logging
 import os
 import re
 import shutil
+import subprocess
+import time
 import uuid
 
 import lxc
@@ -84,7 +86,9 @@ class InstanceService:
                 LOG.info('Instance %s is running', name)
                 if recorded != 'RUNNING':
                     self._set_volatile(name, {'volatile.last_state.power': 'RUNNING'})
-            elif recorded == 'RUNNING':
+            else:
+                state.prune_monitor_cgroups(name)
+            if not running and recorded == 'RUNNING':
                 LOG.warning('Instance %s was running and its container is gone: now Stopped', name)
                 self._set_volatile(name, {'volatile.last_state.power': 'STOPPED'})
 
@@ -380,6 +384,7 @@ class InstanceService:
             self.volumes.pool(self._root(doc)['pool']).delete_instance(name)
         except ApiError as exc:
             LOG.warning('Deleting the volume of %s: %s', name, exc.message)
+        state.prune_monitor_cgroups(name)
         # never Container.destroy(): it deletes the rootfs even outside the lxcpath
         shutil.rmtree(os.path.join(self.lxcpath, name), ignore_errors=True)
         shutil.rmtree(os.path.join(self.logs, name), ignore_errors=True)
@@ -410,6 +415,9 @@ class InstanceService:
         container = self.container(name)
         if container.running:
             raise BadRequest('The instance is already running')
+        if doc['config'].get('volatile.last_state.power') == 'RUNNING':
+            self._after_stop(name)   # it stopped on its own (poweroff inside): clean up first
+            doc = self._doc(name)
         rootfs = self._rootfs_of(doc)
         if not os.path.isdir(rootfs):
             raise BadRequest('The instance\'s rootfs %s is missing' % rootfs)
@@ -442,9 +450,7 @@ class InstanceService:
             with open(path + '.tmp', 'w') as f:
                 f.write(text)
             os.rename(path + '.tmp', path)
-            container = self.container(name)
-            if not container.start():
-                raise ApiError('Failed to start instance %s: %s' % (name, self._lxc_log_tail(name)))
+            self._lxc_start(name)
         except BaseException:
             for handler, dev_name, dev in reversed(started):
                 try:
@@ -454,6 +460,17 @@ class InstanceService:
             raise
         ctx.volatile['volatile.last_state.power'] = 'RUNNING'
         self._set_volatile(name, ctx.volatile, last_used_at=_now())
+
+    def _lxc_start(self, name):
+        """Start through liblxc's lxc-start, never Container.start() in this process: liblxc
+        moves the calling process into the container's monitor cgroup, and the calling process
+        must be the throwaway monitor, not the daemon."""
+        result = subprocess.run(['lxc-start', '-P', self.lxcpath, '-n', name],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, close_fds=True, timeout=120)
+        if result.returncode != 0 or not self.container(name).running:
+            state.prune_monitor_cgroups(name)
+            raise ApiError('Failed to start instance %s: %s' % (name, self._lxc_log_tail(name)))
 
     def _lxc_log_tail(self, name):
         try:
@@ -498,6 +515,12 @@ class InstanceService:
         return clean
 
     def _after_stop(self, name):
+        for _ in range(50):   # the monitor exits a moment after the container
+            state.prune_monitor_cgroups(name)
+            if not any(os.path.exists('/sys/fs/cgroup/%s/lxc.monitor.%s' % (h, name))
+                       for h in ('memory', 'pids')):
+                break
+            time.sleep(0.01)
         doc = self._doc(name)
         config, devices = self.expanded(doc)
         ctx = self._device_context(doc, config, self.idmap(name))
@@ -677,6 +700,8 @@ class InstanceService:
             async with self._lock(name):
                 if self.container(name).running:
                     raise BadRequest('Instance is running')
+                if self._doc(name)['config'].get('volatile.last_state.power') == 'RUNNING':
+                    await op.run_blocking(self._after_stop, name)
                 await op.run_blocking(self._remove_everything, name, self._doc(name))
             self._locks.pop(name, None)
             self.daemon.events.lifecycle('instance-deleted', '/1.0/instances/%s' % name)
