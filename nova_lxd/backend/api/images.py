@@ -154,6 +154,7 @@ async def _publish(request):
         raise BadRequest('Pulling images from a remote (source type %r) is not supported: '
                          'upload the image instead' % source['type'])
     instance, snapshot, options = publish.parse_request(body)
+    publish.check_source(daemon, instance)
 
     async def work(op):
         return await publish.publish(daemon, instance, snapshot, options, op)

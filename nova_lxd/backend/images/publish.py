@@ -152,15 +152,33 @@ def root_pool(instance_doc, default_pool):
     return default_pool
 
 
-async def publish(daemon, instance, snapshot, options, op):
-    """Make an image of an instance or one of its snapshots -> {'fingerprint': ..., 'size': ...}."""
+def check_source(daemon, instance):
+    """NotFound before any operation starts when the instance does not exist."""
     instances = getattr(daemon, 'instances', None)
     if instances is None:
         raise BadRequest('Instances are not available in this daemon')
     if not instances.exists(instance):
         raise NotFound('Instance %r not found' % instance)
-    driver = daemon.storage.pool(root_pool(instances.get(instance), daemon.storage.default_pool()))
+
+
+async def publish(daemon, instance, snapshot, options, op):
+    """Make an image of an instance or one of its snapshots -> {'fingerprint': ..., 'size': ...}."""
+    check_source(daemon, instance)
+    instances = daemon.instances
+    doc = await op.run_blocking(instances.get, instance)      # liblxc state: not on the loop
+    driver = daemon.storage.pool(root_pool(doc, daemon.storage.default_pool()))
     idmap = instances.idmap(instance)
+    running = await op.run_blocking(instances.is_running, instance)
+    # a container the user froze stays frozen; otherwise it is frozen only while it must be
+    thaw = doc.get('status') != 'Frozen'
+
+    async def freeze():
+        if thaw:
+            await op.run_blocking(instances.freeze, instance)
+
+    async def unfreeze():
+        if thaw:
+            await op.run_blocking(instances.unfreeze, instance)
 
     def pack_dir(path):
         if not os.path.isdir(path):
@@ -169,24 +187,24 @@ async def publish(daemon, instance, snapshot, options, op):
 
     if snapshot is not None:
         fingerprint = await op.run_blocking(pack_dir, driver.snapshot_path(instance, snapshot))
-    elif not instances.is_running(instance):
+    elif not running:
         fingerprint = await op.run_blocking(pack_dir, instances.instance_dir(instance))
     elif driver.copy_on_write:
         temporary = 'publish-' + uuid.uuid4().hex[:12]
-        await op.run_blocking(instances.freeze, instance)
+        await freeze()
         try:
             await op.run_blocking(driver.create_snapshot, instance, temporary)
         finally:
-            await op.run_blocking(instances.unfreeze, instance)
+            await unfreeze()
         try:
             fingerprint = await op.run_blocking(
                 pack_dir, driver.snapshot_path(instance, temporary))
         finally:
             await op.run_blocking(driver.delete_snapshot, instance, temporary)
     else:
-        await op.run_blocking(instances.freeze, instance)
+        await freeze()
         try:
             fingerprint = await op.run_blocking(pack_dir, instances.instance_dir(instance))
         finally:
-            await op.run_blocking(instances.unfreeze, instance)
+            await unfreeze()
     return {'fingerprint': fingerprint, 'size': daemon.images.get(fingerprint)['size']}
