@@ -70,7 +70,7 @@ function configure_nova_lxd_backend {
     # nova-compute runs as the stack user: its group may use the socket (mode 0660)
     iniset -sudo "$conf" backend socket_group "$(id -gn "$STACK_USER")"
     iniset -sudo "$conf" backend socket_mode 0660
-    iniset -sudo "$conf" backend bridge_subnet "$NOVA_LXD_BRIDGE_SUBNET"
+    iniset -sudo "$conf" backend bridge_subnet "$NOVA_LXD_BACKEND_BRIDGE_SUBNET"
     iniset -sudo "$conf" backend storage_driver "$NOVA_LXD_STORAGE_DRIVER"
     iniset -sudo "$conf" backend debug "$ENABLE_DEBUG_LOG_LEVEL"
 }

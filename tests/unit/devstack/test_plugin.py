@@ -149,7 +149,7 @@ def test_post_config_bundled_backend(stack):
     assert conf.socket_path == str(socket)
     assert conf.socket_group == 'root'
     assert conf.socket_mode == 0o660
-    assert conf.bridge_subnet == '10.236.17.1/24'
+    assert conf.bridge_subnet == ''      # no extra NATed eth0 beside Neutron's ports
     assert conf.debug is True
 
     assert stack.calls('run_process') == [[
@@ -163,6 +163,13 @@ def test_post_config_bundled_backend(stack):
     assert disk[:2] == ['vmdk', 'raw']            # what was there stays, in order
     assert set(formats.CONVERTIBLE_DISK_FORMATS) | {formats.DISK_FORMAT} <= set(disk)
     assert container == ['docker', formats.CONTAINER_FORMAT]
+
+
+def test_post_config_bundled_backend_with_its_own_bridge(stack):
+    stack.env['NOVA_LXD_BACKEND_BRIDGE_SUBNET'] = '10.99.0.1/24'
+    stack.run('stack', 'post-config')
+    conf = backend_config.DaemonConfig.load(str(stack.root / 'etc-nova-lxd/backend.conf'))
+    assert conf.bridge_subnet == '10.99.0.1/24'
 
 
 def test_post_config_glance_defaults_kept_when_unset(stack):
