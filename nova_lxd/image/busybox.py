@@ -35,6 +35,7 @@ RCS = """\
 [ -d /sys/class ] || mount -t sysfs sysfs /sys
 mkdir -p /run /var/run /tmp
 [ -s /etc/hostname ] && hostname -F /etc/hostname
+echo "busybox: booting $(hostname)"
 ip link set lo up
 for dev in /sys/class/net/*; do
     name=${dev##*/}
@@ -49,7 +50,8 @@ exit 0
 
 RCK = """\
 #!/bin/sh
-# Shutdown: release leases and flush buffers.
+# Shutdown (run by init on its halt/reboot signal): release leases and flush buffers.
+echo "busybox: shutting down"
 for pid in /run/udhcpc.*.pid; do [ -f "$pid" ] && kill "$(cat "$pid")" 2>/dev/null; done
 sync
 exit 0

@@ -68,6 +68,9 @@ def pack_unified(rootfs, meta_dir, out_path, compression='gz', progress=None, es
     if fstab_override:
         # the first matching expression wins: the original fstab is renamed
         tar_cmd += ['--transform', r's,^\./etc/fstab$,rootfs/etc/fstab.disk-image,S']
+    # an image's /dev stays empty: the container manager populates it (and device nodes in an
+    # image are refused by the backend)
+    tar_cmd += ['--anchored', '--exclude=./dev/*']
     # './x' -> 'rootfs/x'; symlink targets (flag S) are left alone
     tar_cmd += ['-C', rootfs, '--transform', r's,^\.,rootfs,S', '.']
     if fstab_override:

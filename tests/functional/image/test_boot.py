@@ -1,0 +1,129 @@
+"""Images made by nova-lxd-image boot on the bundled backend (imported and driven with pylxd)."""
+import os
+import subprocess
+import time
+import uuid
+
+import pytest
+
+from nova_lxd.image import convert
+from tests import images
+from tests.functional.image import disks
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason='containers need root')
+
+
+def _name(prefix):
+    return '%s-%s' % (prefix, uuid.uuid4().hex[:8])
+
+
+def _import(client, path):
+    with open(path, 'rb') as f:
+        return client.images.create(f.read(), wait=True)
+
+
+def _run(instance, *command):
+    result = instance.execute(list(command))
+    assert result.exit_code == 0, (command, result.stderr)
+    return result.stdout.strip()
+
+
+def _console(backend, name):
+    path = os.path.join(backend.data_dir, 'logs', name, 'console.log')
+    with open(path, errors='replace') as f:
+        return f.read()
+
+
+def _boot(client, fingerprint, name):
+    instance = client.instances.create(
+        {'name': name, 'source': {'type': 'image', 'fingerprint': fingerprint}}, wait=True)
+    instance.start(wait=True)
+    instance.sync()
+    assert instance.status == 'Running'
+    return instance
+
+
+def _destroy(client, instance, image):
+    try:
+        if instance is not None:
+            instance.sync()
+            if instance.status != 'Stopped':
+                instance.stop(force=True, wait=True)
+            instance.delete(wait=True)
+    finally:
+        if image is not None:
+            image.delete(wait=True)
+
+
+def test_busybox_image_boots_and_halts_with_its_signal(client, backend):
+    path = images.busybox_image()
+    image = instance = None
+    try:
+        image = _import(client, path)
+        assert image.fingerprint == images.fingerprint(path)
+        assert image.properties['os'] == 'BusyBox'
+        name = _name('img-bb')
+        instance = _boot(client, image.fingerprint, name)
+        assert instance.config['image.halt_signal'] == 'SIGUSR1'
+        # the hostname template was rendered into the rootfs, and init applied it
+        assert _run(instance, 'cat', '/etc/hostname') == name
+        assert _run(instance, 'hostname') == name
+        assert name in _run(instance, 'cat', '/etc/hosts')
+        assert _run(instance, 'cat', '/proc/1/comm') == 'init'
+        assert 'busybox: booting %s' % name in _console(backend, name)
+        # no getty or shell was started by init: only init (and udhcpc, with a NIC) run
+        ps = _run(instance, 'ps')
+        assert 'getty' not in ps and '-sh' not in ps
+        instance.stop(force=False, wait=True)          # clean: busybox init only halts on SIGUSR1
+        instance.sync()
+        assert instance.status == 'Stopped'
+        # init ran its shutdown action (rcK), which a forced kill would not
+        assert 'busybox: shutting down' in _console(backend, name)
+    finally:
+        _destroy(client, instance, image)
+
+
+def test_debian_systemd_image_boots(client, backend):
+    path = images.debian_image()
+    image = instance = None
+    try:
+        image = _import(client, path)
+        assert image.properties['release'] == 'bookworm'
+        name = _name('img-deb')
+        instance = _boot(client, image.fingerprint, name)
+        assert instance.config['image.halt_signal'] == 'SIGRTMIN+3'
+        assert _run(instance, 'cat', '/proc/1/comm') == 'systemd'
+        # systemd reaches its default target (degraded is acceptable in a container)
+        result = instance.execute(['systemctl', 'is-system-running', '--wait'])
+        assert result.stdout.strip() in ('running', 'degraded'), result.stdout
+        assert _run(instance, 'hostname') == name
+        machine_id = _run(instance, 'cat', '/etc/machine-id')
+        assert len(machine_id) == 32          # generated at first boot, not baked in
+        assert _run(instance, 'systemctl', 'is-active', 'systemd-networkd') == 'active'
+        instance.stop(force=False, wait=True)
+        instance.sync()
+        assert instance.status == 'Stopped'
+    finally:
+        _destroy(client, instance, image)
+
+
+def test_converted_qcow2_boots(client, backend, tmp_path):
+    root = disks.extract_rootfs(images.busybox_image(), str(tmp_path / 'rootfs'))
+    fs = disks.make_ext4(str(tmp_path / 'root.ext4'), root, 24)
+    raw = disks.make_disk(str(tmp_path / 'disk.raw'), [(fs, 24)], 'gpt')
+    qcow2 = disks.to_qcow2(raw, str(tmp_path / 'disk.qcow2'))
+    out = str(tmp_path / 'converted.tar.gz')
+    convert.disk_to_unified(qcow2, out)
+    image = instance = None
+    try:
+        image = _import(client, out)
+        assert 'converted from disk.qcow2' in image.properties['description']
+        name = _name('img-cv')
+        instance = _boot(client, image.fingerprint, name)
+        assert _run(instance, 'hostname') == name
+        instance.stop(force=False, wait=True)
+        instance.sync()
+        assert instance.status == 'Stopped'
+    finally:
+        _destroy(client, instance, image)
+    assert disks.leftovers(str(tmp_path)) == []
