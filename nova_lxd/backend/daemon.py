@@ -83,10 +83,13 @@ class Daemon:
         self.profiles = ProfileService(self)
         self.profiles.prepare()
         self.instances.prepare()
+        from nova_lxd.backend.instances.snapshots import SnapshotService
+        self.snapshots = SnapshotService(self)
 
     async def start(self):
         self.prepare()
         self.instances.start_background()
+        self.snapshots.start_background()
         self._stopped = asyncio.Event()
         self._runner = web.AppRunner(api.make_app(self), handle_signals=False,
                                      access_log=None)
@@ -108,6 +111,8 @@ class Daemon:
         LOG.info('Stopping; containers keep running')
         if getattr(self, 'instances', None):
             self.instances.stop_background()   # lxcfs keeps running for the containers
+        if getattr(self, 'snapshots', None):
+            self.snapshots.stop_background()
         if self.operations:
             await self.operations.shutdown()
         if self._runner:

@@ -12,4 +12,3 @@ async def post_exec(request):
     body = await response.json_body(request)
     op = await instance_exec.start(request.app['daemon'], request.match_info['name'], body)
     return response.async_operation(op)
-

@@ -35,6 +35,8 @@ API_EXTENSIONS = [
     'file_delete',
     'file_append',
     'file_symlinks',
+    'snapshot_expiry',
+    'snapshot_expiry_creation',
 ]
 
 # `lxc` and pylxd report these architectures; the kernel's own name comes first.

@@ -43,8 +43,8 @@ class ExecRequest:
             raise BadRequest('"command" must be a non-empty list of strings')
         self.command = command
         env = body.get('environment') or {}
-        if not isinstance(env, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                 for k, v in env.items()):
+        if not isinstance(env, dict) or \
+                not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
             raise BadRequest('"environment" must map strings to strings')
         self.environment = env
         self.interactive = bool(body.get('interactive', False))
@@ -442,7 +442,7 @@ async def start(daemon, name, body):
 # -- recorded output (record-output): files in the instance's log directory -----------------
 
 class ExecLogs:
-    """exec_<operation>.stdout/.stderr beside the console log; the logs API lists and serves them."""
+    """exec_<operation>.stdout/.stderr beside the console log; the logs API serves them."""
 
     def __init__(self, daemon, name):
         self.name = name

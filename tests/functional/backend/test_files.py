@@ -9,8 +9,8 @@ import threading
 import pylxd
 import pytest
 
-from tests.functional.backend.busybox_rootfs import (cleanup, create_busybox, host_root,
-                                                      rootfs_path)
+from tests.functional.backend.busybox_rootfs import (
+    cleanup, create_busybox, host_root, rootfs_path)
 
 
 @pytest.fixture(scope='module', params=['running', 'stopped'])
