@@ -28,6 +28,7 @@ from nova_lxd.virt import configdrive
 from nova_lxd.virt import events
 from nova_lxd.virt import flavor as lxd_flavor
 from nova_lxd.virt import host as lxd_host
+from nova_lxd.virt import password
 from nova_lxd.virt import image as lxd_image
 from nova_lxd.virt import vif as lxd_vif
 
@@ -385,15 +386,27 @@ class LXDDriver(driver.ComputeDriver):
 
     @locked
     def set_admin_password(self, instance, new_pass):
+        """chpasswd in the container; images without it (busybox) get /etc/shadow edited."""
         container = self._get(instance)
         if container.status != 'Running':
             raise exception.InstanceNotRunning(instance_id=instance.uuid)
         user = instance.image_meta.properties.get('os_admin_user', 'root')
-        result = container.execute(['chpasswd'], stdin_payload='%s:%s\n' % (user, new_pass))
+        if not password.valid_user(user):
+            raise exception.InstancePasswordSetFailed(
+                instance=instance.uuid, reason=_('invalid os_admin_user %s') % user)
+        try:
+            result = container.execute(['chpasswd'], stdin_payload='%s:%s\n' % (user, new_pass))
+        except lxd_exceptions.LXDAPIException as exc:
+            if 'not found' not in str(exc).lower():
+                raise
+            result = None
+        if result is None or result.exit_code == 127:
+            result = container.execute(password.shadow_command(user),
+                                       stdin_payload=password.hash_password(new_pass) + '\n')
         if result.exit_code != 0:
             raise exception.InstancePasswordSetFailed(
                 instance=instance.uuid, reason=result.stderr.strip() or
-                _('chpasswd exited with %d') % result.exit_code)
+                _('exit status %d') % result.exit_code)
 
     # -- images -------------------------------------------------------------------------------
 

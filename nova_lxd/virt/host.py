@@ -24,7 +24,7 @@ REQUIRED_EXTENSIONS = {
     'resources_v2': 'storage pool space for DISK_GB (GET /1.0/storage-pools/<pool>/resources)',
     'container_exec_recording': 'exec with captured output (set_admin_password)',
     'instances': 'the /1.0/instances API',
-    'console_backlog': 'console log (get_console_output)',
+    'console': 'console log (get_console_output)',
 }
 
 
