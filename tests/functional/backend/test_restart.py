@@ -1,6 +1,8 @@
 """Daemon restarts with containers running: they keep running and are reconciled afterwards."""
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 
 import pytest
@@ -84,13 +86,10 @@ def test_lxcfs_restarted_when_it_dies(own_backend):
 
 def test_interrupted_create_is_cleaned_up(own_backend):
     """A row left half-created by a crash disappears at the next start, with its volume."""
-    import json
-    import sqlite3
     client = own_backend.client()
     inst = create_busybox(client, own_backend, unique('half'))
     own_backend.stop(signal.SIGKILL)
     db = sqlite3.connect(os.path.join(own_backend.data_dir, 'nova-lxd.db'))
-    import json
     doc = json.loads(db.execute("SELECT doc FROM resources WHERE kind='instance' AND name=?",
                                 (inst.name,)).fetchone()[0])
     doc['_creating'] = True
