@@ -50,6 +50,29 @@ def init_ready(pid):
     return False
 
 
+def _pid_namespace(pid):
+    try:
+        return os.readlink('/proc/%d/ns/pid' % pid)
+    except OSError:
+        return None
+
+
+def boot_done(pid):
+    """True once init is ready for a halt signal and its boot script (rcS) has finished.
+
+    busybox init records a signal that arrives during sysinit and acts on it afterwards, so a clean
+    stop asked for during boot would measure the rest of the boot.
+    """
+    if not init_ready(pid):
+        return False
+    namespace = _pid_namespace(pid)
+    for entry in os.listdir('/proc'):
+        if entry.isdigit() and int(entry) != pid and _pid_namespace(int(entry)) == namespace:
+            if 'rcS' in _read('/proc/%s/cmdline' % entry):
+                return False
+    return True
+
+
 def meminfo():
     values = {}
     for line in _read('/proc/meminfo').splitlines():

@@ -8,6 +8,7 @@ tests/images.py, since building it costs a debootstrap. Built tarballs are cache
 import hashlib
 import io
 import os
+import shutil
 import subprocess
 import tarfile
 
@@ -142,18 +143,18 @@ def _project_images():
 
 
 def busybox():
-    """The small image every lifecycle scenario launches (about 1 MB compressed)."""
+    """The small image every lifecycle scenario launches (about 1 MB compressed).
+
+    tests/images.py's busybox image (the project's own, as users get it) when that tool exists,
+    else one built here from the same /bin/busybox.
+    """
+    tool = _project_images()
+    if tool is not None and hasattr(tool, 'busybox_image'):
+        return Image('bench-busybox', str(tool.busybox_image()),
+                     'busybox (nova-lxd-image build busybox)')
     return Image('bench-busybox',
                  _cached('busybox.tar.gz', lambda p: _write_unified(p, 'busybox benchmark')),
                  'busybox (static, %s)' % BUSYBOX)
-
-
-def busybox_variant():
-    """Same rootfs, another fingerprint: what the image-import scenario imports and deletes."""
-    return Image('bench-busybox-import',
-                 _cached('busybox-import.tar.gz',
-                         lambda p: _write_unified(p, 'busybox benchmark (import)')),
-                 'busybox (static), import copy')
 
 
 def big(size_mb=200):
@@ -192,20 +193,45 @@ def debian():
     return Image('bench-debian', path, 'Debian 12 minbase + systemd')
 
 
-def busybox_rootfs_dir(dest, uid_base=0, gid_base=0):
-    """Unpack the busybox rootfs into dest/ for raw liblxc, owned by the given id base."""
+def _in_rootfs(name):
+    """'rootfs/bin/sh' -> 'bin/sh', 'rootfs' -> '', anything else -> None."""
+    name = name[2:] if name.startswith('./') else name
+    if name.rstrip('/') == 'rootfs':
+        return ''
+    if name.startswith('rootfs/') and '..' not in name.split('/'):
+        return name[len('rootfs/'):]
+    return None
+
+
+def rootfs_dir(image, dest, uid_base=0, gid_base=0):
+    """Unpack an image's rootfs into dest/ for raw liblxc, ids shifted by the given bases.
+
+    Returns the image's metadata properties (its halt signal, for one). Device nodes are skipped:
+    liblxc's autodev makes /dev.
+    """
     os.makedirs(dest, exist_ok=True)
-    for info, data in busybox_rootfs_entries():
-        rel = info.name[len('rootfs/'):] if info.name != 'rootfs' else ''
-        path = os.path.join(dest, rel)
-        if info.isdir():
-            os.makedirs(path, exist_ok=True)
-            os.chmod(path, info.mode)
-        elif info.issym():
-            os.symlink(info.linkname, path)
-        else:
-            with open(path, 'wb') as f:
-                f.write(data)
-            os.chmod(path, info.mode)
-        os.lchown(path, uid_base, gid_base)
-    return dest
+    properties = {}
+    with tarfile.open(image.path) as tar:
+        for member in tar:
+            if member.name.lstrip('./') == 'metadata.yaml':
+                properties = yaml.safe_load(tar.extractfile(member)).get('properties') or {}
+                continue
+            rel = _in_rootfs(member.name)
+            if rel is None:
+                continue
+            path = os.path.join(dest, rel)
+            if member.isdir():
+                os.makedirs(path, exist_ok=True)
+            elif member.issym():
+                os.symlink(member.linkname, path)
+            elif member.islnk():
+                os.link(os.path.join(dest, _in_rootfs(member.linkname)), path)
+            elif member.isfile():
+                with tar.extractfile(member) as src, open(path, 'wb') as f:
+                    shutil.copyfileobj(src, f, 1 << 20)
+            else:
+                continue
+            os.lchown(path, uid_base + member.uid, gid_base + member.gid)
+            if not member.issym():
+                os.chmod(path, member.mode)
+    return properties

@@ -34,8 +34,11 @@ class RawLXC:
         os.chmod(self.lxcpath, 0o711)
         self.uid_base, self.count = _subid_range('/etc/subuid')
         self.gid_base, _ = _subid_range('/etc/subgid')
-        self.rootfs = images.busybox_rootfs_dir(os.path.join(self.lxcpath, 'rootfs'),
-                                                self.uid_base, self.gid_base)
+        self.rootfs = os.path.join(self.lxcpath, 'rootfs')
+        properties = images.rootfs_dir(images.busybox(), self.rootfs,
+                                       self.uid_base, self.gid_base)
+        # the image's own halt signal (nova-lxd-image records it), as a daemon should use
+        self.halt_signal = properties.get('halt_signal', 'SIGPWR')
         self.bridge = 'nlbench%04x' % random.randrange(0x10000)
         subprocess.run(['ip', 'link', 'add', 'name', self.bridge, 'type', 'bridge'], check=True)
         subprocess.run(['ip', 'link', 'set', self.bridge, 'up'], check=True)
@@ -56,7 +59,7 @@ class RawLXC:
             'lxc.rootfs.path = %s' % self.rootfs,
             'lxc.idmap = u 0 %d %d' % (self.uid_base, self.count),
             'lxc.idmap = g 0 %d %d' % (self.gid_base, self.count),
-            'lxc.signal.halt = SIGPWR',
+            'lxc.signal.halt = %s' % self.halt_signal,
             'lxc.console.path = none',
             'lxc.log.file = %s/%s/lxc.log' % (self.lxcpath, name),
             'lxc.net.0.type = veth',
@@ -83,8 +86,8 @@ class RawLXC:
                    '%s has no container init' % container.name)
 
     def wait_ready(self, container):
-        self.check(host.wait_for(lambda: host.init_ready(container.init_pid), 30),
-                   'init of %s never became ready' % container.name)
+        self.check(host.wait_for(lambda: host.boot_done(container.init_pid), 60, 0.1),
+                   '%s never finished booting' % container.name)
 
     def clean_stop(self, container, timeout=30):
         self.check(container.shutdown(timeout), 'clean stop of %s timed out' % container.name)

@@ -113,6 +113,10 @@ class Target:
             self._images[image.alias] = fingerprint
         return self._images[image.alias]
 
+    def forget_image(self, image):
+        """The image was deleted: the next ensure_image imports it again."""
+        self._images.pop(image.alias, None)
+
     # -- instances ----------------------------------------------------------------------------
     def create(self, image, name=None):
         fingerprint = self.ensure_image(image)
@@ -143,9 +147,9 @@ class Target:
         instance.start(wait=True)
         pid = self.check_running(instance)
         if ready:
-            # Untimed: let init install its signal handlers before anyone asks it to stop.
-            self.check(host.wait_for(lambda: host.init_ready(pid), timeout=30),
-                       '%s: init of %s never became ready' % (self.name, instance.name))
+            # Untimed: let the boot finish before anyone asks init to stop.
+            self.check(host.wait_for(lambda: host.boot_done(pid), timeout=60, interval=0.1),
+                       '%s: %s never finished booting' % (self.name, instance.name))
         return instance
 
     def remove(self, instance):
