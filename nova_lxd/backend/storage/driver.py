@@ -73,8 +73,14 @@ class StorageDriver(abc.ABC):
         """The directory holding rootfs/ (and metadata.yaml, templates/) of an instance."""
 
     @abc.abstractmethod
-    def create_instance_from_image(self, name, fingerprint, unpack, size=None):
-        """Create an instance volume from an image. On failure nothing is left behind."""
+    def create_instance_from_image(self, name, fingerprint, unpack, size=None, prepare=None,
+                                   variant=None):
+        """Create an instance volume from an image. On failure nothing is left behind.
+
+        prepare(dir), optional, changes the unpacked image once per `variant` (a short name,
+        e.g. of an idmap: shifting ids costs O(files), so copy-on-write drivers cache the
+        prepared copy and clone it; others run prepare on each new volume).
+        """
 
     @abc.abstractmethod
     def create_empty_instance(self, name, size=None):

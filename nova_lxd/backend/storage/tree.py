@@ -49,6 +49,26 @@ class TreeDriver(driver.StorageDriver):
     def _ensure_layout(self):
         for sub in ('images', 'containers', 'containers-snapshots', 'custom'):
             os.makedirs(os.path.join(self.pool_dir, sub), mode=0o711, exist_ok=True)
+        self._remove_leftovers()
+
+    def _remove_leftovers(self):
+        """What a crash can leave: an image half unpacked, a restore half done."""
+        for entry in os.listdir(os.path.join(self.pool_dir, 'images')):
+            if entry.startswith('.unpack-'):
+                LOG.info('Pool %s: removing leftover %s', self.pool_name, entry)
+                self._remove(os.path.join(self.pool_dir, 'images', entry))
+        containers = os.path.join(self.pool_dir, 'containers')
+        for entry in os.listdir(containers):
+            path = os.path.join(containers, entry)
+            if entry.startswith('.restore-'):
+                self._remove(path)
+            elif entry.startswith('.old-'):
+                # the instance was moved aside and its restored copy not yet put in place
+                name = entry[len('.old-'):].rsplit('-', 1)[0]
+                if os.path.lexists(os.path.join(containers, name)):
+                    self._remove(path)
+                else:
+                    os.rename(path, os.path.join(containers, name))
 
     # -- paths ------------------------------------------------------------------------------
     def _path(self, *parts):
@@ -82,28 +102,35 @@ class TreeDriver(driver.StorageDriver):
 
     # -- images -------------------------------------------------------------------------------
     def list_images(self):
-        return self._listdir('images')
+        return [n for n in self._listdir('images') if '@' not in n]
 
     def delete_image(self, fingerprint):
         with self._image_locks[fingerprint]:
-            self._remove(self.image_path(fingerprint))
+            for entry in self._listdir('images'):
+                if entry == fingerprint or entry.startswith(fingerprint + '@'):
+                    self._remove(self._path('images', entry))
 
-    def _cached_image(self, fingerprint, unpack):
-        """The pool's read-only copy of an image, unpacked on first use only."""
-        path = self.image_path(fingerprint)
+    def _cached_image(self, fingerprint, unpack, variant=None, prepare=None):
+        """The pool's read-only copy of an image (or of a prepared variant), made once."""
+        base = None if variant is None else self._cached_image(fingerprint, unpack)
+        name = fingerprint if variant is None else '%s@%s' % (fingerprint, variant)
+        path = self._path('images', name)
         with self._image_locks[fingerprint]:
             if not os.path.isdir(path):
-                temporary = self._path('images', '.unpack-%s-%s' % (fingerprint,
-                                                                    uuid.uuid4().hex[:8]))
-                self._new_volume(temporary)
+                temporary = self._path('images', '.unpack-%s-%s' % (name, uuid.uuid4().hex[:8]))
                 try:
-                    unpack(temporary)
+                    if base is None:
+                        self._new_volume(temporary)
+                        unpack(temporary)
+                    else:
+                        self._clone(base, temporary)
+                        prepare(temporary)
                     os.rename(temporary, path)
                 except BaseException:
                     self._remove(temporary)
                     raise
                 self._make_readonly(path)
-                LOG.info('Pool %s: image %s cached', self.pool_name, fingerprint)
+                LOG.info('Pool %s: image %s cached', self.pool_name, name)
         return path
 
     def _make_readonly(self, path):
@@ -124,15 +151,19 @@ class TreeDriver(driver.StorageDriver):
             self._remove(path)
             raise
 
-    def create_instance_from_image(self, name, fingerprint, unpack, size=None):
+    def create_instance_from_image(self, name, fingerprint, unpack, size=None, prepare=None,
+                                   variant=None):
         path = self.instance_path(name)
         if self.caches_images:
             def fill():
-                self._clone(self._cached_image(fingerprint, unpack), path)
+                self._clone(self._cached_image(fingerprint, unpack, variant if prepare else None,
+                                               prepare), path)
         else:
             def fill():
                 self._new_volume(path)
                 unpack(path)
+                if prepare:
+                    prepare(path)
         self._create_volume(path, fill, size)
         return path
 

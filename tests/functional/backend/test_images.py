@@ -196,3 +196,45 @@ def test_stock_lxc_client_session(backend, images, tmp_path):
     assert not images.images.exists(fingerprint)
     assert not images.images.exists(split_fp)
     assert not os.path.exists(os.path.join(_images_dir(backend), split_fp + '.rootfs'))
+
+
+def test_split_image_with_squashfs_rootfs(backend, images, tmp_path):
+    """A squashfs rootfs (as LXD's own images ship) is imported and unpacked for an instance."""
+    metadata, rootfs_tar = corpus.busybox_split(marker=b'squash')
+    tree = tmp_path / 'tree'
+    tree.mkdir()
+    (tmp_path / 'rootfs.tar.gz').write_bytes(rootfs_tar)
+    subprocess.run(['tar', '-C', str(tree), '-xzf', str(tmp_path / 'rootfs.tar.gz'),
+                    '--numeric-owner'], check=True)
+    squashfs = tmp_path / 'rootfs.squashfs'
+    subprocess.run(['mksquashfs', str(tree), str(squashfs), '-noappend', '-quiet',
+                    '-comp', 'xz'], check=True, capture_output=True)
+    rootfs = squashfs.read_bytes()
+    image = images.images.create(rootfs, metadata=metadata, wait=True)
+    assert image.fingerprint == hashlib.sha256(metadata + rootfs).hexdigest()
+    name = 'sq-' + image.fingerprint[:8]
+    images.instances.create({'name': name, 'source': {'type': 'image',
+                                                      'fingerprint': image.fingerprint}},
+                            wait=True)
+    try:
+        root = os.path.join(backend.data_dir, 'storage-pools', 'default', 'containers', name,
+                            'rootfs')
+        with open(os.path.join(root, 'etc/marker'), 'rb') as f:
+            assert f.read() == b'squash'
+        assert os.readlink(os.path.join(root, 'sbin/init')) == '../bin/busybox'
+    finally:
+        images.instances.get(name).delete(wait=True)
+
+
+def test_squashfs_rootfs_with_a_device_node_is_refused(backend, images, tmp_path):
+    metadata, _ = corpus.busybox_split()
+    tree = tmp_path / 'tree'
+    (tree / 'dev').mkdir(parents=True)
+    os.mknod(tree / 'dev' / 'null', 0o666 | 0o020000, os.makedev(1, 3))
+    squashfs = tmp_path / 'rootfs.squashfs'
+    subprocess.run(['mksquashfs', str(tree), str(squashfs), '-noappend', '-quiet'],
+                   check=True, capture_output=True)
+    before = sorted(os.listdir(_images_dir(backend)))
+    with pytest.raises(pylxd.exceptions.LXDAPIException, match='device node'):
+        images.images.create(squashfs.read_bytes(), metadata=metadata, wait=True)
+    assert sorted(os.listdir(_images_dir(backend))) == before

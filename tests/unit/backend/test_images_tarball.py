@@ -110,3 +110,22 @@ def test_fingerprints_are_lxds(tmp_path):
     split.discard()
     staging.discard()
     assert os.listdir(tmp_path) == []
+
+
+def _zstd(data):
+    import subprocess
+    return subprocess.run(['zstd', '-q', '-c'], input=data, capture_output=True,
+                          check=True).stdout
+
+
+def test_zstd_tarballs_are_read_through_the_zstd_tool(tmp_path):
+    good = _write(tmp_path, _zstd(corpus.busybox_unified(None)), 'good')
+    assert tarball.detect_format(good) == 'zstd'
+    assert 'rootfs/bin/busybox' in tarball.scan(good, 'unified').names
+    evil = corpus.TarBuilder().file('metadata.yaml', corpus.metadata_yaml(templates={})) \
+        .dir('rootfs').symlink('rootfs/e', '/etc').file('rootfs/e/x', b'x').tar()
+    with pytest.raises(BadRequest, match='not a directory'):
+        tarball.scan(_write(tmp_path, _zstd(evil), 'evil'), 'unified')
+    truncated = _zstd(corpus.busybox_unified(None))
+    with pytest.raises(BadRequest, match='(?i)corrupt'):
+        tarball.scan(_write(tmp_path, truncated[:len(truncated) // 2], 'cut'), 'unified')

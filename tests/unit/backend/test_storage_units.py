@@ -1,4 +1,6 @@
 """Storage pieces that need no daemon: sizes, pool config checks, names."""
+import os
+
 import pytest
 
 from nova_lxd.backend.errors import BadRequest
@@ -54,3 +56,44 @@ def test_dir_driver_refuses_a_size(tmp_path):
     driver.rename_custom_volume('v', 'w')
     driver.delete_custom_volume('w')
     assert driver.list_custom_volumes() == []
+
+
+def test_mount_removes_what_a_crash_left(tmp_path):
+    driver = DirDriver('p', str(tmp_path / 'p'), {})
+    driver.create()
+    pool = tmp_path / 'p'
+    (pool / 'images' / '.unpack-abc-1234').mkdir()
+    (pool / 'containers' / '.restore-c1-1234').mkdir()
+    (pool / 'containers' / '.old-c2-1234').mkdir()          # c2 itself is missing: put back
+    (pool / 'containers' / 'c3').mkdir()
+    (pool / 'containers' / '.old-c3-5678').mkdir()          # c3 was restored: drop the old
+    driver.mount()
+    assert sorted(os.listdir(pool / 'images')) == []
+    assert sorted(os.listdir(pool / 'containers')) == ['c2', 'c3']
+
+
+def test_prepared_variant_is_made_once_per_variant(tmp_path):
+    from nova_lxd.backend.storage import tree
+
+    class CachingDir(DirDriver):
+        caches_images = True
+    driver = CachingDir('p', str(tmp_path / 'p'), {})
+    driver.create()
+    calls = []
+
+    def unpack(dest):
+        calls.append('unpack')
+        os.makedirs(os.path.join(dest, 'rootfs'))
+
+    def prepare(dest):
+        calls.append('prepare')
+        open(os.path.join(dest, 'rootfs', 'prepared'), 'w').close()
+    for name in ('a', 'b'):
+        driver.create_instance_from_image(name, 'f' * 64, unpack, prepare=prepare,
+                                          variant='1000000')
+    assert calls == ['unpack', 'prepare']
+    assert os.path.exists(os.path.join(driver.instance_path('b'), 'rootfs', 'prepared'))
+    assert driver.list_images() == ['f' * 64]
+    driver.delete_image('f' * 64)
+    assert os.listdir(tmp_path / 'p' / 'images') == []
+    assert isinstance(driver, tree.TreeDriver)
