@@ -5,7 +5,7 @@ import logging
 from aiohttp import web
 
 from nova_lxd.backend.api import certificates, events, networks, operations, response, server
-from nova_lxd.backend.api import images, storage
+from nova_lxd.backend.api import images, resources, storage
 from nova_lxd.backend.api import instances, profiles
 from nova_lxd.backend.api import console, exec as exec_api, files, snapshots
 from nova_lxd.backend.errors import ApiError
@@ -13,8 +13,8 @@ from nova_lxd.backend.errors import ApiError
 LOG = logging.getLogger(__name__)
 
 # Each module exposes `routes`; a new resource module is added here and nowhere else.
-MODULES = [server, operations, events, networks, images, storage, instances, profiles,
-           exec_api, files, console, snapshots, certificates]
+MODULES = [server, operations, events, networks, images, storage, resources, instances,
+           profiles, exec_api, files, console, snapshots, certificates]
 
 
 @web.middleware

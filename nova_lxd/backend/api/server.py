@@ -20,6 +20,7 @@ API_EXTENSIONS = [
     'storage',
     'storage_api_volume_rename',
     'resources',
+    'resources_v2',
     'instances',
     'network',
     'network_leases',

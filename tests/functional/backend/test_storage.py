@@ -233,3 +233,21 @@ def test_dir_is_the_default_when_configured(tmp_path):
         assert daemon.data_dir not in _losetup()
     finally:
         daemon.destroy()
+
+
+def test_host_resources(backend, client):
+    """GET /1.0/resources (the `resources` extension), as pylxd and `lxc info --resources` read
+    it: CPU threads and memory of this host."""
+    resources = client.resources
+    assert resources['cpu']['total'] == os.cpu_count()
+    threads = [t['id'] for s in resources['cpu']['sockets'] for c in s['cores']
+               for t in c['threads']]
+    assert sorted(threads) == list(range(os.cpu_count()))
+    with open('/proc/meminfo') as f:
+        total_kib = int(f.readline().split()[1])
+    assert resources['memory']['total'] == total_kib * 1024
+    assert 0 < resources['memory']['used'] < resources['memory']['total']
+    proc = subprocess.run(['lxc', 'info', '--resources'], capture_output=True, text=True,
+                          env=dict(os.environ, LXD_DIR=backend.data_dir), timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert resources['cpu']['sockets'][0]['vendor'] in proc.stdout
