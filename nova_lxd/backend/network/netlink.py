@@ -1,9 +1,11 @@
 """Link plumbing through netlink (pyroute2), as os-vif does: no `ip` command, no output parsing."""
 import contextlib
+import ctypes
 import errno
 import logging
 import os
 import random
+import threading
 
 from pyroute2 import IPRoute, NetlinkError
 
@@ -222,33 +224,63 @@ def create_macvlan(name, parent, mode='bridge', hwaddr=None, mtu=None):
 
 
 def move_to_netns(name, pid, new_name=None):
-    """Move a host link into the network namespace of process `pid` (a container's init)."""
+    """Move a host link into the network namespace of process `pid` (a container's init),
+    rename it there and bring it up."""
     with iproute() as ipr:
         index = _index(ipr, name)
         if index is None:
             raise ValueError('interface %r does not exist' % name)
         ipr.link('set', index=index, state='down')
         ipr.link('set', index=index, net_ns_pid=int(pid))
-    if new_name:
-        with netns_of_pid(pid) as ns:
-            inner = _index(ns, name)
+
+    def finish(ns):
+        inner = _index(ns, name)
+        if new_name:
             ns.link('set', index=inner, ifname=new_name)
+        ns.link('set', index=inner, state='up')
+    in_netns(pid, finish)
 
 
-@contextlib.contextmanager
-def netns_of_pid(pid):
-    """An IPRoute bound to another process's network namespace (entered by setns in a thread)."""
-    from pyroute2 import NetNS
-    ns = NetNS('/proc/%d/ns/net' % int(pid))
-    try:
-        yield ns
-    finally:
-        ns.close()
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def in_netns(pid, func):
+    """Run func(ipr) with an IPRoute inside the network namespace of process `pid`.
+
+    A throwaway thread enters the namespace (setns affects only the calling thread) and opens
+    the netlink socket there. pyroute2's own netns support forks a helper process, which is not
+    safe in this threaded daemon.
+    """
+    result, error = [], []
+
+    def work():
+        fd = os.open('/proc/%d/ns/net' % int(pid), os.O_RDONLY)
+        try:
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                err = ctypes.get_errno()
+                raise OSError(err, 'setns into the netns of %s: %s' % (pid, os.strerror(err)))
+        finally:
+            os.close(fd)
+        with iproute() as ipr:
+            result.append(func(ipr))
+
+    def guarded():
+        try:
+            work()
+        except BaseException as exc:
+            error.append(exc)
+    thread = threading.Thread(target=guarded, name='netns-%s' % pid)
+    thread.start()
+    thread.join()
+    if error:
+        raise error[0]
+    return result[0]
 
 
 def move_from_netns(pid, name, new_name=None, up=False):
     """Move a link out of a container's namespace back to the host (ours), optionally renamed."""
-    with netns_of_pid(pid) as ns:
+    def work(ns):
         index = _index(ns, name)
         if index is None:
             return False
@@ -256,20 +288,69 @@ def move_from_netns(pid, name, new_name=None, up=False):
         if new_name and new_name != name:
             ns.link('set', index=index, ifname=new_name)
         ns.link('set', index=index, net_ns_pid=os.getpid())
-    if up:
+        return True
+    moved = in_netns(pid, work)
+    if moved and up:
         set_up(new_name or name)
-    return True
+    return moved
 
 
 def delete_in_netns(pid, name):
-    with netns_of_pid(pid) as ns:
+    def work(ns):
         index = _index(ns, name)
         if index is not None:
             ns.link('del', index=index)
             return True
-    return False
+        return False
+    return in_netns(pid, work)
 
 
 def links_in_netns(pid):
-    with netns_of_pid(pid) as ns:
-        return [link.get_attr('IFLA_IFNAME') for link in ns.get_links()]
+    return in_netns(pid, lambda ns: [link.get_attr('IFLA_IFNAME') for link in ns.get_links()])
+
+
+class Unsupported(Exception):
+    """The running kernel lacks a feature (a tc action or classifier)."""
+
+
+def limit_transmit(name, bits_per_second):
+    """Shape what leaves `name` (a token bucket: root tbf qdisc)."""
+    rate = max(1, int(bits_per_second) // 8)
+    burst = max(rate // 10, 16384)    # 100 ms worth of traffic, at least 16 KiB
+    with iproute() as ipr:
+        index = _index(ipr, name)
+        try:
+            ipr.tc('del', index=index, handle=0x10000)
+        except NetlinkError:
+            pass
+        ipr.tc('add', 'tbf', index=index, handle=0x10000, rate=rate, burst=burst,
+               latency='50ms')
+
+
+def police_receive(name, bits_per_second):
+    """Police what arrives on `name` (ingress qdisc + u32 match-all + police drop)."""
+    rate = max(1, int(bits_per_second) // 8)
+    burst = max(rate // 10, 16384)
+    with iproute() as ipr:
+        index = _index(ipr, name)
+        try:
+            ipr.tc('add', 'ingress', index=index, handle=0xffff0000)
+            ipr.tc('add-filter', 'u32', index=index, parent=0xffff0000, protocol=0x0003,
+                   prio=1, target=0x1, keys=['0x0/0x0+0'],
+                   action={'kind': 'police', 'rate': rate, 'burst': burst, 'mtu': 65535,
+                           'action': 'drop'})
+        except NetlinkError as exc:
+            try:
+                ipr.tc('del', 'ingress', index=index, handle=0xffff0000)
+            except NetlinkError:
+                pass
+            if exc.code == errno.ENOENT:
+                raise Unsupported('this kernel has no tc u32 classifier or police action')
+            raise
+
+
+def qdiscs(name):
+    """[(kind, handle)] of the qdiscs on a link."""
+    with iproute() as ipr:
+        index = _index(ipr, name)
+        return [(q.get_attr('TCA_KIND'), q['handle']) for q in ipr.get_qdiscs(index=index)]

@@ -25,6 +25,8 @@ KIND = 'network'
 DEFAULT_NETWORK = 'novalxdbr0'
 NAME_RE = re.compile(r'^[A-Za-z][A-Za-z0-9_.-]{0,14}$')
 TRUE, FALSE = ('true', '1', 'yes', 'on'), ('false', '0', 'no', 'off')
+# our own plumbing (tunnel links, NIC ends between creation and the move into a container)
+HIDDEN = ('nlxvx', 'nlxc', 'nlxm')
 TUNNEL_KEYS = {'protocol', 'id', 'local', 'remote', 'group', 'port', 'interface', 'ttl'}
 
 
@@ -224,7 +226,7 @@ class NetworkService:
     def names(self):
         managed = self.db.names(KIND)
         host = [link['name'] for link in netlink.all_links()
-                if link['name'] not in managed and not link['name'].startswith('nlx')]
+                if link['name'] not in managed and not link['name'].startswith(HIDDEN)]
         return sorted(set(managed) | set(host))
 
     def get(self, name):
@@ -236,7 +238,7 @@ class NetworkService:
                     'config': dict(doc['config']), 'used_by': self.used_by(name),
                     'locations': ['none']}
         link = netlink.link_info(name)
-        if link is None or name.startswith('nlx'):
+        if link is None or name.startswith(HIDDEN):
             raise NotFound('Network %r not found' % name)
         return {'name': name, 'description': '', 'type': _link_type(link), 'managed': False,
                 'status': '', 'config': {}, 'used_by': self.used_by(name), 'locations': []}

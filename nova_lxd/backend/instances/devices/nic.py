@@ -1,0 +1,273 @@
+"""`nic`: network interfaces of a container: bridged, macvlan, p2p and physical.
+
+bridged and p2p: the daemon makes the veth pair itself (host end `host_name`, joined to the
+bridge for bridged) and hands the other end to LXC as a `phys` link, as LXD does; that way the
+host end exists before the start, for tc limits and DHCP reservations, and hot-plug is the same
+code moving the end into the running container's netns. macvlan is made by LXC at start (and by
+us on hot-plug); physical moves an existing host interface in, and back out on stop or unplug.
+
+Generated values are stable and recorded like LXD's: volatile.<dev>.hwaddr (00:16:3e:xx:xx:xx),
+volatile.<dev>.host_name, and volatile.<dev>.last_state.created for the link we made.
+"""
+import hashlib
+import ipaddress
+import logging
+import re
+
+from nova_lxd.backend.errors import BadRequest, NotFound
+from nova_lxd.backend.instances.devices import DeviceType, register
+from nova_lxd.backend.network import netlink
+
+LOG = logging.getLogger(__name__)
+
+NICTYPES = ('bridged', 'macvlan', 'p2p', 'physical')
+KEYS = {
+    'bridged': {'network', 'parent', 'host_name', 'hwaddr', 'mtu', 'ipv4.address',
+                'ipv6.address', 'limits.ingress', 'limits.egress', 'limits.max'},
+    'p2p': {'host_name', 'hwaddr', 'mtu', 'limits.ingress', 'limits.egress', 'limits.max'},
+    'macvlan': {'network', 'parent', 'hwaddr', 'mtu', 'mode', 'vlan'},
+    'physical': {'parent', 'hwaddr', 'mtu'},
+}
+COMMON = {'type', 'nictype', 'name', 'boot.priority'}
+IFNAME_RE = re.compile(r'^[A-Za-z0-9_.:-]{1,15}$')
+MAC_RE = re.compile(r'^([0-9a-fA-F]{2}:){5}[0-9a-fA-F]{2}$')
+RATE_RE = re.compile(r'^(\d+(?:\.\d+)?)\s*(bit|kbit|mbit|gbit|tbit)?$', re.IGNORECASE)
+RATE_UNITS = {'bit': 1, 'kbit': 10 ** 3, 'mbit': 10 ** 6, 'gbit': 10 ** 9, 'tbit': 10 ** 12}
+
+
+def parse_rate(value):
+    """'10Mbit' -> bits per second (LXD's limits.ingress/egress syntax)."""
+    match = RATE_RE.match(str(value).strip())
+    if not match:
+        raise ValueError(value)
+    return int(float(match.group(1)) * RATE_UNITS[(match.group(2) or 'bit').lower()])
+
+
+def nictype(dev):
+    if dev.get('nictype'):
+        return dev['nictype']
+    return 'bridged' if dev.get('network') else None
+
+
+def _volatile(name, key):
+    return 'volatile.%s.%s' % (name, key)
+
+
+def _stable_name(prefix, ctx, name):
+    """A link name stable for (instance, device) and short enough for IFNAMSIZ."""
+    digest = hashlib.sha1(('%s/%s' % (ctx.name, name)).encode()).hexdigest()
+    return prefix + digest[:15 - len(prefix)]
+
+
+class Nic(DeviceType):
+    type = 'nic'
+
+    # -- validation -------------------------------------------------------------------------
+    def validate(self, name, dev):
+        kind = nictype(dev)
+        if kind not in NICTYPES:
+            raise BadRequest('Device %r: nictype must be one of %s (or give a network)'
+                             % (name, ', '.join(NICTYPES)))
+        for key in dev:
+            if key not in COMMON and key not in KEYS[kind]:
+                raise BadRequest('Device %r: key %r is not valid for a %s nic' % (name, key,
+                                                                                  kind))
+        for key in ('name', 'host_name', 'parent'):
+            if key in dev and not IFNAME_RE.match(dev[key]):
+                raise BadRequest('Device %r: invalid interface name %r for %s'
+                                 % (name, dev[key], key))
+        if 'hwaddr' in dev and not MAC_RE.match(dev['hwaddr']):
+            raise BadRequest('Device %r: invalid hwaddr %r' % (name, dev['hwaddr']))
+        if 'mtu' in dev and not (dev['mtu'].isdigit() and 68 <= int(dev['mtu']) <= 65535):
+            raise BadRequest('Device %r: invalid mtu %r' % (name, dev['mtu']))
+        for key in ('limits.ingress', 'limits.egress', 'limits.max'):
+            if key in dev:
+                try:
+                    parse_rate(dev[key])
+                except ValueError:
+                    raise BadRequest('Device %r: invalid %s %r (e.g. 10Mbit)'
+                                     % (name, key, dev[key]))
+        if 'ipv4.address' in dev:
+            try:
+                if ipaddress.ip_address(dev['ipv4.address']).version != 4:
+                    raise ValueError()
+            except ValueError:
+                raise BadRequest('Device %r: invalid ipv4.address %r' % (name,
+                                                                        dev['ipv4.address']))
+            if not dev.get('network'):
+                raise BadRequest('Device %r: ipv4.address needs a managed network (network=)'
+                                 % name)
+        if kind in ('bridged', 'macvlan') and not (dev.get('network') or dev.get('parent')):
+            raise BadRequest('Device %r: a %s nic needs a network or a parent' % (name, kind))
+        if dev.get('network') and dev.get('parent'):
+            raise BadRequest('Device %r: give either network or parent, not both' % name)
+        if kind == 'physical' and not dev.get('parent'):
+            raise BadRequest('Device %r: a physical nic needs a parent (the host interface)'
+                             % name)
+        if 'mode' in dev and dev['mode'] not in ('bridge', 'vepa', 'private', 'passthru'):
+            raise BadRequest('Device %r: invalid macvlan mode %r' % (name, dev['mode']))
+
+    # -- shared pieces --------------------------------------------------------------------
+    def _hwaddr(self, ctx, name, dev):
+        if dev.get('hwaddr'):
+            return dev['hwaddr'].lower()
+        key = _volatile(name, 'hwaddr')
+        if not ctx.volatile.get(key):
+            ctx.volatile[key] = netlink.random_hwaddr()
+        return ctx.volatile[key]
+
+    def _host_name(self, ctx, name, dev):
+        if dev.get('host_name'):
+            return dev['host_name']
+        key = _volatile(name, 'host_name')
+        if not ctx.volatile.get(key):
+            ctx.volatile[key] = netlink.random_name('veth')
+        return ctx.volatile[key]
+
+    def _parent(self, ctx, name, dev):
+        """The host link a bridged/macvlan nic hangs off: a managed network's bridge or parent."""
+        if dev.get('network'):
+            try:
+                return ctx.daemon.networks.bridge_for(dev['network'])
+            except NotFound:
+                raise BadRequest('Device %r: network %r does not exist' % (name,
+                                                                          dev['network']))
+        link = netlink.link_info(dev['parent'])
+        if link is None:
+            raise BadRequest('Device %r: parent %r does not exist on the host'
+                             % (name, dev['parent']))
+        if nictype(dev) == 'bridged' and link['kind'] != 'bridge':
+            raise BadRequest('Device %r: parent %r is not a bridge' % (name, dev['parent']))
+        return dev['parent']
+
+    @staticmethod
+    def _inner_name(name, dev):
+        return dev.get('name') or name
+
+    def _make_veth(self, ctx, name, dev):
+        """Create the veth pair of a bridged/p2p nic (host end set up and limited)."""
+        kind = nictype(dev)
+        master = self._parent(ctx, name, dev) if kind == 'bridged' else None
+        host, peer = self._host_name(ctx, name, dev), _stable_name('nlxc', ctx, name)
+        hwaddr = self._hwaddr(ctx, name, dev)
+        if netlink.exists(host):
+            raise BadRequest('Device %r: host interface %r already exists' % (name, host))
+        netlink.delete(peer)      # a leftover of a crash
+        netlink.create_veth(host, peer, hwaddr=hwaddr, mtu=dev.get('mtu'), master=master)
+        try:
+            self._apply_limits(name, dev, host)
+            if dev.get('ipv4.address'):
+                ctx.daemon.networks.reserve(dev['network'], hwaddr, dev['ipv4.address'],
+                                            ctx.name)
+        except BaseException:
+            netlink.delete(host)
+            raise
+        ctx.volatile[_volatile(name, 'last_state.created')] = 'true'
+        return host, peer
+
+    def _apply_limits(self, name, dev, host):
+        # The host end's transmit is the container's receive, and the other way round.
+        ingress = dev.get('limits.ingress') or dev.get('limits.max')
+        egress = dev.get('limits.egress') or dev.get('limits.max')
+        if ingress:
+            netlink.limit_transmit(host, parse_rate(ingress))
+        if egress:
+            try:
+                netlink.police_receive(host, parse_rate(egress))
+            except netlink.Unsupported as exc:
+                raise BadRequest('Device %r: limits.egress cannot be enforced here: %s'
+                                 % (name, exc))
+
+    def _remove_veth(self, ctx, name, dev):
+        host = dev.get('host_name') or ctx.volatile.get(_volatile(name, 'host_name'))
+        if host:
+            netlink.delete(host)
+        netlink.delete(_stable_name('nlxc', ctx, name))
+        if dev.get('ipv4.address') and dev.get('network'):
+            ctx.daemon.networks.release(dev['network'], self._hwaddr(ctx, name, dev))
+        ctx.volatile[_volatile(name, 'last_state.created')] = None
+
+    # -- start / stop ---------------------------------------------------------------------
+    def pre_start(self, ctx, name, dev):
+        kind = nictype(dev)
+        if kind in ('bridged', 'p2p'):
+            self._make_veth(ctx, name, dev)
+        elif kind == 'macvlan':
+            self._parent(ctx, name, dev)
+            self._hwaddr(ctx, name, dev)
+        elif kind == 'physical':
+            if not netlink.exists(dev['parent']):
+                raise BadRequest('Device %r: host interface %r does not exist'
+                                 % (name, dev['parent']))
+
+    def lxc_config(self, ctx, name, dev):
+        index = ctx.next_net_index()
+        key = 'lxc.net.%d.' % index
+        kind = nictype(dev)
+        lines = []
+        if kind in ('bridged', 'p2p'):
+            lines += [(key + 'type', 'phys'), (key + 'link', _stable_name('nlxc', ctx, name))]
+        elif kind == 'macvlan':
+            lines += [(key + 'type', 'macvlan'), (key + 'link', self._parent(ctx, name, dev)),
+                      (key + 'macvlan.mode', dev.get('mode', 'bridge'))]
+            if dev.get('vlan'):
+                lines.append((key + 'macvlan.vlan', dev['vlan']))
+        else:
+            lines += [(key + 'type', 'phys'), (key + 'link', dev['parent'])]
+        lines += [(key + 'name', self._inner_name(name, dev)), (key + 'flags', 'up')]
+        if kind != 'physical' or dev.get('hwaddr'):
+            lines.append((key + 'hwaddr', self._hwaddr(ctx, name, dev)))
+        if dev.get('mtu'):
+            lines.append((key + 'mtu', dev['mtu']))
+        return lines
+
+    def post_stop(self, ctx, name, dev):
+        # LXC hands phys links back to the host (with their old names) when the netns goes.
+        if nictype(dev) in ('bridged', 'p2p'):
+            self._remove_veth(ctx, name, dev)
+
+    # -- live -----------------------------------------------------------------------------
+    def hotplug(self, ctx, name, dev):
+        kind = nictype(dev)
+        inner = self._inner_name(name, dev)
+        if inner in netlink.links_in_netns(ctx.init_pid):
+            raise BadRequest('Device %r: the instance already has an interface %r'
+                             % (name, inner))
+        if kind in ('bridged', 'p2p'):
+            host, peer = self._make_veth(ctx, name, dev)
+            try:
+                netlink.move_to_netns(peer, ctx.init_pid, inner)
+            except BaseException:
+                self._remove_veth(ctx, name, dev)
+                raise
+        elif kind == 'macvlan':
+            temp = _stable_name('nlxm', ctx, name)
+            netlink.create_macvlan(temp, self._parent(ctx, name, dev), dev.get('mode', 'bridge'),
+                                   hwaddr=self._hwaddr(ctx, name, dev), mtu=dev.get('mtu'))
+            try:
+                netlink.move_to_netns(temp, ctx.init_pid, inner)
+            except BaseException:
+                netlink.delete(temp)
+                raise
+        else:
+            if not netlink.exists(dev['parent']):
+                raise BadRequest('Device %r: host interface %r does not exist'
+                                 % (name, dev['parent']))
+            if dev.get('mtu'):
+                netlink.set_mtu(dev['parent'], dev['mtu'])
+            netlink.move_to_netns(dev['parent'], ctx.init_pid, inner)
+
+    def unplug(self, ctx, name, dev):
+        kind = nictype(dev)
+        inner = self._inner_name(name, dev)
+        if kind in ('bridged', 'p2p'):
+            self._remove_veth(ctx, name, dev)     # the container's end goes with the host's
+        elif kind == 'macvlan':
+            netlink.delete_in_netns(ctx.init_pid, inner)
+        else:
+            if not netlink.move_from_netns(ctx.init_pid, inner, dev['parent']):
+                LOG.warning('Device %s of %s: %s was not in the container', name, ctx.name,
+                            inner)
+
+
+register(Nic)

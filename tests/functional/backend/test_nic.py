@@ -1,0 +1,216 @@
+"""NIC devices on real containers: bridged with DHCP, reservations and limits, hot-plug and
+unplug, physical (a host veth end moved in and back), macvlan, p2p; nothing left behind."""
+import ipaddress
+import random
+
+import pytest
+
+from nova_lxd.backend.network import netlink
+from tests.functional.backend import netns
+from tests.functional.backend.busybox_rootfs import cleanup, create_busybox
+
+DHCP_SCRIPT = b"""#!/bin/sh
+case "$1" in
+  bound|renew) ip addr add "$ip/$mask" dev "$interface" ;;
+esac
+"""
+
+
+def raw(node, method, **kwargs):
+    return getattr(node.session, method)(node._api_endpoint, **kwargs)
+
+
+@pytest.fixture(scope='module')
+def network(backend):
+    client = backend.client()
+    name = 'nlxtnic%04x' % random.getrandbits(16)
+    client.networks.create(name)
+    yield client.networks.get(name)
+    client.networks.get(name).delete()
+
+
+def fresh(client, instance):
+    # pylxd's sync() keeps a stale config here; a new GET does not
+    return client.instances.get(instance.name)
+
+
+def run(instance, *cmd):
+    result = instance.execute(list(cmd))
+    return result.exit_code, result.stdout
+
+
+def dhcp(instance, ifname='eth0'):
+    instance.files.put('/dhcp.sh', DHCP_SCRIPT, mode='0755')
+    code, out = run(instance, 'udhcpc', '-f', '-q', '-n', '-t', '10', '-T', '1', '-i', ifname,
+                    '-s', '/dhcp.sh')
+    assert code == 0, out
+    return inet(instance, ifname)
+
+
+def inet(instance, ifname):
+    state = instance.state()
+    for address in (state.network or {}).get(ifname, {}).get('addresses', []):
+        if address['family'] == 'inet':
+            return address['address']
+    return None
+
+
+def links(instance):
+    return sorted((instance.state().network or {}).keys())
+
+
+def test_bridged_nic_gets_dhcp_and_reaches_another_container(backend, network):
+    client = backend.client()
+    base = ipaddress.ip_interface(network.config['ipv4.address'])
+    reserved = str(base.ip + 77)
+    nic = {'type': 'nic', 'network': network.name, 'name': 'eth0'}
+    a = create_busybox(client, backend, devices={'eth0': dict(nic)})
+    b = create_busybox(client, backend, devices={'eth0': dict(nic, **{'ipv4.address': reserved})})
+    try:
+        a.start(wait=True)
+        b.start(wait=True)
+        hwaddr = fresh(client, a).config['volatile.eth0.hwaddr']
+        host_name = fresh(client, a).config['volatile.eth0.host_name']
+        assert hwaddr.startswith('00:16:3e:')
+        assert a.state().network['eth0']['hwaddr'] == hwaddr
+        assert netlink.link_info(host_name)['master'] == netlink.link_info(network.name)['index']
+        assert '/1.0/instances/%s' % a.name in client.networks.get(network.name).used_by
+        address_a = dhcp(a)
+        address_b = dhcp(b)
+        assert ipaddress.ip_address(address_a) in base.network
+        assert address_b == reserved
+        code, out = run(a, 'ping', '-c', '2', '-W', '2', address_b)
+        assert code == 0, out
+        leases = client.api.networks[network.name].leases.get().json()['metadata']
+        assert {(lease['hwaddr'], lease['address']) for lease in leases} >= {
+            (hwaddr, address_a), (fresh(client, b).config['volatile.eth0.hwaddr'], reserved)}
+        # the same MAC on the next start
+        a.stop(force=True, wait=True)
+        assert not netlink.exists(host_name)
+        a.start(wait=True)
+        assert fresh(client, a).config['volatile.eth0.hwaddr'] == hwaddr
+        assert a.state().network['eth0']['hwaddr'] == hwaddr
+    finally:
+        for inst in (a, b):
+            host = fresh(client, inst).config.get('volatile.eth0.host_name')
+            cleanup(inst)
+            assert host is None or not netlink.exists(host)
+    assert [lease for lease in client.api.networks[network.name].leases.get().json()['metadata']
+            if lease['type'] == 'static'] == []
+
+
+def test_hotplug_and_unplug_a_bridged_nic(backend, network):
+    client = backend.client()
+    inst = create_busybox(client, backend)
+    try:
+        inst.start(wait=True)
+        assert 'eth1' not in links(inst)
+        inst.devices['eth1'] = {'type': 'nic', 'nictype': 'bridged', 'parent': network.name,
+                                'name': 'eth1', 'host_name': 'nlxtplug0'}
+        inst.save(wait=True)
+        assert 'eth1' in links(inst)
+        assert netlink.link_info('nlxtplug0')['master'] == \
+            netlink.link_info(network.name)['index']
+        assert dhcp(inst, 'eth1') is not None
+        del inst.devices['eth1']
+        inst.save(wait=True)
+        assert 'eth1' not in links(inst)
+        assert not netlink.exists('nlxtplug0')
+    finally:
+        cleanup(inst)
+
+
+def test_physical_nic_moves_a_host_veth_end_in_and_back(backend):
+    client = backend.client()
+    netns.run('ip', 'link', 'add', 'nlxtphy0', 'type', 'veth', 'peer', 'name', 'nlxtphy1')
+    inst = create_busybox(client, backend, devices={
+        'eth0': {'type': 'nic', 'nictype': 'physical', 'parent': 'nlxtphy0', 'name': 'eth0'}})
+    try:
+        inst.start(wait=True)
+        assert 'eth0' in links(inst) and not netlink.exists('nlxtphy0')
+        # the host end (nova's side of the pair) still works with the container's end
+        assert netlink.exists('nlxtphy1')
+        inst.stop(force=True, wait=True)
+        assert netlink.exists('nlxtphy0')
+        inst.start(wait=True)
+        # unplug while running: back on the host under its own name; hot-plug: in again
+        del inst.devices['eth0']
+        inst.save(wait=True)
+        assert 'eth0' not in links(inst) and netlink.exists('nlxtphy0')
+        inst.devices['net9'] = {'type': 'nic', 'nictype': 'physical', 'parent': 'nlxtphy0',
+                                'name': 'eth9'}
+        inst.save(wait=True)
+        assert 'eth9' in links(inst) and not netlink.exists('nlxtphy0')
+        inst.stop(force=True, wait=True)
+        assert netlink.exists('nlxtphy0')
+    finally:
+        cleanup(inst)
+        netns.run('ip', 'link', 'del', 'nlxtphy1', check=False)
+
+
+def test_macvlan_and_p2p(backend):
+    client = backend.client()
+    netns.run('ip', 'link', 'add', 'nlxtmv0', 'type', 'veth', 'peer', 'name', 'nlxtmv1')
+    netns.run('ip', 'link', 'set', 'nlxtmv0', 'up')
+    inst = create_busybox(client, backend, devices={
+        'eth0': {'type': 'nic', 'nictype': 'macvlan', 'parent': 'nlxtmv0', 'name': 'eth0'},
+        'eth1': {'type': 'nic', 'nictype': 'p2p', 'name': 'eth1', 'host_name': 'nlxtp2p0'}})
+    try:
+        inst.start(wait=True)
+        assert {'eth0', 'eth1'} <= set(links(inst))
+        assert netlink.link_info('nlxtp2p0')['master'] is None
+        inst.devices['eth2'] = {'type': 'nic', 'nictype': 'macvlan', 'parent': 'nlxtmv0',
+                                'name': 'eth2'}
+        inst.save(wait=True)
+        assert 'eth2' in links(inst)
+        del inst.devices['eth2']
+        inst.save(wait=True)
+        assert 'eth2' not in links(inst)
+        inst.stop(force=True, wait=True)
+        assert not netlink.exists('nlxtp2p0')
+    finally:
+        cleanup(inst)
+        netns.run('ip', 'link', 'del', 'nlxtmv0', check=False)
+
+
+def test_limits_ingress_shapes_the_host_end(backend, network):
+    client = backend.client()
+    inst = create_busybox(client, backend, devices={
+        'eth0': {'type': 'nic', 'network': network.name, 'name': 'eth0',
+                 'host_name': 'nlxtlim0', 'limits.ingress': '10Mbit'}})
+    try:
+        inst.start(wait=True)
+        assert ('tbf', 0x10000) in netlink.qdiscs('nlxtlim0')
+    finally:
+        cleanup(inst)
+    assert not netlink.exists('nlxtlim0')
+
+
+@pytest.mark.parametrize('device, message', [
+    ({'type': 'nic', 'nictype': 'bogus'}, 'nictype'),
+    ({'type': 'nic', 'nictype': 'bridged'}, 'network or a parent'),
+    ({'type': 'nic', 'network': 'x', 'hwaddr': 'zz'}, 'hwaddr'),
+    ({'type': 'nic', 'network': 'x', 'limits.ingress': 'fast'}, 'limits.ingress'),
+    ({'type': 'nic', 'nictype': 'physical'}, 'parent'),
+    ({'type': 'nic', 'nictype': 'p2p', 'ipv4.address': '10.0.0.2'}, 'ipv4.address'),
+])
+def test_bad_nic_devices_are_refused(backend, device, message):
+    client = backend.client()
+    resp = raw(client.api.instances, 'post', json={
+        'name': 'nlxt-bad', 'source': {'type': 'none'}, 'devices': {'eth0': device}})
+    assert resp.status_code == 400 and message in resp.json()['error'], resp.text
+    assert not client.instances.exists('nlxt-bad')
+
+
+def test_start_on_a_missing_network_fails_cleanly(backend):
+    client = backend.client()
+    inst = create_busybox(client, backend, devices={
+        'eth0': {'type': 'nic', 'network': 'nlxt-nonet', 'name': 'eth0',
+                 'host_name': 'nlxtgone0'}})
+    try:
+        with pytest.raises(Exception) as err:
+            inst.start(wait=True)
+        assert 'nlxt-nonet' in str(err.value)
+        assert fresh(client, inst).status == 'Stopped' and not netlink.exists('nlxtgone0')
+    finally:
+        cleanup(inst)
