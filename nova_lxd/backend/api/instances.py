@@ -35,21 +35,62 @@ def _full(service, name, level):
     return view
 
 
+def _field(view, path):
+    value = view
+    for part in path.split('.'):
+        if not isinstance(value, dict):
+            return None
+        if part not in value and path.startswith('config.'):   # config.key.with.dots
+            return value.get(path[len('config.'):]) if value is view.get('config') else None
+        value = value.get(part)
+    return value
+
+
+def _matches(view, expression):
+    """LXD's ?filter= (api_filtering): `field eq|ne value` terms joined by and / or."""
+    words = expression.split()
+    result, joiner, i = None, 'and', 0
+    while i < len(words):
+        if words[i] in ('and', 'or'):
+            joiner = words[i]
+            i += 1
+            continue
+        negate = words[i] == 'not'
+        if negate:
+            i += 1
+        if len(words) - i < 3:
+            raise BadRequest('Invalid filter %r' % expression)
+        field, op, value = words[i], words[i + 1], words[i + 2].strip('"\'')
+        if op not in ('eq', 'ne'):
+            raise BadRequest('Unsupported filter operator %r' % op)
+        actual = _field(view, field)
+        term = (str(actual) == value) if actual is not None else False
+        term = term if op == 'eq' else not term
+        term = not term if negate else term
+        result = term if result is None else (result and term if joiner == 'and'
+                                              else result or term)
+        i += 3
+    return True if result is None else result
+
+
 @_route('GET', '')
 async def list_instances(request):
     level = response.recursion(request)
     service = _service(request)
     prefix = request.path
-    if level == 0:
-        return response.sync(['%s/%s' % (prefix, name) for name in service.names()])
+    expression = request.query.get('filter', '').strip()
 
     def collect():
         views = []
         for name in service.names():
             try:
-                views.append(_full(service, name, level))
+                view = _full(service, name, level if level else 1) if level or expression \
+                    else {'name': name}
             except NotFound:  # deleted meanwhile
-                pass
+                continue
+            if expression and not _matches(view, expression):
+                continue
+            views.append(view if level else '%s/%s' % (prefix, name))
         return views
     return response.sync(await _blocking(request, collect))
 
@@ -128,6 +169,19 @@ async def put_state(request):
     body = await response.json_body(request)
     op = await _service(request).change_state(request.match_info['name'], body)
     return response.async_operation(op)
+
+
+@_route('GET', '/{name}/backups')
+async def list_backups(request):
+    """Backups are not implemented; the list exists because `lxc info` always asks for it."""
+    await _blocking(request, _service(request).get, request.match_info['name'])
+    return response.sync([])
+
+
+@_route('POST', '/{name}/backups')
+async def create_backup(request):
+    raise BadRequest('Instance backups are not supported by this backend; use snapshots or '
+                     'publish an image')
 
 
 @_route('GET', '/{name}/logs')

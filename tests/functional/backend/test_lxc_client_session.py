@@ -1,0 +1,92 @@
+"""A scripted session of the stock `lxc` client (Debian's lxd-client) against the backend."""
+import os
+import subprocess
+
+import pytest
+import yaml
+
+from tests import images
+from tests.backend_fixture import BackendDaemon
+from tests.functional.backend.busybox_rootfs import attach
+
+
+@pytest.fixture(scope='module')
+def session():
+    daemon = BackendDaemon()
+    daemon.start()
+    env = dict(os.environ, LXD_DIR=daemon.data_dir)
+
+    def lxc(*args, ok=True):
+        out = subprocess.run(['lxc'] + list(args), env=env, capture_output=True, text=True,
+                             timeout=120)
+        if ok:
+            assert out.returncode == 0, (args, out.stdout, out.stderr)
+        else:
+            assert out.returncode != 0, (args, out.stdout)
+        return out.stdout + out.stderr
+    lxc.daemon = daemon
+    yield lxc
+    daemon.destroy()
+
+
+def _rows(lxc):
+    return [line.split(',') for line in lxc('list', '--format', 'csv', '-c', 'ns').split()]
+
+
+def test_image_launch_list_info_stop_delete(session):
+    lxc = session
+    assert 'fingerprint' in lxc('image', 'import', images.busybox_image(), '--alias', 'bb')
+    lxc('launch', 'bb', 'c1')
+    assert ['c1', 'RUNNING'] in _rows(lxc)
+    info = lxc('info', 'c1')
+    assert 'Status: RUNNING' in info and 'Processes:' in info and 'Memory (current)' in info
+    # the image's templates were rendered at create, its halt signal is used
+    assert attach(lxc.daemon, 'c1', 'cat', '/etc/hostname').strip() == 'c1'
+    config = yaml.safe_load(lxc('config', 'show', 'c1', '--expanded'))
+    assert config['devices']['root']['path'] == '/'
+    assert config['config']['volatile.base_image']
+    lxc('pause', 'c1')
+    assert ['c1', 'FROZEN'] in _rows(lxc)
+    lxc('start', 'c1')
+    lxc('restart', 'c1')
+    assert 'stop it first' in lxc('delete', 'c1', ok=False)
+    lxc('stop', 'c1')
+    assert ['c1', 'STOPPED'] in _rows(lxc)
+    lxc('delete', 'c1')
+    assert lxc('list', '--format', 'csv').strip() == ''
+
+
+def test_config_set_get_and_refusal(session):
+    lxc = session
+    lxc('init', '--empty', 'c2')
+    lxc('config', 'set', 'c2', 'limits.memory', '128MiB')
+    assert lxc('config', 'get', 'c2', 'limits.memory').strip() == '128MiB'
+    assert "limits.bogus" in lxc('config', 'set', 'c2', 'limits.bogus', '1', ok=False)
+    lxc('config', 'unset', 'c2', 'limits.memory')
+    assert lxc('config', 'get', 'c2', 'limits.memory').strip() == ''
+    lxc('delete', 'c2')
+
+
+def test_profiles_move_copy(session):
+    lxc = session
+    lxc('launch', 'bb', 'c3')
+    lxc('profile', 'create', 'p1')
+    lxc('profile', 'set', 'p1', 'limits.cpu', '1')
+    lxc('profile', 'add', 'c3', 'p1')
+    shown = yaml.safe_load(lxc('profile', 'show', 'p1'))
+    assert shown['config'] == {'limits.cpu': '1'} and shown['used_by'] == ['/1.0/instances/c3']
+    assert 'p1' in lxc('profile', 'list')
+    lxc('stop', '--force', 'c3')
+    lxc('move', 'c3', 'c4')
+    lxc('copy', 'c4', 'c5')
+    names = [row[0] for row in _rows(lxc)]
+    assert 'c3' not in names and {'c4', 'c5'} <= set(names)
+    assert 'in use' in lxc('profile', 'delete', 'p1', ok=False)
+    lxc('profile', 'rename', 'p1', 'p2')
+    lxc('profile', 'remove', 'c4', 'p2')
+    lxc('profile', 'remove', 'c5', 'p2')
+    lxc('profile', 'delete', 'p2')
+    lxc('start', 'c5')
+    assert attach(lxc.daemon, 'c5', 'cat', '/etc/hostname').strip() == 'c5'   # copy template
+    lxc('delete', '--force', 'c4', 'c5')
+    assert lxc('list', '--format', 'csv').strip() == ''
