@@ -66,10 +66,12 @@ def parse_cidr_gateway(value, version):
 
 
 def default_dhcp_range(iface):
-    """Everything after the gateway up to the last usable address (IPv4)."""
+    """The largest run of host addresses on one side of the gateway (IPv4)."""
     net = iface.network
-    hosts = list(net.hosts()) if net.num_addresses <= 65536 else None
-    if hosts:
-        first = hosts[1] if hosts[0] == iface.ip else hosts[0]
-        return '%s-%s' % (first, hosts[-1])
-    return '%s-%s' % (net.network_address + 2, net.broadcast_address - 1)
+    first, last = net.network_address + 1, net.broadcast_address - 1
+    if net.prefixlen >= 31:
+        first, last = net.network_address, net.broadcast_address
+    gateway = iface.ip
+    if gateway - first > last - gateway:
+        return '%s-%s' % (first, gateway - 1)
+    return '%s-%s' % (gateway + 1, last)

@@ -1,0 +1,113 @@
+"""Subnet choice and network config validation: pure functions, no root, no daemon."""
+import ipaddress
+import random
+
+import pytest
+
+from nova_lxd.backend.errors import BadRequest
+from nova_lxd.backend.instances.devices.nic import parse_rate
+from nova_lxd.backend.network import service, subnet
+from nova_lxd.backend.network.dnsmasq import Dnsmasq
+
+HOST_ADDRESSES = [('eth0', 2, '192.0.2.2', 24, 0), ('lo', 2, '127.0.0.1', 8, 254),
+                  ('br9', 2, '10.7.7.1', 24, 0), ('eth0', 10, 'fe80::1', 64, 253)]
+HOST_ROUTES = [('eth0', 2, None, 0), ('eth0', 2, '192.0.2.0', 24),
+               ('tun0', 2, '10.128.0.0', 9)]
+
+
+def test_used_networks_ignores_the_default_route_and_one_interface():
+    used = subnet.used_networks(HOST_ADDRESSES, HOST_ROUTES, ignore_interface='br9')
+    assert ipaddress.ip_network('0.0.0.0/0') not in used
+    assert ipaddress.ip_network('10.128.0.0/9') in used
+    assert ipaddress.ip_network('10.7.7.0/24') not in used
+    assert ipaddress.ip_network('192.0.2.0/24') in used
+
+
+def test_choice_avoids_every_used_network():
+    used = subnet.used_networks(HOST_ADDRESSES, HOST_ROUTES)
+    rng = random.Random(1)
+    for _ in range(300):
+        chosen = ipaddress.ip_interface(subnet.choose_ipv4(used, rng))
+        assert chosen.network.prefixlen == 24 and chosen.ip == chosen.network[1]
+        assert chosen.network.subnet_of(ipaddress.ip_network('10.0.0.0/9'))
+        assert not any(chosen.network.overlaps(net) for net in used)
+
+
+def test_choice_fails_when_everything_is_taken():
+    with pytest.raises(LookupError):
+        subnet.choose_ipv4([ipaddress.ip_network('10.0.0.0/8')], random.Random(0), attempts=50)
+
+
+def test_ipv6_choice_is_a_ula_64():
+    chosen = ipaddress.ip_interface(subnet.choose_ipv6([], random.Random(3)))
+    assert chosen.network.prefixlen == 64 and chosen.network.subnet_of(subnet.IPV6_POOL)
+
+
+@pytest.mark.parametrize('value', ['10.0.0.0/24', '10.0.0.255/24', '10.0.0.1', 'fd42::1/64'])
+def test_gateway_must_be_a_host_address_with_prefix(value):
+    with pytest.raises(ValueError):
+        subnet.parse_cidr_gateway(value, 4)
+
+
+def test_default_dhcp_range_skips_the_gateway():
+    assert subnet.default_dhcp_range(ipaddress.ip_interface('10.1.2.1/24')) == \
+        '10.1.2.2-10.1.2.254'
+    assert subnet.default_dhcp_range(ipaddress.ip_interface('10.1.2.254/24')) == \
+        '10.1.2.1-10.1.2.253'
+
+
+@pytest.mark.parametrize('config', [
+    {'ipv4.address': '10.1.2.1/24', 'ipv4.dhcp.ranges': '10.1.2.9-10.1.2.2'},
+    {'ipv4.address': '10.1.2.1/24', 'ipv4.dhcp.ranges': '10.1.2.2-10.1.3.2'},
+    {'ipv4.address': 'none', 'ipv4.dhcp.ranges': '10.1.2.2-10.1.2.9'},
+    {'tunnel.a.protocol': 'vxlan', 'tunnel.a.remote': '10.0.0.300'},
+    {'tunnel.a.protocol': 'vxlan', 'tunnel.a.remote': '10.0.0.3', 'tunnel.a.id': '16777216'},
+    {'tunnel.a.bogus': '1'},
+    {'bridge.mtu': '100'},
+    {'ipv4.address': 5},
+])
+def test_invalid_network_configs(config):
+    with pytest.raises(BadRequest):
+        service.validate_config(config)
+
+
+def test_valid_network_config_and_tunnel_parsing():
+    config = {'ipv4.address': '10.1.2.1/24', 'ipv4.dhcp.ranges': '10.1.2.10-10.1.2.20',
+              'ipv4.nat': 'true', 'dns.domain': 'lxd', 'user.x': 'y',
+              'tunnel.a.protocol': 'vxlan', 'tunnel.a.id': '9', 'tunnel.a.remote': '10.0.0.3',
+              'tunnel.a.local': '10.0.0.2'}
+    service.validate_config(config)
+    assert service.tunnels(config) == {'a': {'protocol': 'vxlan', 'id': '9',
+                                             'remote': '10.0.0.3', 'local': '10.0.0.2'}}
+    one = service.tunnel_link_name('n', 'a', service.tunnels(config)['a'])
+    changed = dict(service.tunnels(config)['a'], id='10')
+    assert len(one) <= 15 and one != service.tunnel_link_name('n', 'a', changed)
+
+
+def test_rates():
+    assert parse_rate('10Mbit') == 10_000_000
+    assert parse_rate('1.5gbit') == 1_500_000_000
+    assert parse_rate('800') == 800
+    with pytest.raises(ValueError):
+        parse_rate('10MB/s')
+
+
+def test_dnsmasq_command_and_reservations(tmp_path):
+    server = Dnsmasq(str(tmp_path), 'n1', 'n1')
+    cmd = server.command(ipv4=ipaddress.ip_interface('10.1.2.1/24'),
+                         dhcp_ranges=[('10.1.2.2', '10.1.2.9')], domain='lxd')
+    for option in ('--strict-order', '--bind-interfaces', '--except-interface=lo',
+                   '--interface=n1', '--listen-address=10.1.2.1',
+                   '--dhcp-range=10.1.2.2,10.1.2.9,1h',
+                   '--dhcp-leasefile=%s/dnsmasq.leases' % tmp_path,
+                   '--dhcp-hostsfile=%s/dnsmasq.hosts' % tmp_path,
+                   '--pid-file=%s/dnsmasq.pid' % tmp_path):
+        assert option in cmd
+    assert server.set_reservation('00:16:3E:00:00:01', '10.1.2.50', 'c1') is True
+    assert server.set_reservation('00:16:3e:00:00:01', '10.1.2.50', 'c1') is False
+    assert server.reservations() == {'00:16:3e:00:00:01': ('10.1.2.50', 'c1')}
+    with open(server.hosts_file) as f:
+        assert f.read() == '00:16:3e:00:00:01,10.1.2.50,c1\n'
+    server.set_reservation('00:16:3e:00:00:01', None)
+    assert server.reservations() == {}
+    assert server.pid() is None     # no pid file: nothing adopted
