@@ -1,4 +1,5 @@
 """Publish (POST /1.0/images from an instance) and export, with real unprivileged containers."""
+import hashlib
 import io
 import os
 import subprocess
@@ -10,6 +11,7 @@ import pytest
 import yaml
 
 from tests.functional.backend import hostile_tarballs as corpus
+from tests.lxd_fixture import LXDDaemon
 
 HOST_BASE = 1000000     # the daemon's default idmap base (root:1000000:1000000000)
 
@@ -126,3 +128,38 @@ def test_stock_lxc_publish_and_export(backend, client, source, tmp_path):
     assert proc.returncode == 0, proc.stderr
     exported = [p for p in tmp_path.iterdir() if p.name.startswith('out')]
     assert exported[0].read_bytes() == image.export().read()
+
+
+def test_exported_image_boots_here_and_in_lxd(backend, client, source):
+    """Issue 4: an exported image imports into this daemon again and into LXD 5.0.2, and a
+    container boots from it in both."""
+    image = source.publish(wait=True)
+    data = image.export().read()
+    image.delete(wait=True)
+    again = client.images.create(data, wait=True)
+    assert again.fingerprint == hashlib.sha256(data).hexdigest()
+    name = source.name + '-boot'
+    instance = client.instances.create({'name': name, 'source': {
+        'type': 'image', 'fingerprint': again.fingerprint}}, wait=True)
+    try:
+        instance.start(wait=True)
+        assert client.instances.get(name).status == 'Running'
+    finally:
+        instance = client.instances.get(name)
+        instance.stop(force=True, wait=True)
+        instance.delete(wait=True)
+    lxd = LXDDaemon()
+    try:
+        lxd_client = lxd.start()
+        imported = lxd_client.images.create(data, wait=True)
+        assert imported.fingerprint == again.fingerprint
+        container = lxd_client.instances.create({'name': 'exported', 'source': {
+            'type': 'image', 'fingerprint': imported.fingerprint}}, wait=True)
+        container.start(wait=True)
+        assert lxd_client.instances.get('exported').status == 'Running'
+        result = container.execute(['/bin/cat', '/home-user'])
+        assert result.exit_code == 0 and result.stdout == 'owned by 1000 inside\n'
+        result = container.execute(['/bin/stat', '-c', '%u:%g', '/home-user'])
+        assert result.stdout.strip() == '1000:1000'
+    finally:
+        lxd.destroy()
