@@ -72,6 +72,6 @@ def default_dhcp_range(iface):
     if net.prefixlen >= 31:
         first, last = net.network_address, net.broadcast_address
     gateway = iface.ip
-    if gateway - first > last - gateway:
+    if int(gateway) - int(first) > int(last) - int(gateway):
         return '%s-%s' % (first, gateway - 1)
     return '%s-%s' % (gateway + 1, last)
