@@ -163,3 +163,14 @@ def test_exported_image_boots_here_and_in_lxd(backend, client, source):
         assert result.stdout.strip() == '1000:1000'
     finally:
         lxd.destroy()
+
+
+def test_publish_a_snapshot(backend, client, source):
+    rootfs = os.path.join(backend.data_dir, 'storage-pools', 'default', 'containers',
+                          source.name, 'rootfs')
+    snapshot = source.snapshots.create('snap0', wait=True)
+    os.unlink(os.path.join(rootfs, 'home-user'))        # changed after the snapshot
+    image = snapshot.publish(wait=True)
+    _, members, _ = _members(image)
+    assert members['rootfs/home-user'].uid == 1000
+    snapshot.delete(wait=True)
