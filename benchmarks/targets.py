@@ -101,7 +101,11 @@ class Target:
 
     # -- images -------------------------------------------------------------------------------
     def ensure_image(self, image):
-        """Import an image once (untimed set-up); returns its fingerprint."""
+        """Import an image once (untimed set-up); returns its fingerprint.
+
+        One instance is created from it and deleted, so that the daemon has unpacked the image
+        into its pool: later launches are launches from a cached image on both sides.
+        """
         if image.alias not in self._images:
             fingerprint = image.fingerprint
             if not self.client.images.exists(fingerprint):
@@ -110,6 +114,10 @@ class Target:
                 if imported.fingerprint != fingerprint:
                     raise CheckFailed('%s imported %s as %s' % (self.name, image.path,
                                                                 imported.fingerprint))
+            warm = self.client.instances.create(
+                {'name': self.unique('warm'),
+                 'source': {'type': 'image', 'fingerprint': fingerprint}}, wait=True)
+            warm.delete(wait=True)
             self._images[image.alias] = fingerprint
         return self._images[image.alias]
 
