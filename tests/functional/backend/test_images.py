@@ -2,6 +2,7 @@
 import hashlib
 import os
 import subprocess
+import tarfile
 
 import pylxd
 import pytest
@@ -238,3 +239,39 @@ def test_squashfs_rootfs_with_a_device_node_is_refused(backend, images, tmp_path
     with pytest.raises(pylxd.exceptions.LXDAPIException, match='device node'):
         images.images.create(squashfs.read_bytes(), metadata=metadata, wait=True)
     assert sorted(os.listdir(_images_dir(backend))) == before
+
+
+def _peak_rss(pid):
+    with open('/proc/%d/status' % pid) as f:
+        for line in f:
+            if line.startswith('VmHWM:'):
+                return int(line.split()[1]) * 1024
+
+
+def test_large_upload_is_streamed_to_disk(backend, images, tmp_path):
+    """A 160 MB image is written to disk as it arrives: the daemon's peak memory barely moves."""
+    size = 160 << 20
+    payload = tmp_path / 'payload'
+    with open(payload, 'wb') as f:
+        for _ in range(size >> 20):
+            f.write(os.urandom(1 << 20))
+    builder = corpus.TarBuilder().file('metadata.yaml', corpus.metadata_yaml(templates={}))
+    builder.dir('rootfs')
+    head = builder.tar()[:-1024]            # without the end-of-archive blocks
+    image_path = tmp_path / 'big.tar'
+    with open(image_path, 'wb') as out:
+        out.write(head)
+        info = tarfile.TarInfo('rootfs/big')
+        info.size, info.mode = size, 0o644
+        out.write(info.tobuf(format=tarfile.GNU_FORMAT))
+        with open(payload, 'rb') as f:
+            for chunk in iter(lambda: f.read(1 << 20), b''):
+                out.write(chunk)
+        out.write(b'\0' * (-size % 512) + b'\0' * 1024)
+    payload.unlink()
+    before = _peak_rss(backend.process.pid)
+    with open(image_path, 'rb') as f:
+        image = images.images.create(f, wait=True)
+    assert image.size == os.path.getsize(image_path)
+    assert _peak_rss(backend.process.pid) - before < 48 << 20
+
