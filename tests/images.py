@@ -21,7 +21,7 @@ MIRROR = os.environ.get('NOVA_LXD_DEBIAN_MIRROR', debian.DEFAULT_MIRROR)
 
 
 def _cached(name, build):
-    """Path of CACHE_DIR/name, calling build(CACHE_DIR) -> path under an exclusive lock if absent."""
+    """Path of CACHE_DIR/name; if absent, build(CACHE_DIR) makes it under an exclusive lock."""
     os.makedirs(CACHE_DIR, exist_ok=True)
     path = os.path.join(CACHE_DIR, name)
     if os.path.exists(path):

@@ -111,8 +111,8 @@ def _debootstrap(target, release, mirror, packages, cache_dir, progress):
     cmd += [release, target, mirror]
     if shutil.which('debootstrap') is None:
         raise BuildError('debootstrap is not installed (apt-get install debootstrap)')
-    progress.message('debootstrap %s from %s (%d extra packages)' % (release, mirror,
-                                                                    len(packages)))
+    progress.message('debootstrap %s from %s (%d packages asked for)'
+                     % (release, mirror, len(packages)))
     # its own session: we decide when it stops (see the finally), Ctrl-C reaches us first
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True, env=dict(os.environ, LC_ALL='C.UTF-8'))

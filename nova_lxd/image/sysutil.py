@@ -12,8 +12,11 @@ _DEFERRED = {signal.SIGINT, signal.SIGTERM}
 
 @contextlib.contextmanager
 def deferred_signals():
-    """Hold SIGINT/SIGTERM while a resource is created and recorded, so that an interrupt
-    cannot fall between "the kernel made it" and "our finally knows to release it"."""
+    """Hold SIGINT/SIGTERM while a resource is created and recorded.
+
+    An interrupt then cannot fall between "the kernel made it" and "our finally knows to
+    release it".
+    """
     old = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
     try:
         yield

@@ -1,7 +1,5 @@
 """Images made by nova-lxd-image boot on the bundled backend (imported and driven with pylxd)."""
 import os
-import subprocess
-import time
 import uuid
 
 import pytest

@@ -72,8 +72,7 @@ def test_build_busybox(tmp_path, compression):
 
 
 def test_busybox_build_is_reproducible(tmp_path):
-    """Same inputs and SOURCE_DATE_EPOCH, same bytes? Not promised (tar mtimes are the build's),
-    but the file name is: callers can cache by it."""
+    """Same inputs, same file name: callers can cache by it (the bytes are not promised)."""
     env = dict(os.environ, SOURCE_DATE_EPOCH='1700000000')
     a = _cli('build', 'busybox', '-q', '-o', str(tmp_path / 'a'), env=env)
     b = _cli('build', 'busybox', '-q', '-o', str(tmp_path / 'b'), env=env)

@@ -22,8 +22,11 @@ OS_RELEASE = ('PRETTY_NAME="Testix 7 (nova-lxd test)"\nNAME="Testix"\nID=testix\
 
 @pytest.fixture(scope='module')
 def busybox_tree(tmp_path_factory):
-    """The busybox image's rootfs, plus an os-release in /usr/lib (linked from /etc, as Debian
-    does) and an fstab naming a root by UUID like a cloud image's."""
+    """The busybox image's rootfs, shaped like a cloud image's root.
+
+    Its os-release is in /usr/lib (linked from /etc, as Debian does) and its fstab names the
+    root by UUID.
+    """
     root = disks.extract_rootfs(images.busybox_image(),
                                 str(tmp_path_factory.mktemp('tree') / 'rootfs'))
     os.makedirs(os.path.join(root, 'usr/lib'), exist_ok=True)
@@ -202,8 +205,10 @@ def test_refuses_truncated_qcow2(work, busybox_tree):
 
 
 def test_interrupt_while_mounted_leaves_nothing(work, busybox_tree):
-    """SIGINT (Ctrl-C) and SIGTERM while the root is mounted and being packed: the loop
-    device, the mount, the temporary raw copy and the partial tarball all go away."""
+    """SIGINT (Ctrl-C) and SIGTERM while the root is mounted and being packed.
+
+    The loop device, the mount, the temporary raw copy and the partial tarball all go away.
+    """
     src = disks.copytree(busybox_tree, str(work / 'big'))
     with open(os.path.join(src, 'var/filler'), 'wb') as f:
         f.write(os.urandom(96 << 20))           # incompressible: packing takes a while

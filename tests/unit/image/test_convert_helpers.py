@@ -34,8 +34,8 @@ def test_resolve_stays_inside_the_root(root, tmp_path):
     assert convert.resolve_in_root(root, 'etc/up') is None
     assert convert.resolve_in_root(root, '../../secret') is None
     assert convert.resolve_in_root(root, 'etc/loop1') is None
-    assert convert.resolve_in_root(root, 'etc/os-release') == os.path.join(root,
-                                                                          'usr/lib/os-release')
+    assert convert.resolve_in_root(root, 'etc/os-release') == os.path.join(
+        root, 'usr/lib/os-release')
 
 
 def test_find_root_and_os_release(root, tmp_path):

@@ -176,6 +176,6 @@ def test_tables_written_by_sfdisk(tmp_path, label):
     subprocess.run(['sfdisk', '-q', str(path)], input=script, text=True, check=True)
     with open(path, 'rb') as f:
         parts = disk.partitions(f, 20 * MIB)
-    assert [(p.number, p.offset, p.size) for p in parts] == [(1, MIB, 3 * MIB),
-                                                              (2, 5 * MIB, 10 * MIB)]
+    assert [(p.number, p.offset, p.size) for p in parts] == [
+        (1, MIB, 3 * MIB), (2, 5 * MIB, 10 * MIB)]
     assert {p.scheme for p in parts} == {'gpt' if label == 'gpt' else 'mbr'}
