@@ -26,7 +26,8 @@ def _cached(name, build):
     path = os.path.join(CACHE_DIR, name)
     if os.path.exists(path):
         return path
-    with open(os.path.join(CACHE_DIR, '.lock'), 'w') as lock:
+    # one lock per image: a busybox request never waits for a Debian build
+    with open(os.path.join(CACHE_DIR, '.%s.lock' % name), 'w') as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
             if not os.path.exists(path):       # another worker may have built it meanwhile
