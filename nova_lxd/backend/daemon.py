@@ -82,6 +82,7 @@ class Daemon:
         self.instances = InstanceService(self)
         self.profiles = ProfileService(self)
         self.profiles.prepare()
+        self.networks.attach_default_network()
         self.instances.prepare()
         from nova_lxd.backend.instances.snapshots import SnapshotService
         self.snapshots = SnapshotService(self)

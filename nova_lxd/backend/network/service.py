@@ -477,11 +477,17 @@ class NetworkService:
                 LOG.exception('Could not bring up network %s', doc['name'])
         subnet_wanted = self.daemon.config.bridge_subnet
         if subnet_wanted and self.db.get(KIND, DEFAULT_NETWORK) is None:
-            self.create(DEFAULT_NETWORK, {'ipv4.address': subnet_wanted,
-                                          'ipv4.nat': 'true'})
-            self._add_default_nic()
+            iface = ipaddress.ip_interface(subnet_wanted)
+            if iface.ip == iface.network.network_address:   # '10.0.3.0/24': gateway .1
+                subnet_wanted = '%s/%d' % (iface.network[1], iface.network.prefixlen)
+            self.create(DEFAULT_NETWORK, {'ipv4.address': subnet_wanted, 'ipv4.nat': 'true'})
+            self._default_created = True
 
-    def _add_default_nic(self):
+    def attach_default_network(self):
+        """After profiles exist: give `default` an eth0 on the default network we just made
+        (only then: an operator who later removes it is not overruled at every start)."""
+        if not getattr(self, '_default_created', False):
+            return
         profile = self.db.get('profile', 'default')
         if profile is None:
             return
@@ -489,6 +495,7 @@ class NetworkService:
         if 'eth0' not in devices:
             devices['eth0'] = {'type': 'nic', 'name': 'eth0', 'network': DEFAULT_NETWORK}
             self.db.put('profile', 'default', profile)
+        self._default_created = False
 
     # -- DHCP data ------------------------------------------------------------------------
     def leases(self, name):

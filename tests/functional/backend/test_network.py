@@ -229,3 +229,32 @@ def test_restart_adopts_dnsmasq_and_recreates_a_missing_bridge():
             except Exception:
                 pass
         daemon.destroy()
+
+
+def test_bridge_subnet_in_daemon_config_makes_the_default_network_and_eth0(tmp_path):
+    if netns.link_exists('novalxdbr0'):
+        pytest.fail('novalxdbr0 exists on this host already; cannot test the default network')
+    conf = tmp_path / 'backend.conf'
+    conf.write_text('[backend]\nbridge_subnet = 10.253.%d.0/24\n' % random.randint(0, 255))
+    daemon = BackendDaemon(extra_args=['--config-file', str(conf)])
+    try:
+        client = daemon.start()
+        net = client.networks.get('novalxdbr0')
+        assert net.managed and net.config['ipv4.address'].endswith('.1/24')
+        assert net.config['ipv4.nat'] == 'true'
+        profile = client.profiles.get('default')
+        assert profile.devices['eth0'] == {'type': 'nic', 'name': 'eth0',
+                                           'network': 'novalxdbr0'}
+        assert net.used_by == ['/1.0/profiles/default']
+        # an operator's removal of eth0 sticks across restarts
+        del profile.devices['eth0']
+        profile.save()
+        daemon.stop()
+        client = daemon.start()
+        assert 'eth0' not in client.profiles.get('default').devices
+        client.networks.get('novalxdbr0').delete()
+        assert _leftovers('novalxdbr0') == {'bridge': False, 'nft': False, 'dnsmasq': []}
+    finally:
+        if daemon.process and daemon.client().networks.exists('novalxdbr0'):
+            daemon.client().networks.get('novalxdbr0').delete()
+        daemon.destroy()
