@@ -132,6 +132,9 @@ def main(argv=None):
                  machine['cpus'], machine['memory_gib'], machine['load_average_at_start'][0],
                  bundled_pool, lxd_pool, ' - QUICK (smoke) run' if args.quick else ''))
     print(report.format_table(table, header))
+    details = report.format_details(results)
+    if details:
+        print('\n' + details)
     errors = report.format_errors(results)
     if errors:
         print('\nnot measured:\n' + errors)

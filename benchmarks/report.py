@@ -18,8 +18,8 @@ def summary(samples):
 
 def ratio(unit, ours, theirs):
     """How many times better nova-lxd is than LXD (>1: nova-lxd better)."""
-    if ours is None or theirs is None or not ours or not theirs:
-        return None
+    if ours is None or theirs is None or ours <= 0 or theirs <= 0:
+        return None     # a noisy memory delta can come out negative: no ratio then
     return ours / theirs if unit in HIGHER_IS_BETTER else theirs / ours
 
 
@@ -103,6 +103,19 @@ def format_errors(scenario_results):
             if result['status'] != 'ok':
                 out.append('%s on %s: %s: %s'
                            % (entry['name'], side, result['status'], result['error']))
+    return '\n'.join(out)
+
+
+def format_details(scenario_results):
+    """One line per side for scenarios that report how they ended (density)."""
+    out = []
+    for entry in scenario_results:
+        for side, result in entry['results'].items():
+            details = result.get('details') or {}
+            if 'stopped_by' in details:
+                out.append('%s on %s: ramp ended by %s; deleting all took %.1f s'
+                           % (entry['name'], side, details['stopped_by'],
+                              details.get('delete_all_s', 0)))
     return '\n'.join(out)
 
 

@@ -84,7 +84,8 @@ class Density(Scenario):
     reps = (1, 1)
     units = {'density: running': 'n', 'density: host MB/container': 'MB',
              'density: cgroup MB/container': 'MB',
-             'density: daemon MB at peak': 'MB', 'density: daemon MB after delete': 'MB',
+             'density: daemon MB before': 'MB', 'density: daemon MB at peak': 'MB',
+             'density: daemon MB after delete': 'MB',
              'density: launch slowdown': 'x'}
 
     def __init__(self, quick):
@@ -109,12 +110,20 @@ class Density(Scenario):
                 if host.mem_available() < self.memory_floor():
                     stopped_by = 'memory'
                     break
-                with stopwatch() as t:
-                    instance = target.client.instances.create(
-                        {'name': target.unique('dense'),
-                         'source': {'type': 'image', 'fingerprint': fingerprint}}, wait=True)
-                    running.append(instance)
-                    instance.start(wait=True)
+                name = target.unique('dense')
+                try:
+                    with stopwatch() as t:
+                        instance = target.client.instances.create(
+                            {'name': name,
+                             'source': {'type': 'image', 'fingerprint': fingerprint}}, wait=True)
+                        instance.start(wait=True)
+                except Exception as exc:
+                    # Running out of something is how a density ramp may end: keep what ran.
+                    stopped_by = 'launch %d failed: %s' % (len(running) + 1, exc)
+                    if target.client.instances.exists(name):
+                        target.remove(target.client.instances.get(name))
+                    break
+                running.append(instance)
                 launch_times.append(t.seconds)
                 if len(running) % self.step == 0:
                     with stopwatch() as listing:
@@ -146,13 +155,17 @@ class Density(Scenario):
                             'delete_all_s': cleanup.seconds,
                             'daemon_rss_before_mb': daemon_before / MB,
                             'host_mb_given_back': (host.mem_available() - available_peak) / MB}
-        return {
+        values = {
             'density: running': count,
             'density: host MB/container': (available_before - available_peak) / MB / count,
             'density: cgroup MB/container': cgroups / MB / count,
             'density: launch first %d' % self.step: first,
             'density: launch last %d' % self.step: last,
             'density: launch slowdown': last / first,
+            'density: daemon MB before': daemon_before / MB,
             'density: daemon MB at peak': daemon_peak / MB,
             'density: daemon MB after delete': host.rss(target.pid) / MB,
         }
+        if curve:
+            values['density: GET recursion=2 at peak'] = curve[-1]['recursion2_s']
+        return values
