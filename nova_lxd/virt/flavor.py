@@ -103,7 +103,7 @@ def instance_config(instance, flavor, pool, pool_driver, nics=None, extra_device
     specs = dict(flavor.extra_specs or {})
     config = {
         'limits.cpu': str(flavor.vcpus),
-        'limits.memory': '%dMB' % flavor.memory_mb,
+        'limits.memory': '%dMiB' % flavor.memory_mb,
         'environment.product_name': PRODUCT_NAME,
         'boot.autostart': 'false',   # nova decides (resume_guests_state_on_host_boot)
         UUID_KEY: instance.uuid,

@@ -5,6 +5,7 @@ once and aliased by its Glance id, so later spawns from it start straight from t
 Downloads go through nova.image.glance, which verifies Glance signatures when
 [glance] verify_glance_signatures is set (with the instance's trusted certificates).
 """
+import hashlib
 import io
 import os
 import platform
@@ -95,7 +96,20 @@ def _is_not_found(exc):
     return getattr(response, 'status_code', None) == 404
 
 
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for chunk in iter(lambda: f.read(1024 * 1024), b''):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def _import(client, path, fmt, image_meta):
+    if fmt == UNIFIED:
+        # the same bytes may already be there under another Glance id: share them
+        fingerprint = _sha256(path)
+        if client.images.exists(fingerprint):
+            return client.images.get(fingerprint)
     with open(path, 'rb') as data:
         if fmt == UNIFIED:
             return client.images.create(data)
@@ -129,7 +143,8 @@ def ensure_image(client, context, instance, image_meta):
             try:
                 image.add_alias(image_id, CACHE_DESCRIPTION % image_id)
             except Exception:
-                image.delete(wait=True)
+                if not image.aliases:
+                    image.delete(wait=True)
                 raise
         finally:
             os.unlink(path)

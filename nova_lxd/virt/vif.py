@@ -6,6 +6,8 @@
   container gets a `bridged` nic on the qbr bridge.
 - `ovs` without hybrid plugging: a veth pair is made here, os-vif plugs its host end into the
   integration bridge (create_port) and the container gets the other end as a `physical` nic.
+- `tap` (routed backends such as Calico): a veth pair is made here; its host end (the port's
+  tap device) is left to the Neutron agent, the container gets the other end as a `physical` nic.
 In every case the nic carries the port's MAC address and the network's MTU.
 """
 import os_vif
@@ -93,8 +95,10 @@ def _kind(vif):
         return 'linux_bridge'
     if vif['type'] == network_model.VIF_TYPE_OVS:
         return 'ovs_hybrid' if vif.is_hybrid_plug_enabled() else 'ovs'
+    if vif['type'] == network_model.VIF_TYPE_TAP:
+        return 'tap'
     raise exception.VirtualInterfacePlugException(
-        _('VIF type %s is not supported by nova-lxd (supported: bridge, ovs)') % vif['type'])
+        _('VIF type %s is not supported by nova-lxd (supported: bridge, ovs, tap)') % vif['type'])
 
 
 def plug(instance, vif):
@@ -102,6 +106,10 @@ def plug(instance, vif):
     mtu = _mtu(vif)
     if kind == 'linux_bridge':
         _ensure_bridge(vif['network']['bridge'], mtu)
+        return
+    if kind == 'tap':
+        devname = _devname(vif)
+        _create_veth(devname, _peer_name(devname), mtu)
         return
     _init()
     osv_vif = _osvif(vif)
@@ -118,6 +126,9 @@ def unplug(instance, vif):
     kind = _kind(vif)
     if kind == 'linux_bridge':
         return   # the bridge is shared by the network; LXD removes the nic's veth itself
+    if kind == 'tap':
+        _delete_link(_devname(vif))
+        return
     _init()
     try:
         os_vif.unplug(_osvif(vif), os_vif_util.nova_to_osvif_instance(instance))
@@ -135,7 +146,7 @@ def nic_device(vif, index):
     mtu = _mtu(vif)
     if mtu:
         nic['mtu'] = str(mtu)
-    if kind == 'ovs':
+    if kind in ('ovs', 'tap'):
         nic.update(nictype='physical', parent=_peer_name(devname))
     else:
         bridge = (vif['network']['bridge'] if kind == 'linux_bridge'

@@ -131,7 +131,7 @@ class _LXDDriverContract(test_virt_drivers._VirtDriverTestCase, test.TestCase):
         self.assertEqual('Running', container.status)
         self.assertEqual(instance.uuid, container.config['user.nova.uuid'])
         self.assertEqual('1', container.config['limits.cpu'])
-        self.assertEqual('256MB', container.config['limits.memory'])
+        self.assertEqual('256MiB', container.config['limits.memory'])
         self.assertEqual('OpenStack Nova', container.config['environment.product_name'])
         nic = container.devices['eth0']
         self.assertEqual(network_info[0]['address'], nic['hwaddr'])
