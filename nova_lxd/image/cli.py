@@ -19,7 +19,7 @@ from nova_lxd.image.progress import Progress
 
 
 def _progress(args, label):
-    return Progress(label, enabled=not args.quiet)
+    return Progress(label, enabled=not (args.quiet or args.quiet_all))
 
 
 def _report(path, fingerprint):
@@ -72,6 +72,10 @@ def make_parser():
     parser = argparse.ArgumentParser(
         prog='nova-lxd-image', description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    # accepted before the command too (nova-lxd-image -q build busybox); a separate dest, as a
+    # subcommand's own default would overwrite it
+    parser.add_argument('-q', '--quiet', dest='quiet_all', action='store_true',
+                        help='no progress lines')
     sub = parser.add_subparsers(dest='command', required=True)
 
     build = sub.add_parser('build', help='build an image from Debian packages')

@@ -85,3 +85,13 @@ def test_cli_rejects_malformed_properties(capsys):
     with pytest.raises(SystemExit):
         cli.main(['build', 'debian', '--compression', 'zip'])
     assert 'halt_signal' in cli.make_parser().format_help()
+
+
+def test_cli_quiet_before_or_after_the_command():
+    parser = cli.make_parser()
+    before = parser.parse_args(['-q', 'build', 'busybox'])
+    after = parser.parse_args(['build', 'busybox', '--quiet'])
+    loud = parser.parse_args(['build', 'busybox'])
+    assert not cli._progress(before, 'x').enabled
+    assert not cli._progress(after, 'x').enabled
+    assert cli._progress(loud, 'x').enabled
