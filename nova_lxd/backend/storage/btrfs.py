@@ -161,10 +161,19 @@ class BtrfsDriver(tree.TreeDriver):
         system.run(['btrfs', 'quota', 'enable', self.pool_dir], 'btrfs quota enable')
         system.run(['btrfs', 'qgroup', 'limit', str(size), path], 'btrfs qgroup limit')
 
-    def _usage(self, path):
+    def _qgroup(self, path):
+        """[qgroupid, referenced, exclusive, max referenced, path] of a subvolume, or None."""
         out = subprocess.run(['btrfs', 'qgroup', 'show', '-rf', '--raw', path],
                              capture_output=True, text=True)
-        lines = [line.split() for line in out.stdout.splitlines() if line.startswith('0/')]
-        if out.returncode == 0 and lines:
-            return int(lines[-1][2])        # exclusive bytes: what this volume adds
+        rows = [line.split() for line in out.stdout.splitlines() if line.startswith('0/')]
+        return rows[-1] if out.returncode == 0 and rows else None
+
+    def _get_limit(self, path):
+        row = self._qgroup(path)
+        return int(row[3]) if row and row[3].isdigit() else None
+
+    def _usage(self, path):
+        row = self._qgroup(path)
+        if row:
+            return int(row[2])        # exclusive bytes: what this volume adds
         return system.du_bytes(path)

@@ -46,6 +46,10 @@ class TreeDriver(driver.StorageDriver):
     def _usage(self, path):
         return system.du_bytes(path)
 
+    def _get_limit(self, path):
+        """The size limit of the volume at path (None: none, or not enforced)."""
+        return None
+
     def _ensure_layout(self):
         for sub in ('images', 'containers', 'containers-snapshots', 'custom'):
             os.makedirs(os.path.join(self.pool_dir, sub), mode=0o711, exist_ok=True)
@@ -234,6 +238,13 @@ class TreeDriver(driver.StorageDriver):
         # Clone beside the instance first, so a failure leaves the instance untouched.
         staged = self._path('containers', '.restore-%s-%s' % (name, uuid.uuid4().hex[:8]))
         self._clone(source, staged)
+        try:
+            limit = self._get_limit(path)
+            if limit is not None:
+                self._set_limit(staged, limit)     # the root disk size survives a restore
+        except BaseException:
+            self._remove(staged)
+            raise
         old = self._path('containers', '.old-%s-%s' % (name, uuid.uuid4().hex[:8]))
         os.rename(path, old)
         os.rename(staged, path)

@@ -251,3 +251,29 @@ def test_host_resources(backend, client):
                           env=dict(os.environ, LXD_DIR=backend.data_dir), timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert resources['cpu']['sockets'][0]['vendor'] in proc.stdout
+
+
+def test_restore_keeps_the_root_disk_size(backend):
+    """Driver level (the snapshots API is another module's): a restored btrfs volume keeps its
+    qgroup limit, and the snapshot is the content."""
+    from nova_lxd.backend.storage.btrfs import BtrfsDriver
+    pool_dir = os.path.join(backend.data_dir, 'storage-pools', 'default')
+    driver = BtrfsDriver('default', pool_dir, {})
+    name = _name('restore')
+    driver.create_empty_instance(name, size=32 << 20)
+    try:
+        marker = os.path.join(driver.instance_path(name), 'rootfs', 'marker')
+        with open(marker, 'w') as f:
+            f.write('before')
+        driver.create_snapshot(name, 'snap0')
+        os.unlink(marker)
+        driver.restore_snapshot(name, 'snap0')
+        with open(marker) as f:
+            assert f.read() == 'before'
+        assert driver._get_limit(driver.instance_path(name)) == 32 << 20
+        assert [n for n in os.listdir(os.path.join(pool_dir, 'containers'))
+                if name in n] == [name]
+    finally:
+        driver.delete_instance(name)
+    assert not os.path.exists(driver.instance_path(name))
+    assert not os.path.exists(os.path.join(pool_dir, 'containers-snapshots', name))
