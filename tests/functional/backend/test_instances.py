@@ -284,3 +284,66 @@ def test_logs_listing_and_console(client, backend, instance):
     logs = client.api.session.get(base + '/logs').json()['metadata']
     assert '/1.0/instances/%s/logs/console.log' % instance.name in logs
     assert 'busybox booted' in client.api.session.get(base + '/console').text
+
+
+def test_ephemeral_instance_is_deleted_when_stopped(client, backend):
+    inst = create_busybox(client, backend)
+    inst.ephemeral = True
+    inst.save(wait=True)
+    inst.start(wait=True)
+    inst.stop(wait=True)
+    assert not client.instances.exists(inst.name)
+
+
+def test_filter_on_list(client, backend, instance):
+    base = client.api._api_endpoint + '/instances'
+    found = client.api.session.get(base, params={
+        'recursion': '1', 'filter': 'name eq %s' % instance.name}).json()['metadata']
+    assert [i['name'] for i in found] == [instance.name]
+    found = client.api.session.get(base, params={
+        'filter': 'name eq %s and status eq Running' % instance.name}).json()['metadata']
+    assert found == []
+    found = client.api.session.get(base, params={
+        'filter': 'name eq %s and status eq Stopped' % instance.name}).json()['metadata']
+    assert found == ['/1.0/instances/%s' % instance.name]
+
+
+def test_lifecycle_events(client, backend):
+    import asyncio
+
+    import aiohttp
+
+    name = unique()
+    actions = []
+
+    async def listen(ready, done):
+        connector = aiohttp.UnixConnector(path=backend.socket)
+        async with aiohttp.ClientSession(connector=connector) as session:
+            async with session.ws_connect('http://lxd/1.0/events?type=lifecycle') as ws:
+                ready.set()
+                async for msg in ws:
+                    event = msg.json()
+                    if event['metadata']['source'] == '/1.0/instances/%s' % name:
+                        actions.append(event['metadata']['action'])
+                        if event['metadata']['action'] == 'instance-deleted':
+                            break
+        done.set()
+
+    async def scenario():
+        ready, done = asyncio.Event(), asyncio.Event()
+        task = asyncio.ensure_future(listen(ready, done))
+        await asyncio.wait_for(ready.wait(), 10)
+
+        def drive():
+            inst = create_busybox(client, backend, name)
+            inst.config['user.x'] = '1'
+            inst.save(wait=True)
+            inst.start(wait=True)
+            inst.stop(force=True, wait=True)
+            inst.delete(wait=True)
+        await asyncio.get_running_loop().run_in_executor(None, drive)
+        await asyncio.wait_for(done.wait(), 10)
+        await task
+    asyncio.run(scenario())
+    assert actions == ['instance-created', 'instance-updated', 'instance-started',
+                       'instance-stopped', 'instance-deleted']
