@@ -143,6 +143,7 @@ def test_post_config_bundled_backend(stack):
     assert nova.get('DEFAULT', 'compute_driver') == 'lxd.LXDDriver'
     assert nova.get('lxd', 'endpoint') == str(socket)
     assert nova.getint('lxd', 'timeout') == 300
+    assert not nova.has_option('lxd', 'pool')     # the bundled backend's pool is `default`
 
     # the backend reads the file the plugin wrote, and serves the socket nova.conf names
     conf = backend_config.DaemonConfig.load(str(stack.root / 'etc-nova-lxd/backend.conf'))
@@ -186,8 +187,9 @@ def test_post_config_existing_lxd(tmp_path):
     stack.env['NOVA_LXD_STORAGE_DRIVER'] = 'btrfs'
     stack.run('stack', 'post-config')
 
-    assert stack.ini('nova.conf').get('lxd', 'endpoint') == \
-        '/var/snap/lxd/common/lxd/unix.socket'
+    nova = stack.ini('nova.conf')
+    assert nova.get('lxd', 'endpoint') == '/var/snap/lxd/common/lxd/unix.socket'
+    assert nova.get('lxd', 'pool') == 'default'
     assert stack.calls('run_process') == []
     assert not (tmp_path / 'etc-nova-lxd/backend.conf').exists()
     assert ['lxd', 'waitready', '--timeout', '60'] in stack.calls('lxd')
