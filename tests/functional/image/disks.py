@@ -35,6 +35,24 @@ def make_btrfs(path, source_dir, size_mib=128):
     return path
 
 
+def make_xfs(path, source_dir, size_mib=320):
+    """mkfs.xfs has no --rootdir here: fill it through a short-lived loop mount."""
+    with open(path, 'wb') as f:
+        f.truncate(size_mib * MIB)
+    run('mkfs.xfs', '-q', '-f', path)
+    mountpoint = path + '.mnt'
+    os.mkdir(mountpoint)
+    try:
+        run('mount', '-o', 'loop', path, mountpoint)
+        try:
+            run('cp', '-a', source_dir + '/.', mountpoint)
+        finally:
+            run('umount', '-d', mountpoint)
+    finally:
+        os.rmdir(mountpoint)
+    return path
+
+
 def make_disk(path, filesystems, table='gpt'):
     """A raw disk holding each filesystem image in its own partition, in order.
 

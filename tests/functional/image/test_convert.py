@@ -94,6 +94,14 @@ def test_bare_filesystem_raw_converts_with_the_cli(work, busybox_tree):
     assert 'extracting the root filesystem of the whole disk' in proc.stderr
 
 
+def test_xfs_root_in_an_mbr_partition(work, busybox_tree):
+    fs = disks.make_xfs(str(work / 'root.xfs'), busybox_tree)
+    raw = disks.make_disk(str(work / 'disk.raw'), [(fs, 320)], 'mbr')
+    os.unlink(fs)
+    out = str(work / 'out.tar.gz')
+    _check_converted(out, convert.disk_to_unified(raw, out))
+
+
 def test_btrfs_root_in_a_subvolume_directory(work, busybox_tree):
     source = str(work / 'src')
     disks.copytree(busybox_tree, os.path.join(source, '@'))
