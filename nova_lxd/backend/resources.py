@@ -1,4 +1,4 @@
-"""Host resources for GET /1.0/resources (LXD's shape): CPU topology, memory, from /proc and /sys."""
+"""Host resources for GET /1.0/resources (LXD's shape): CPU topology and memory."""
 import os
 import platform
 
@@ -79,8 +79,10 @@ def system():
 
 
 def host_resources():
-    """What LXD's GET /1.0/resources reports; devices this daemon does not pass through (GPU,
-    USB, PCI, disks, NICs) are listed empty."""
+    """What LXD's GET /1.0/resources reports.
+
+    Devices this daemon does not pass through (GPU, USB, PCI, disks, NICs) are listed empty.
+    """
     return {'cpu': cpu(), 'memory': memory(), 'gpu': {'cards': [], 'total': 0},
             'network': {'cards': [], 'total': 0}, 'storage': {'disks': [], 'total': 0},
             'usb': {'devices': [], 'total': 0}, 'pci': {'devices': [], 'total': 0},

@@ -7,7 +7,6 @@ image) and what an image must not carry (device nodes). Extraction later uses GN
 with its own defences) on the validated, immutable file.
 """
 import lzma
-import os
 import posixpath
 import subprocess
 import tarfile

@@ -157,9 +157,8 @@ def hostile_unified():
          '".."'),
         ('char-device', _with_meta().dir('rootfs/dev').device('rootfs/dev/null').bytes(),
          'device node'),
-        ('block-device', _with_meta().dir('rootfs/dev').device('rootfs/dev/sda', char=False,
-                                                                major=8, minor=0).bytes(),
-         'device node'),
+        ('block-device', _with_meta().dir('rootfs/dev')
+         .device('rootfs/dev/sda', char=False, major=8, minor=0).bytes(), 'device node'),
         ('rootfs-is-symlink',
          TarBuilder().file('metadata.yaml', metadata_yaml(templates={}))
          .symlink('rootfs', '/etc').bytes(), 'must be a directory'),

@@ -274,4 +274,3 @@ def test_large_upload_is_streamed_to_disk(backend, images, tmp_path):
         image = images.images.create(f, wait=True)
     assert image.size == os.path.getsize(image_path)
     assert _peak_rss(backend.process.pid) - before < 48 << 20
-

@@ -131,8 +131,7 @@ def test_stock_lxc_publish_and_export(backend, client, source, tmp_path):
 
 
 def test_exported_image_boots_here_and_in_lxd(backend, client, source):
-    """Issue 4: an exported image imports into this daemon again and into LXD 5.0.2, and a
-    container boots from it in both."""
+    """An exported image imports again, and into LXD 5.0.2, and boots in both (issue 4)."""
     image = source.publish(wait=True)
     data = image.export().read()
     image.delete(wait=True)

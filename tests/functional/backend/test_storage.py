@@ -141,8 +141,10 @@ def test_btrfs_custom_volume_size_is_enforced(backend, client):
 
 
 def test_instances_are_snapshots_of_the_cached_image(backend, client):
-    """O(1) creation: the image is unpacked once into a read-only subvolume, each instance is a
-    btrfs snapshot of it; the root disk size becomes a qgroup limit."""
+    """O(1) creation: each instance is a btrfs snapshot of the image's cached subvolume.
+
+    The image is unpacked once into a read-only subvolume; the root disk size is a qgroup limit.
+    """
     image = client.images.create(corpus.busybox_unified(marker=b'cow'), wait=True)
     names = [_name('cow'), _name('cow')]
     pool_dir = os.path.join(backend.data_dir, 'storage-pools', 'default')
@@ -236,8 +238,7 @@ def test_dir_is_the_default_when_configured(tmp_path):
 
 
 def test_host_resources(backend, client):
-    """GET /1.0/resources (the `resources` extension), as pylxd and `lxc info --resources` read
-    it: CPU threads and memory of this host."""
+    """GET /1.0/resources: this host's CPU threads and memory, for pylxd and `lxc info`."""
     resources = client.resources
     assert resources['cpu']['total'] == os.cpu_count()
     threads = [t['id'] for s in resources['cpu']['sockets'] for c in s['cores']
@@ -254,8 +255,10 @@ def test_host_resources(backend, client):
 
 
 def test_restore_keeps_the_root_disk_size(backend):
-    """Driver level (the snapshots API is another module's): a restored btrfs volume keeps its
-    qgroup limit, and the snapshot is the content."""
+    """A restored btrfs volume has the snapshot's content and keeps its qgroup limit.
+
+    Driver level: the snapshots API belongs to another module.
+    """
     from nova_lxd.backend.storage.btrfs import BtrfsDriver
     pool_dir = os.path.join(backend.data_dir, 'storage-pools', 'default')
     driver = BtrfsDriver('default', pool_dir, {})
