@@ -258,3 +258,32 @@ def test_bridge_subnet_in_daemon_config_makes_the_default_network_and_eth0(tmp_p
         if daemon.process and daemon.client().networks.exists('novalxdbr0'):
             daemon.client().networks.get('novalxdbr0').delete()
         daemon.destroy()
+
+
+def test_stock_lxc_client_manages_networks(backend):
+    import os
+    import subprocess
+    name = _name()
+    env = dict(os.environ, LXD_DIR=backend.data_dir)
+
+    def lxc(*args):
+        proc = subprocess.run(['lxc'] + list(args), env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    try:
+        lxc('network', 'create', name)
+        assert 'ipv4.address: 10.' in lxc('network', 'show', name)
+        info = lxc('network', 'info', name)
+        assert 'State: up' in info and 'Bridge:' in info
+        lxc('network', 'set', name, 'ipv4.dhcp.expiry', '2h')
+        assert any('--dhcp-range=' in c and c.endswith(',2h') or ',2h ' in c
+                   for _, c in netns.dnsmasq_pids() if '--interface=%s ' % name in c + ' ')
+        assert 'HOSTNAME' in lxc('network', 'list-leases', name)
+        assert '%s,bridge,YES,' % name in lxc('network', 'list', '--format', 'csv')
+        lxc('network', 'delete', name)
+        assert _leftovers(name) == {'bridge': False, 'nft': False, 'dnsmasq': []}
+    finally:
+        if backend.client().networks.exists(name):
+            backend.client().networks.get(name).delete()
