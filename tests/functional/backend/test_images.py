@@ -1,8 +1,10 @@
 """The image store through pylxd and the stock `lxc` client, against a private daemon."""
 import hashlib
 import os
+import socket
 import subprocess
 import tarfile
+import time
 
 import pylxd
 import pytest
@@ -274,3 +276,23 @@ def test_large_upload_is_streamed_to_disk(backend, images, tmp_path):
         image = images.images.create(f, wait=True)
     assert image.size == os.path.getsize(image_path)
     assert _peak_rss(backend.process.pid) - before < 48 << 20
+
+
+def test_client_vanishing_mid_upload_leaves_nothing(backend, images):
+    before = sorted(os.listdir(_images_dir(backend)))
+    data = corpus.busybox_unified(marker=b'vanish')
+    sock = socket.socket(socket.AF_UNIX)
+    sock.connect(backend.socket)
+    sock.sendall(b'POST /1.0/images HTTP/1.1\r\nHost: lxd\r\n'
+                 b'Content-Type: application/octet-stream\r\n'
+                 b'Content-Length: %d\r\n\r\n' % len(data) + data[:len(data) // 3])
+    deadline = time.monotonic() + 10
+    while not any(n.startswith('.staging-') for n in os.listdir(_images_dir(backend))):
+        assert time.monotonic() < deadline, 'the upload was never staged'
+        time.sleep(0.05)
+    sock.close()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and sorted(os.listdir(_images_dir(backend))) != before:
+        time.sleep(0.1)
+    assert sorted(os.listdir(_images_dir(backend))) == before
+    assert not images.images.exists(hashlib.sha256(data).hexdigest())
