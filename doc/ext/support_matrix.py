@@ -65,8 +65,9 @@ class SupportMatrix(Directive):
                 tests = tests_of(op, driver)
                 lines += ['   * - %s' % op['title'], '     - %s' % op['status'],
                           '     - %s' % op['driver.' + driver], '     - %s' % cell]
-                for test in tests:
-                    lines += ['', '       ``%s``' % test]
+                if tests:
+                    lines.append('')
+                lines += ['       * ``%s``' % test for test in tests]
             lines.append('')
         node = nodes.section()
         node.document = self.state.document
