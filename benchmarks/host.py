@@ -57,20 +57,33 @@ def _pid_namespace(pid):
         return None
 
 
-def boot_done(pid):
-    """True once init is ready for a halt signal and its boot script (rcS) has finished.
-
-    busybox init records a signal that arrives during sysinit and acts on it afterwards, so a clean
-    stop asked for during boot would measure the rest of the boot.
-    """
-    if not init_ready(pid):
-        return False
+def _boot_script_runs(pid):
     namespace = _pid_namespace(pid)
     for entry in os.listdir('/proc'):
         if entry.isdigit() and int(entry) != pid and _pid_namespace(int(entry)) == namespace:
             if 'rcS' in _read('/proc/%s/cmdline' % entry):
-                return False
-    return True
+                return True
+    return False
+
+
+def wait_boot(pid, timeout=60, settle=2.0, interval=0.05):
+    """Wait until init is ready for a halt signal and its boot script (rcS) has finished.
+
+    busybox init records a signal that arrives during sysinit and acts on it only afterwards, so
+    a clean stop asked for during boot would measure the rest of the boot. rcS must be seen
+    running and then gone; if it is never seen within `settle` seconds (a script faster than the
+    polling, or an image without one), the boot counts as done. Returns False on timeout.
+    """
+    start = time.monotonic()
+    seen = False
+    while time.monotonic() - start < timeout:
+        if init_ready(pid):
+            if _boot_script_runs(pid):
+                seen = True
+            elif seen or time.monotonic() - start > settle:
+                return True
+        time.sleep(interval)
+    return False
 
 
 def meminfo():

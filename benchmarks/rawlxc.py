@@ -86,7 +86,7 @@ class RawLXC:
                    '%s has no container init' % container.name)
 
     def wait_ready(self, container):
-        self.check(host.wait_for(lambda: host.boot_done(container.init_pid), 60, 0.1),
+        self.check(host.wait_boot(container.init_pid),
                    '%s never finished booting' % container.name)
 
     def clean_stop(self, container, timeout=30):

@@ -7,7 +7,9 @@ the bundled backend uses), so the comparison is like for like.
 """
 import itertools
 import os
+import random
 import socket
+import subprocess
 import tempfile
 
 import pylxd
@@ -156,7 +158,7 @@ class Target:
         pid = self.check_running(instance)
         if ready:
             # Untimed: let the boot finish before anyone asks init to stop.
-            self.check(host.wait_for(lambda: host.boot_done(pid), timeout=60, interval=0.1),
+            self.check(host.wait_boot(pid),
                        '%s: %s never finished booting' % (self.name, instance.name))
         return instance
 
@@ -225,6 +227,12 @@ class Target:
 
 
 class BundledTarget(Target):
+    """The bundled backend with a bridge of its own and eth0 in its default profile.
+
+    That is what the LXD fixture's preseed gives LXD, so a launch sets up a NIC on both sides.
+    The bridge gets a unique name and subnet through the API (the daemon's configured default
+    network, novalxdbr0, is one per host and may be in use by a test).
+    """
     kind = 'nova-lxd'
 
     @classmethod
@@ -232,10 +240,47 @@ class BundledTarget(Target):
         daemon = BackendDaemon()
         try:
             client = daemon.start()
+            target = cls(daemon, client)
+            target.bridge = None
+            target._attach_bridge()
         except Exception:
             daemon.destroy()
             raise
-        return cls(daemon, client)
+        return target
+
+    def _attach_bridge(self):
+        name = 'nlbbr%04x' % random.randrange(0x10000)
+        for _ in range(5):
+            address = '10.214.%d.1/24' % random.randrange(1, 255)
+            try:
+                self.client.networks.create(name, type='bridge', config={
+                    'ipv4.address': address, 'ipv4.nat': 'true', 'ipv6.address': 'none'})
+                break
+            except LXDAPIException as e:
+                error = e       # most likely the subnet is taken: another one
+        else:
+            raise error
+        self.bridge = name
+        profile = self.client.profiles.get('default')
+        profile.devices = dict(profile.devices, eth0={'type': 'nic', 'name': 'eth0',
+                                                      'network': name})
+        profile.save()
+
+    def close(self):
+        for peer in self.peers:
+            peer.close()
+        if self.bridge and self.daemon.process and self.daemon.process.poll() is None:
+            try:
+                self.daemon.delete_all()
+                profile = self.client.profiles.get('default')
+                profile.devices = {k: v for k, v in profile.devices.items() if k != 'eth0'}
+                profile.save()
+                self.client.networks.get(self.bridge).delete()
+            except Exception:
+                pass
+        self.daemon.destroy()
+        if self.bridge:
+            subprocess.run(['ip', 'link', 'delete', self.bridge], capture_output=True)
 
     def start_peer(self):
         return BundledTarget.start()
