@@ -247,15 +247,21 @@ class NetworkService:
         return [self.get(name) for name in self.names()]
 
     def used_by(self, name):
-        """Instances and profiles with a NIC on this network (by `network` or `parent`)."""
-        urls = []
-        for kind, prefix in (('profile', '/1.0/profiles/'), ('instance', '/1.0/instances/')):
-            for doc in self.db.list(kind):
-                for dev in (doc.get('devices') or {}).values():
-                    if dev.get('type') == 'nic' and name in (dev.get('network'),
-                                                             dev.get('parent')):
-                        urls.append(prefix + doc['name'])
-                        break
+        """Profiles and instances with a NIC on this network (by `network` or `parent`);
+        an instance counts through its profiles too, as in LXD."""
+        def uses(devices):
+            return any(dev.get('type') == 'nic' and name in (dev.get('network'),
+                                                             dev.get('parent'))
+                       for dev in (devices or {}).values())
+        profiles = {doc['name']: doc for doc in self.db.list('profile')}
+        urls = ['/1.0/profiles/%s' % p for p, doc in profiles.items() if uses(doc.get('devices'))]
+        for doc in self.db.list('instance'):
+            devices = {}
+            for profile in doc.get('profiles') or []:
+                devices.update((profiles.get(profile) or {}).get('devices') or {})
+            devices.update(doc.get('devices') or {})
+            if uses(devices):
+                urls.append('/1.0/instances/%s' % doc['name'])
         return urls
 
     # -- create / update / rename / delete ------------------------------------------------

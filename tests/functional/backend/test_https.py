@@ -250,6 +250,17 @@ def test_https_listener_moves_and_stops_with_core_https_address():
         assert ssl.get_server_certificate(('127.0.0.1', second))
         assert d.client().api.get().json()['metadata']['environment']['addresses'] == \
             ['127.0.0.1:%d' % second]
+        # an address that cannot be bound is refused and the listener stays where it was
+        with socket.socket() as busy:
+            busy.bind(('127.0.0.1', 0))
+            busy.listen()
+            resp = d.client().api.session.patch(
+                d.client().api._api_endpoint, json={'config': {
+                    'core.https_address': '127.0.0.1:%d' % busy.getsockname()[1]}})
+            assert resp.status_code == 400 and 'Cannot listen' in resp.json()['error']
+        assert ssl.get_server_certificate(('127.0.0.1', second))
+        assert d.client().api.get().json()['metadata']['config']['core.https_address'] == \
+            '127.0.0.1:%d' % second
         d.client().api.patch(json={'config': {'core.https_address': None}})
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(('127.0.0.1', second), timeout=5).close()

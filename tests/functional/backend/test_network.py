@@ -287,3 +287,21 @@ def test_stock_lxc_client_manages_networks(backend):
     finally:
         if backend.client().networks.exists(name):
             backend.client().networks.get(name).delete()
+
+
+def test_ipv6_auto_gets_a_ula_64_with_router_advertisements(client):
+    name = _name()
+    try:
+        client.networks.create(name, config={'ipv6.address': 'auto', 'ipv6.nat': 'true'})
+        gateway = ipaddress.ip_interface(client.networks.get(name).config['ipv6.address'])
+        assert gateway.network.prefixlen == 64 and gateway.network.subnet_of(
+            ipaddress.ip_network('fd42::/16'))
+        assert (name, 10, str(gateway.ip), 64, 0) in netlink.addresses(name)
+        cmd = _leftovers(name)['dnsmasq'][0]
+        assert '--listen-address=%s' % gateway.ip in cmd and '--enable-ra' in cmd
+        table = netns.run('nft', 'list', 'table', 'inet', 'novalxd_' + name).stdout
+        assert 'ip6 saddr %s' % gateway.network in table
+    finally:
+        if client.networks.exists(name):
+            client.networks.get(name).delete()
+    assert _leftovers(name) == {'bridge': False, 'nft': False, 'dnsmasq': []}

@@ -186,6 +186,27 @@ def test_limits_ingress_shapes_the_host_end(backend, network):
     assert not netlink.exists('nlxtlim0')
 
 
+def test_limits_egress_is_policed_or_refused_by_name(backend, network):
+    """Policing needs the kernel's u32 classifier and police action; without them (as on the
+    development VM) the start is refused with the reason and nothing is left."""
+    client = backend.client()
+    inst = create_busybox(client, backend, devices={
+        'eth0': {'type': 'nic', 'network': network.name, 'name': 'eth0',
+                 'host_name': 'nlxtlim1', 'limits.egress': '5Mbit'}})
+    try:
+        try:
+            inst.start(wait=True)
+        except Exception as exc:
+            assert 'limits.egress cannot be enforced here' in str(exc)
+            assert 'police' in str(exc)
+            assert not netlink.exists('nlxtlim1')
+        else:
+            assert ('ingress', 0xffff0000) in netlink.qdiscs('nlxtlim1')
+    finally:
+        cleanup(inst)
+    assert not netlink.exists('nlxtlim1')
+
+
 @pytest.mark.parametrize('device, message', [
     ({'type': 'nic', 'nictype': 'bogus'}, 'nictype'),
     ({'type': 'nic', 'nictype': 'bridged'}, 'network or a parent'),
