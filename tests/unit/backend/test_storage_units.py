@@ -97,3 +97,36 @@ def test_prepared_variant_is_made_once_per_variant(tmp_path):
     driver.delete_image('f' * 64)
     assert os.listdir(tmp_path / 'p' / 'images') == []
     assert isinstance(driver, tree.TreeDriver)
+
+
+class _Daemon:
+    """The parts of the Daemon the storage service uses: config, db, events."""
+
+    def __init__(self, tmp_path, storage_driver=''):
+        from nova_lxd.backend.config import DaemonConfig
+        from nova_lxd.backend.db import Database
+        from nova_lxd.backend.events import EventHub
+        self.config = DaemonConfig(data_dir=str(tmp_path), storage_driver=storage_driver)
+        self.db = Database(str(tmp_path / 'db'))
+        self.events = EventHub()
+
+
+def test_default_pool_falls_back_to_dir_when_btrfs_fails(tmp_path, monkeypatch, caplog):
+    def broken(self):
+        raise RuntimeError('mkfs.btrfs failed: no space')
+    monkeypatch.setattr(BtrfsDriver, 'available', classmethod(lambda cls: True))
+    monkeypatch.setattr(BtrfsDriver, 'create', broken)
+    storage = service.StorageService(_Daemon(tmp_path))
+    storage.start()
+    assert storage.default_pool() == 'default'
+    assert storage.default_driver_name() == 'dir'
+    assert 'btrfs does not work here' in caplog.text
+    assert os.path.isdir(tmp_path / 'storage-pools' / 'default' / 'containers')
+
+
+def test_a_configured_driver_that_fails_stops_the_daemon(tmp_path, monkeypatch):
+    monkeypatch.setattr(BtrfsDriver, 'available', classmethod(lambda cls: False))
+    storage = service.StorageService(_Daemon(tmp_path, storage_driver='btrfs'))
+    with pytest.raises(SystemExit, match='btrfs'):
+        storage.start()
+    assert storage.db.names(service.POOL) == []
