@@ -299,8 +299,7 @@ class ExecSession:
     async def _run_interactive(self, op):
         master, slave = self._own(*os.openpty())
         set_window_size(master, self.req.width, self.req.height)
-        root = self._host_root_ids()
-        os.fchown(slave, *root)   # the container's root owns its terminal, as in LXD
+        os.fchown(slave, *self._tty_owner())
         await self._spawn(op, slave, slave, slave, tty=True)
         self._close(slave)
         _set_nonblocking(master)
@@ -413,6 +412,10 @@ class ExecSession:
             set_window_size(tty, int(args.get('width', 80)), int(args.get('height', 25)))
         elif kind == 'signal':
             self.process.send_signal(int(command['signal']))
+
+    def _tty_owner(self):
+        """The container's root owns the command's terminal, as in LXD."""
+        return self._host_root_ids()
 
     def _host_root_ids(self):
         uid = gid = 0

@@ -31,7 +31,6 @@ def _signal_number(name):
 def build(name, rootfs, config, idmap, console_log, lxc_log, init_kind, lxcfs_dir,
           device_lines):
     """The LXC config of an instance as text. device_lines come from the device registry."""
-    privileged = is_true(config.get('security.privileged', 'false'))
     nesting = is_true(config.get('security.nesting', 'false'))
     lines = [
         ('lxc.uts.name', name),
@@ -40,7 +39,9 @@ def build(name, rootfs, config, idmap, console_log, lxc_log, init_kind, lxcfs_di
         ('lxc.autodev', '1'),
         ('lxc.pty.max', '1024'),
         ('lxc.tty.max', '0'),
-        ('lxc.mount.auto', 'proc:rw sys:rw cgroup:rw' if nesting and privileged
+        # nesting: a container manager inside needs writable proc/sys/cgroup (the user
+        # namespace still confines an unprivileged one)
+        ('lxc.mount.auto', 'proc:rw sys:rw cgroup:rw' if nesting
          else 'proc:mixed sys:mixed cgroup:mixed'),
         ('lxc.console.logfile', console_log),
         ('lxc.console.size', str(CONSOLE_LOG_SIZE)),
@@ -54,12 +55,13 @@ def build(name, rootfs, config, idmap, console_log, lxc_log, init_kind, lxcfs_di
     ]
     lines += [('lxc.cgroup.devices.allow', rule) for rule in DEVICE_ALLOW]
     lines += [('lxc.mount.entry', '/dev/fuse dev/fuse none bind,create=file,optional 0 0'),
-              ('lxc.mount.entry', '/dev/net/tun dev/net/tun none bind,create=file,optional 0 0'),
-              ('lxc.mount.entry', 'proc dev/.lxc/proc proc create=dir,optional 0 0'),
-              ('lxc.mount.entry', 'sys dev/.lxc/sys sysfs create=dir,optional 0 0')]
+              ('lxc.mount.entry', '/dev/net/tun dev/net/tun none bind,create=file,optional 0 0')]
     if nesting:
-        lines.append(('lxc.mount.entry', '/sys/fs/fuse/connections sys/fs/fuse/connections '
-                      'none rbind,create=dir,optional 0 0'))
+        # what a nested LXC/LXD expects to find (as LXD sets up for security.nesting)
+        lines += [('lxc.mount.entry', 'proc dev/.lxc/proc proc create=dir,optional 0 0'),
+                  ('lxc.mount.entry', 'sys dev/.lxc/sys sysfs create=dir,optional 0 0'),
+                  ('lxc.mount.entry', '/sys/fs/fuse/connections sys/fs/fuse/connections '
+                   'none rbind,create=dir,optional 0 0')]
     if lxcfs_dir:
         lines += [('lxc.mount.entry', '%s/%s %s none bind,create=file,optional 0 0'
                    % (lxcfs_dir, path, path)) for path in LXCFS_FILES]

@@ -31,6 +31,11 @@ from nova_lxd.backend.operations import (FROZEN, RUNNING, STOPPED, ERROR, STARTI
 LOG = logging.getLogger(__name__)
 NAME = re.compile(r'^[a-zA-Z0-9][a-zA-Z0-9-]{0,62}$')
 DEFAULT_STOP_TIMEOUT = 30
+LXC_START = shutil.which('lxc-start') or '/usr/bin/lxc-start'
+# No PATH: liblxc then writes the id maps itself (we are root) instead of running the setuid
+# newuidmap/newgidmap helpers, which cost ~50 ms per start. The container's init gets a clean
+# environment from liblxc either way.
+LXC_START_ENV = {'PATH': '/nonexistent'}
 _LXC_STATES = {'RUNNING': RUNNING, 'STOPPED': STOPPED, 'FROZEN': FROZEN, 'FREEZING': RUNNING,
                'THAWED': RUNNING, 'STARTING': STARTING, 'STOPPING': STOPPING,
                'ABORTING': STOPPING}
@@ -410,6 +415,7 @@ class InstanceService:
 
     def _start(self, name):
         """Blocking: write the LXC config and start the container."""
+        began = time.monotonic()
         doc = self._doc(name)
         config, devices = self.expanded(doc)
         container = self.container(name)
@@ -450,6 +456,7 @@ class InstanceService:
             with open(path + '.tmp', 'w') as f:
                 f.write(text)
             os.rename(path + '.tmp', path)
+            prepared = time.monotonic()
             self._lxc_start(name)
         except BaseException:
             for handler, dev_name, dev in reversed(started):
@@ -460,14 +467,17 @@ class InstanceService:
             raise
         ctx.volatile['volatile.last_state.power'] = 'RUNNING'
         self._set_volatile(name, ctx.volatile, last_used_at=_now())
+        LOG.debug('Started %s in %.3fs (preparing %.3fs, lxc-start %.3fs)', name,
+                  time.monotonic() - began, prepared - began, time.monotonic() - prepared)
 
     def _lxc_start(self, name):
         """Start through liblxc's lxc-start, never Container.start() in this process: liblxc
         moves the calling process into the container's monitor cgroup, and the calling process
         must be the throwaway monitor, not the daemon."""
-        result = subprocess.run(['lxc-start', '-P', self.lxcpath, '-n', name],
+        result = subprocess.run([LXC_START, '-P', self.lxcpath, '-n', name],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=subprocess.PIPE, close_fds=True, timeout=120)
+                                stderr=subprocess.PIPE, close_fds=True, timeout=120,
+                                env=LXC_START_ENV)
         if result.returncode != 0 or not self.container(name).running:
             state.prune_monitor_cgroups(name)
             raise ApiError('Failed to start instance %s: %s' % (name, self._lxc_log_tail(name)))

@@ -347,3 +347,15 @@ def test_lifecycle_events(client, backend):
     asyncio.run(scenario())
     assert actions == ['instance-created', 'instance-updated', 'instance-started',
                        'instance-stopped', 'instance-deleted']
+
+
+def test_nesting_gives_writable_proc_and_cgroups(client, backend):
+    inst = create_busybox(client, backend, config={'security.nesting': 'true'})
+    try:
+        inst.start(wait=True)
+        mounts = attach(backend, inst.name, 'cat', '/proc/mounts')
+        assert ' /dev/.lxc/proc proc ' in mounts
+        sys_line = [line for line in mounts.splitlines() if line.split()[1] == '/sys'][0]
+        assert 'rw' in sys_line.split()[3].split(',')
+    finally:
+        cleanup(inst)

@@ -239,3 +239,11 @@ def test_good_devices():
         'data': {'type': 'disk', 'path': '/srv', 'source': '/var/tmp', 'readonly': 'true'},
         'null': {'type': 'unix-char', 'source': '/dev/null', 'path': '/dev/null2'},
         'masked': {'type': 'none'}})
+
+
+def test_nesting_mounts():
+    plain = _build({}).splitlines()
+    nested = _build({'security.nesting': 'true'}).splitlines()
+    assert 'lxc.mount.auto = proc:rw sys:rw cgroup:rw' in nested
+    assert any('dev/.lxc/proc' in line for line in nested)
+    assert not any('dev/.lxc/proc' in line for line in plain)
