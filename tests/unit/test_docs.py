@@ -38,6 +38,16 @@ def test_docs_build_without_warnings(tmp_path):
     assert 'support-matrix' in (tmp_path / 'html/index.html').read_text()
 
 
+def test_list_opts_has_the_shape_the_generator_expects():
+    """oslo.config.opts entry points return [(group, [opt, ...]), ...]."""
+    from nova_lxd.virt import conf
+    listed = conf.list_opts()
+    assert isinstance(listed, (list, tuple)), \
+        'nova_lxd.virt.conf.list_opts must return [(group, opts)], not %s' % type(listed).__name__
+    groups = {getattr(group, 'name', group): opts for group, opts in listed}
+    assert 'endpoint' in [opt.name for opt in groups['lxd']]
+
+
 def test_config_sample_is_current(tmp_path):
     """oslo-config-generator, fed the file in etc/, writes what doc/ ships."""
     out = tmp_path / 'nova-lxd.conf.sample'
