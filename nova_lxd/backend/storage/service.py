@@ -62,6 +62,7 @@ class StorageService:
         self.pools_dir = daemon.config.path('storage-pools')
         self.disks_dir = daemon.config.path('disks')
         self._drivers = {}
+        self._unavailable = set()      # pools that could not be mounted at start
 
     # -- start-up -------------------------------------------------------------------------------
     def start(self):
@@ -72,6 +73,7 @@ class StorageService:
                 self.pool(doc['name']).mount()
             except Exception:
                 LOG.exception('Storage pool %s could not be mounted', doc['name'])
+                self._unavailable.add(doc['name'])
         if not self.db.names(POOL):
             self._create_default_pool()
 
@@ -142,7 +144,8 @@ class StorageService:
         return '/1.0/storage-pools/%s' % name
 
     def _view(self, doc):
-        return dict(doc, used_by=self.used_by(doc['name']))
+        status = 'Unavailable' if doc['name'] in self._unavailable else doc['status']
+        return dict(doc, status=status, used_by=self.used_by(doc['name']))
 
     def list_pools(self):
         return [self._view(doc) for doc in self.db.list(POOL)]

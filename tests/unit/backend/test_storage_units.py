@@ -130,3 +130,18 @@ def test_a_configured_driver_that_fails_stops_the_daemon(tmp_path, monkeypatch):
     with pytest.raises(SystemExit, match='btrfs'):
         storage.start()
     assert storage.db.names(service.POOL) == []
+
+
+def test_a_pool_that_cannot_be_mounted_is_reported_unavailable(tmp_path):
+    daemon = _Daemon(tmp_path, storage_driver='dir')
+    storage = service.StorageService(daemon)
+    storage.start()
+    storage.create_pool('gone', 'dir', {'source': str(tmp_path / 'elsewhere')})
+    os.rmdir(tmp_path / 'elsewhere' / 'custom')
+    for sub in ('images', 'containers', 'containers-snapshots'):
+        os.rmdir(tmp_path / 'elsewhere' / sub)
+    os.rmdir(tmp_path / 'elsewhere')
+    restarted = service.StorageService(daemon)
+    restarted.start()
+    assert restarted.get_pool('gone')['status'] == 'Unavailable'
+    assert restarted.get_pool('default')['status'] == 'Created'
