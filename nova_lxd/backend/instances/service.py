@@ -668,7 +668,7 @@ class InstanceService:
         check_name(new_name)
         if self.exists(new_name):
             raise Conflict('Instance %r already exists' % new_name)
-        if self.is_running(name):
+        if await self._blocking(self.is_running, name):
             raise BadRequest('Renaming a running instance is not allowed')
 
         async def work(op):
@@ -701,7 +701,7 @@ class InstanceService:
 
     async def delete(self, name):
         doc = self._doc(name)
-        if self.is_running(name):
+        if await self._blocking(self.is_running, name):
             raise BadRequest('Instance is running')
         if cfg.is_true(self.expanded(doc)[0].get('security.protection.delete', 'false')):
             raise BadRequest('Instance is protected (security.protection.delete)')

@@ -64,6 +64,12 @@ def test_config_set_get_and_refusal(session):
     assert "limits.bogus" in lxc('config', 'set', 'c2', 'limits.bogus', '1', ok=False)
     lxc('config', 'unset', 'c2', 'limits.memory')
     assert lxc('config', 'get', 'c2', 'limits.memory').strip() == ''
+    lxc('config', 'device', 'add', 'c2', 'data', 'disk', 'source=/var/tmp', 'path=/mnt/data')
+    assert 'data' in lxc('config', 'device', 'list', 'c2').split()
+    assert 'bogus' in lxc('config', 'device', 'add', 'c2', 'x', 'disk', 'path=/x', 'bogus=1',
+                          ok=False)
+    lxc('config', 'device', 'remove', 'c2', 'data')
+    assert 'data' not in lxc('config', 'device', 'list', 'c2').split()
     lxc('delete', 'c2')
 
 
