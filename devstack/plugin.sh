@@ -151,7 +151,7 @@ function build_nova_lxd_image {
 
 # -- test-config ----------------------------------------------------------------------------
 function configure_nova_lxd_tempest {
-    local flags flag image_id
+    local flags flag image_id file
     mapfile -t flags < <(_nova_lxd_facts tempest-flags)
     [[ ${#flags[@]} -gt 0 ]] || die $LINENO "cannot work out the driver's tempest flags"
     for flag in "${flags[@]}"; do
@@ -165,6 +165,16 @@ function configure_nova_lxd_tempest {
             die $LINENO "image $NOVA_LXD_IMAGE_NAME is not in Glance"
         iniset "$TEMPEST_CONFIG" compute image_ref "$image_id"
         iniset "$TEMPEST_CONFIG" compute image_ref_alt "$image_id"
+        # scenario tests upload an image file themselves: give them the container image
+        for file in "$NOVA_LXD_IMAGE_DIR/$NOVA_LXD_IMAGE"/*.tar.*; do
+            [[ -f $file ]] || continue
+            mapfile -t flags < <(_nova_lxd_facts tempest-image "$file")
+            for flag in "${flags[@]}"; do
+                # shellcheck disable=SC2086
+                iniset "$TEMPEST_CONFIG" $flag
+            done
+            break
+        done
     fi
 }
 

@@ -3,6 +3,7 @@
     driver_facts.py tempest-flags      lines "section option value" for tempest.conf
     driver_facts.py glance-formats CONTAINER_FORMATS DISK_FORMATS
                                        the two comma lists with the formats nova-lxd needs added
+    driver_facts.py tempest-image FILE lines "section option value": tempest's scenario image
 
 Run with the python that has nova and nova-lxd installed (devstack's $PYTHON).
 """
@@ -88,9 +89,23 @@ def glance_formats(container_formats, disk_formats):
             _merge(disk_formats, GLANCE_DEFAULT_DISK_FORMATS, needed_disk)]
 
 
+def tempest_image(path):
+    """The [scenario] image tempest uploads itself: the one nova-lxd-image built."""
+    from nova_lxd.image import formats
+    properties = {formats.PROP_IMAGE_FORMAT: formats.FORMAT_UNIFIED,
+                  'hypervisor_type': formats.HYPERVISOR_TYPE}
+    return ['scenario img_file %s' % path,
+            'scenario img_container_format %s' % formats.CONTAINER_FORMAT,
+            'scenario img_disk_format %s' % formats.DISK_FORMAT,
+            'scenario img_properties %s' % ','.join('%s:%s' % kv
+                                                    for kv in sorted(properties.items()))]
+
+
 def main(argv):
     if argv[:1] == ['tempest-flags']:
         print('\n'.join(tempest_flags()))
+    elif argv[:1] == ['tempest-image'] and len(argv) == 2:
+        print('\n'.join(tempest_image(argv[1])))
     elif argv[:1] == ['glance-formats'] and len(argv) == 3:
         print('\n'.join(glance_formats(argv[1], argv[2])))
     else:

@@ -250,6 +250,9 @@ def test_extra_without_image(tmp_path):
 
 
 def test_test_config_writes_the_drivers_tempest_flags(stack):
+    image = stack.root / 'data/nova-lxd-images/busybox/busybox.tar.gz'
+    image.parent.mkdir(parents=True)
+    image.write_bytes(b'')
     stack.run('stack', 'test-config')
     tempest = stack.ini('tempest.conf')
     expected = [line.split() for line in driver_facts.tempest_flags()]
@@ -259,6 +262,13 @@ def test_test_config_writes_the_drivers_tempest_flags(stack):
     assert set(tempest.options('compute-feature-enabled')) == \
         {option for section, option, _ in expected if section == 'compute-feature-enabled'}
     assert tempest.get('compute', 'image_ref') == IMAGE_ID
+    # scenario tests upload the container image, in the Glance convention of nova_lxd.image
+    assert tempest.get('scenario', 'img_file') == str(image)
+    assert tempest.get('scenario', 'img_container_format') == formats.CONTAINER_FORMAT
+    assert tempest.get('scenario', 'img_disk_format') == formats.DISK_FORMAT
+    assert dict(kv.split(':') for kv in tempest.get('scenario', 'img_properties').split(',')) \
+        == {formats.PROP_IMAGE_FORMAT: formats.FORMAT_UNIFIED,
+            'hypervisor_type': formats.HYPERVISOR_TYPE}
     assert ['openstack', 'image', 'show', 'nova-lxd-busybox', '-f', 'value', '-c', 'id'] in \
         stack.calls('openstack')
 
