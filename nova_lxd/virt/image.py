@@ -62,14 +62,19 @@ def detect_format(path):
 def metadata_tarball(image_meta):
     """metadata.yaml for a root-tar or squashfs image, generated from the Glance properties."""
     props = image_meta.properties
-    arch = props.get('hw_architecture') or platform.machine()
+
+    def prop(name):
+        try:
+            return props.get(name)
+        except AttributeError:   # not an ImageMetaProps field
+            return None
+
     meta = {
-        'architecture': str(arch),
+        'architecture': str(prop('hw_architecture') or platform.machine()),
         'creation_date': int(time.time()),
         'properties': {
             'description': image_meta.name if 'name' in image_meta else image_meta.id,
-            'os': props.get('os_distro') or 'unknown',
-            'release': props.get('os_version') or '',
+            'os': prop('os_distro') or 'unknown',
         },
     }
     data = yaml.safe_dump(meta).encode()
