@@ -77,13 +77,20 @@ def apply_live(ctx, dev):
             LOG.warning('Could not set %s=%s on %s', key, value, ctx.name)
 
 
+DEFAULT_WEIGHT = '100'   # the kernel's default for a new cgroup
+
+
 def priority_items(priority):
-    """limits.disk.priority 0..10 -> blkio weight (LXD's scale), when a weight file exists."""
-    weight = max(10, int(priority) * 100)
+    """limits.disk.priority 0..10 -> blkio weight (LXD's scale), when a weight file exists.
+
+    None (no priority set) gives the kernel's default weight, so removing the key resets it.
+    """
+    weight = DEFAULT_WEIGHT if priority is None else str(max(10, int(priority) * 100))
     # the weight files only exist below the root cgroup; BFQ shows its stats at the root
     if os.path.exists('/sys/fs/cgroup/blkio/blkio.bfq.io_service_bytes'):
-        return {'blkio.bfq.weight': str(weight)}
+        return {'blkio.bfq.weight': weight}
     if os.path.exists('/sys/fs/cgroup/blkio/blkio.weight'):
-        return {'blkio.weight': str(weight)}
-    LOG.info('blkio has no weight file here (no BFQ/CFQ): limits.disk.priority not applied')
+        return {'blkio.weight': weight}
+    if priority is not None:
+        LOG.info('blkio has no weight file here (no BFQ/CFQ): limits.disk.priority ignored')
     return {}

@@ -96,8 +96,7 @@ def cgroup_items(config):
         items['memory.swappiness'] = str(50 + int(config['limits.memory.swap.priority']))
     # processes and disk priority
     items['pids.max'] = config.get('limits.processes', 'max')
-    if 'limits.disk.priority' in config:
-        items.update(blkio.priority_items(config['limits.disk.priority']))
+    items.update(blkio.priority_items(config.get('limits.disk.priority')))
     return items
 
 
@@ -105,7 +104,8 @@ def start_config(config):
     """LXC config lines for a start; resets are left out (a fresh cgroup has them already)."""
     items = cgroup_items(config)
     defaults = {'cpu.shares': '1024', 'cpu.cfs_period_us': '100000', 'cpu.cfs_quota_us': '-1',
-                'pids.max': 'max'}
+                'pids.max': 'max', 'blkio.bfq.weight': blkio.DEFAULT_WEIGHT,
+                'blkio.weight': blkio.DEFAULT_WEIGHT}
     lines = []
     for key, value in items.items():
         if value == UNLIMITED or defaults.get(key) == value:

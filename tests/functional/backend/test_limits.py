@@ -150,3 +150,21 @@ def test_live_update_refused_keeps_old_config(client, backend, limited):
         limited.save(wait=True)
     assert 'limits.cpu' in str(err.value)
     assert client.instances.get(limited.name).config['limits.cpu'] == '1'
+
+
+def test_disk_priority_sets_the_blkio_weight(client, backend):
+    inst = create_busybox(client, backend, config={'limits.disk.priority': '5'})
+    try:
+        inst.start(wait=True)
+        pid = inst.state().pid
+        weight = [key for key in blkio.priority_items('5')]
+        assert weight, 'this kernel has a BFQ/CFQ blkio weight file'
+        assert cgroup_value(pid, 'blkio', weight[0]).split()[-1] == '500'
+        inst.config['limits.disk.priority'] = '10'
+        inst.save(wait=True)
+        assert cgroup_value(pid, 'blkio', weight[0]).split()[-1] == '1000'
+        del inst.config['limits.disk.priority']
+        inst.save(wait=True)
+        assert cgroup_value(pid, 'blkio', weight[0]).split()[-1] == '100'
+    finally:
+        cleanup(inst)
