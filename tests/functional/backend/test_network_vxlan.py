@@ -18,12 +18,13 @@ from tests.functional.backend import netns
 def daemon_in_namespace(ns, monkeypatch):
     """A BackendDaemon whose process runs inside network namespace `ns`.
 
-    The fixture starts `sys.executable`; a wrapper that execs it under `ip netns exec` keeps
-    the same pid, so the fixture stops it as usual.
+    The fixture starts `sys.executable`; a wrapper that execs it under `nsenter --net` keeps
+    the same pid, so the fixture stops it as usual. Only the network namespace changes (not
+    `ip netns exec`, which also unshares mounts): the daemon's storage mounts stay visible.
     """
     fd, wrapper = tempfile.mkstemp(prefix='nlxt-nspython-', dir='/var/tmp')
     with os.fdopen(fd, 'w') as f:
-        f.write('#!/bin/sh\nexec ip netns exec %s %s "$@"\n' % (ns, sys.executable))
+        f.write('#!/bin/sh\nexec nsenter --net=/run/netns/%s %s "$@"\n' % (ns, sys.executable))
     os.chmod(wrapper, 0o755)
     daemon = BackendDaemon()
     try:
@@ -92,6 +93,43 @@ def test_endpoints_on_two_daemons_share_a_vxlan_tunnelled_bridge(backend, monkey
     vxlans = [line for line in netns.run('ip', '-d', 'link', 'show', 'type', 'vxlan').stdout
               .splitlines() if 'vxlan id 4242 ' in line]
     assert vxlans == []
+
+
+def test_containers_on_two_daemons_reach_each_other_over_vxlan(backend, monkeypatch):
+    from tests.functional.backend.busybox_rootfs import cleanup, create_busybox
+    from tests.functional.backend.test_nic import dhcp
+    client_a = backend.client()
+    name = 'nlxtvx%04x' % random.getrandbits(16)
+    subnet = ipaddress.ip_interface('10.254.%d.1/24' % random.randint(100, 199))
+    nic = {'eth0': {'type': 'nic', 'network': name, 'name': 'eth0'}}
+    with netns.namespace('nlxthb') as host_b, underlay(host_b), \
+            daemon_in_namespace(host_b, monkeypatch) as daemon_b:
+        client_b = daemon_b.client()
+        client_a.networks.create(name, config=dict(
+            tunnel('10.254.77.1', '10.254.77.2'), **{'ipv4.address': str(subnet),
+                                                     'ipv4.nat': 'false'}))
+        a = b = None
+        try:
+            client_b.networks.create(name, config=dict(
+                tunnel('10.254.77.2', '10.254.77.1'), **{'ipv4.address': 'none'}))
+            a = create_busybox(client_a, backend, devices=nic)
+            b = create_busybox(client_b, daemon_b, devices=nic)
+            a.start(wait=True)
+            b.start(wait=True)
+            address_a, address_b = dhcp(a), dhcp(b)
+            assert ipaddress.ip_address(address_b) in subnet.network   # via the tunnel
+            result = a.execute(['ping', '-c', '2', '-W', '2', address_b])
+            assert result.exit_code == 0, result.stdout
+            result = b.execute(['ping', '-c', '2', '-W', '2', address_a])
+            assert result.exit_code == 0, result.stdout
+        finally:
+            for inst in (a, b):
+                if inst is not None:
+                    cleanup(inst)
+            if client_b.networks.exists(name):
+                client_b.networks.get(name).delete()
+            client_a.networks.get(name).delete()
+    assert not netns.link_exists(name)
 
 
 def test_tunnel_config_change_replaces_the_vxlan_link(client):
