@@ -154,6 +154,28 @@ class Delete(Scenario):
 
 
 @register
+class ForcedDelete(Scenario):
+    name = 'forced delete'
+    description = 'delete a running busybox container (forced stop + delete, as `lxc delete -f`)'
+    reps = (2, 10)
+
+    def measure(self, target, state):
+        instance = target.launch(images.busybox())
+        pid = target.init_pid(instance)
+        try:
+            with stopwatch() as t:
+                instance.stop(force=True, wait=True)
+                instance.delete(wait=True)
+            target.check(host.process_gone(pid), '%s: init %d still runs after the delete'
+                         % (target.name, pid))
+            target.check(not target.client.instances.exists(instance.name),
+                         '%s: %s still exists after delete' % (target.name, instance.name))
+        finally:
+            target.remove(instance)
+        return {self.name: t.seconds}
+
+
+@register
 class LaunchMany(Scenario):
     name = 'launch 50 in a row'
     description = 'launch busybox containers one after another (5 with --quick); total time'
