@@ -110,8 +110,8 @@ def test_support_matrix_is_well_formed():
         else:
             assert not tests, '%s is missing but names tests' % op['key']
         if status != 'complete':
-            assert op.get('driver-notes.lxd'), '%s is %s without saying why' % (op['key'],
-                                                                                 status)
+            assert op.get('driver-notes.lxd'), \
+                '%s is %s without saying why' % (op['key'], status)
         assert op['status'] in ('mandatory', 'optional') or op['status'].startswith('choice(')
 
 

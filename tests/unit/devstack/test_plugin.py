@@ -155,7 +155,8 @@ def test_post_config_bundled_backend(stack):
 
     assert stack.calls('run_process') == [[
         'run_process', 'n-lxd-backend',
-        '%s/bin/nova-lxd-backend --config-file %s' % (STUBS, stack.root / 'etc-nova-lxd/backend.conf'),
+        '%s/bin/nova-lxd-backend --config-file %s' % (STUBS,
+                                                      stack.root / 'etc-nova-lxd/backend.conf'),
         '', 'root']]
 
     glance = stack.ini('glance-api.conf')
