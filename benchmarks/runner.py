@@ -85,7 +85,8 @@ def run_scenario(scenario, targets, raw=None, verbose=False):
     if raw is not None and scenario.raw:
         results[raw.name] = SideResult()
     for rep in range(scenario.repetitions):
-        for target in targets:
+        # ABBA order: neither side always goes first (caches, a neighbour's burst of load)
+        for target in (targets if rep % 2 == 0 else targets[::-1]):
             if results[target.name].status == 'ok':
                 attempt(target.name, target,
                         lambda: scenario.measure(target, states[target.name]))
