@@ -266,7 +266,8 @@ class StorageService:
         return {'name': name, 'type': vol_type, 'config': config or {},
                 'description': description, 'content_type': 'filesystem',
                 'location': 'none', 'pool': pool, 'project': 'default',
-                'used_by': used_by if used_by is not None else [], 'created_at': ''}
+                'used_by': used_by if used_by is not None else [],
+                'created_at': '0001-01-01T00:00:00Z'}     # Go clients parse it as a time
 
     def _custom_view(self, pool, doc):
         users = ['/1.0/%ss/%s' % (kind, d['name']) for kind in ('instance', 'profile')

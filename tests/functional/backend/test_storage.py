@@ -163,6 +163,11 @@ def test_instances_are_snapshots_of_the_cached_image(backend, client):
         kinds = {(v.type, v.name) for v in volumes}
         assert ('image', image.fingerprint) in kinds
         assert {('container', n) for n in names} <= kinds
+        listing = subprocess.run(['lxc', 'storage', 'volume', 'list', 'default', '--format',
+                                  'csv'], env=dict(os.environ, LXD_DIR=backend.data_dir),
+                                 capture_output=True, text=True, timeout=60)
+        assert listing.returncode == 0, listing.stderr
+        assert 'container,%s' % names[0] in listing.stdout
         rootfs = os.path.join(pool_dir, 'containers', names[0], 'rootfs')
         big = subprocess.run(['dd', 'if=/dev/urandom', 'of=%s/big' % rootfs, 'bs=1M',
                               'count=100', 'conv=fsync'], capture_output=True, text=True)
