@@ -320,7 +320,7 @@ def limit_transmit(name, bits_per_second):
     with iproute() as ipr:
         index = _index(ipr, name)
         try:
-            ipr.tc('del', index=index, handle=0x10000)
+            ipr.tc('del', index=index, handle=0x10000, parent=0xffffffff)
         except NetlinkError:
             pass
         ipr.tc('add', 'tbf', index=index, handle=0x10000, rate=rate, burst=burst,
@@ -354,3 +354,19 @@ def qdiscs(name):
     with iproute() as ipr:
         index = _index(ipr, name)
         return [(q.get_attr('TCA_KIND'), q['handle']) for q in ipr.get_qdiscs(index=index)]
+
+
+def clear_limits(name):
+    """Remove our shaping (root tbf) and policing (ingress qdisc) from a link."""
+    with iproute() as ipr:
+        index = _index(ipr, name)
+        if index is None:
+            return
+        try:
+            ipr.tc('del', index=index, handle=0x10000, parent=0xffffffff)
+        except NetlinkError:
+            pass
+        try:
+            ipr.tc('del', 'ingress', index=index, handle=0xffff0000)
+        except NetlinkError:
+            pass

@@ -181,6 +181,16 @@ def test_limits_ingress_shapes_the_host_end(backend, network):
     try:
         inst.start(wait=True)
         assert ('tbf', 0x10000) in netlink.qdiscs('nlxtlim0')
+        hwaddr = inst.state().network['eth0']['hwaddr']
+        # a limits change is applied live, without re-plugging the interface
+        inst.devices['eth0'] = dict(inst.devices['eth0'], **{'limits.ingress': '20Mbit'})
+        inst.save(wait=True)
+        assert ('tbf', 0x10000) in netlink.qdiscs('nlxtlim0')
+        assert inst.state().network['eth0']['hwaddr'] == hwaddr
+        inst.devices['eth0'] = {k: v for k, v in inst.devices['eth0'].items()
+                                if k != 'limits.ingress'}
+        inst.save(wait=True)
+        assert ('tbf', 0x10000) not in netlink.qdiscs('nlxtlim0')
     finally:
         cleanup(inst)
     assert not netlink.exists('nlxtlim0')

@@ -257,6 +257,17 @@ class Nic(DeviceType):
                 netlink.set_mtu(dev['parent'], dev['mtu'])
             netlink.move_to_netns(dev['parent'], ctx.init_pid, inner)
 
+    def update(self, ctx, name, old, new):
+        """Limits change live on the host end; anything else re-plugs the interface."""
+        changed = {k for k in set(old) | set(new) if old.get(k) != new.get(k)}
+        if nictype(old) == nictype(new) in ('bridged', 'p2p') and \
+                changed <= {'limits.ingress', 'limits.egress', 'limits.max'}:
+            host = self._host_name(ctx, name, new)
+            netlink.clear_limits(host)
+            self._apply_limits(name, new, host)
+            return
+        super().update(ctx, name, old, new)
+
     def unplug(self, ctx, name, dev):
         kind = nictype(dev)
         inner = self._inner_name(name, dev)
