@@ -10,8 +10,17 @@ HIGHER_IS_BETTER = {'n'}
 
 
 def summary(samples):
+    """Median, min, max and spread.
+
+    The spread is the interquartile range over the median (the min-max range below 4 samples):
+    robust to the odd outlier a shared machine produces.
+    """
     median = statistics.median(samples)
-    spread = (max(samples) - min(samples)) / median if median else 0.0
+    if len(samples) >= 4:
+        q1, _, q3 = statistics.quantiles(samples, n=4, method='inclusive')
+    else:
+        q1, q3 = min(samples), max(samples)
+    spread = (q3 - q1) / median if median else 0.0
     return {'median': median, 'min': min(samples), 'max': max(samples), 'spread': spread,
             'n': len(samples)}
 
@@ -92,7 +101,8 @@ def format_table(table, header):
     out.extend(fmt(cells) for cells in lines)
     out.append('')
     out.append('medians; ratio = how many times better nova-lxd is than LXD (>1: nova-lxd '
-               'better); spread = half the min-max range / median; reps = nova-lxd/LXD')
+               'better);\nspread = half the interquartile range / median (min-max below 4 '
+               'samples), nova-lxd/LXD; reps = nova-lxd/LXD')
     return '\n'.join(out)
 
 
