@@ -45,6 +45,12 @@ def _now():
     return datetime.datetime.now(datetime.timezone.utc).isoformat()
 
 
+def _daemon_owned(key):
+    """volatile keys only the daemon may write (they describe the rootfs's on-disk state)."""
+    return key.startswith(('volatile.idmap.', 'volatile.last_state.')) or \
+        key in ('volatile.uuid', 'volatile.base_image', 'volatile.apply_template')
+
+
 def check_name(name):
     if not isinstance(name, str) or not NAME.match(name) or name.isdigit() or \
             name.endswith('-'):
@@ -265,9 +271,7 @@ class InstanceService:
                'profiles': ['default'] if profiles is None else list(profiles),
                'ephemeral': bool(body.get('ephemeral', False)), 'created_at': _now(),
                'last_used_at': '1970-01-01T00:00:00Z', '_creating': True}
-        if any(k.startswith('volatile.') for k in doc['config']):
-            doc['config'] = {k: v for k, v in doc['config'].items()
-                             if not k.startswith('volatile.')}
+        doc['config'] = {k: v for k, v in doc['config'].items() if not _daemon_owned(k)}
         if kind == 'image':
             fingerprint = self.daemon.images.resolve(source)
             metadata = self.daemon.images.metadata(fingerprint)
@@ -610,17 +614,20 @@ class InstanceService:
     def _update(self, name, body, merge):
         old = self._doc(name)
         new = dict(old)
-        volatile = {k: v for k, v in old['config'].items() if k.startswith('volatile.')}
+        if not isinstance(body.get('config') or {}, dict):
+            raise BadRequest('config must be an object')
+        wanted = {k: v for k, v in (body.get('config') or {}).items() if not _daemon_owned(k)}
+        owned = {k: v for k, v in old['config'].items() if _daemon_owned(k)}
         if merge:
-            config = dict(old['config'])
-            config.update(body.get('config') or {})
+            config = dict(old['config'], **wanted)
             new['config'] = {k: v for k, v in config.items() if v not in (None, '')}
             new['devices'] = dict(old.get('devices') or {}, **(body.get('devices') or {}))
         else:
-            new['config'] = {k: v for k, v in (body.get('config') or {}).items()
-                             if not k.startswith('volatile.')}
-            new['config'].update(volatile)
+            # volatile keys a client didn't send back (e.g. NIC MACs) are kept
+            new['config'] = {k: v for k, v in old['config'].items() if k.startswith('volatile.')}
+            new['config'].update({k: v for k, v in wanted.items() if v is not None})
             new['devices'] = body.get('devices') or {}
+        new['config'].update(owned)
         if 'profiles' in body:
             if not isinstance(body['profiles'], list):
                 raise BadRequest('profiles must be a list')

@@ -359,3 +359,16 @@ def test_nesting_gives_writable_proc_and_cgroups(client, backend):
         assert 'rw' in sys_line.split()[3].split(',')
     finally:
         cleanup(inst)
+
+
+def test_daemon_owned_volatile_keys_cannot_be_forged(client, instance):
+    url = client.api._api_endpoint + '/instances/' + instance.name
+    before = client.instances.get(instance.name).config
+    resp = client.api.session.patch(url, data=json.dumps({'config': {
+        'volatile.last_state.idmap': '[]', 'volatile.idmap.base': '5',
+        'volatile.eth0.hwaddr': '00:16:3e:00:00:01'}}))
+    assert resp.status_code == 200
+    after = client.instances.get(instance.name).config
+    assert after['volatile.last_state.idmap'] == before['volatile.last_state.idmap']
+    assert after['volatile.idmap.base'] == before['volatile.idmap.base']
+    assert after['volatile.eth0.hwaddr'] == '00:16:3e:00:00:01'   # a client-settable one
