@@ -140,7 +140,8 @@ def ensure_image(client, context, instance, image_meta):
                 raise exception.ImageUnacceptable(
                     image_id=image_id,
                     reason=_('disk_format %(fmt)s is not a container image; nova-lxd accepts '
-                             '%(supported)s') % {'fmt': image_meta.get('disk_format'),
+                             '%(supported)s') % {'fmt': image_meta.disk_format
+                                                 if 'disk_format' in image_meta else None,
                                                  'supported': SUPPORTED})
             LOG.info('Importing Glance image %s (%s) into the backend', image_id, fmt,
                      instance=instance)
