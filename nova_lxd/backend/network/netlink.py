@@ -67,8 +67,8 @@ def _link_dict(ipr, link):
         'oper_state': link.get_attr('IFLA_OPERSTATE'),
         'master': master,
         'loopback': bool(link['flags'] & 8),
-        'stats': {k: stats.get(k, 0) for k in ('rx_bytes', 'tx_bytes', 'rx_packets',
-                                                'tx_packets')},
+        'stats': {k: stats.get(k, 0)
+                  for k in ('rx_bytes', 'tx_bytes', 'rx_packets', 'tx_packets')},
     }
 
 
@@ -224,8 +224,10 @@ def create_macvlan(name, parent, mode='bridge', hwaddr=None, mtu=None):
 
 
 def move_to_netns(name, pid, new_name=None):
-    """Move a host link into the network namespace of process `pid` (a container's init),
-    rename it there and bring it up."""
+    """Move a host link into the netns of process `pid` (a container's init).
+
+    There it is renamed to new_name and brought up.
+    """
     with iproute() as ipr:
         index = _index(ipr, name)
         if index is None:

@@ -247,8 +247,10 @@ class NetworkService:
         return [self.get(name) for name in self.names()]
 
     def used_by(self, name):
-        """Profiles and instances with a NIC on this network (by `network` or `parent`);
-        an instance counts through its profiles too, as in LXD."""
+        """Profiles and instances with a NIC on this network (by `network` or `parent`).
+
+        An instance counts through its profiles too, as in LXD.
+        """
         def uses(devices):
             return any(dev.get('type') == 'nic' and name in (dev.get('network'),
                                                              dev.get('parent'))
@@ -490,8 +492,10 @@ class NetworkService:
             self._default_created = True
 
     def attach_default_network(self):
-        """After profiles exist: give `default` an eth0 on the default network we just made
-        (only then: an operator who later removes it is not overruled at every start)."""
+        """After profiles exist: give `default` an eth0 on the default network just made.
+
+        Only then: an operator who later removes it is not overruled at every start.
+        """
         if not getattr(self, '_default_created', False):
             return
         profile = self.db.get('profile', 'default')
@@ -527,8 +531,8 @@ class NetworkService:
             raise BadRequest('Network %r has no IPv4 subnet for a reservation' % name)
         ip = _check_ip('ipv4.address', address, 4)
         if ip not in iface.network or ip == iface.ip:
-            raise BadRequest('ipv4.address %s is not a free address of %s' % (address,
-                                                                               iface.network))
+            raise BadRequest('ipv4.address %s is not a free address of %s'
+                             % (address, iface.network))
         for mac, (other, _) in self.dnsmasq(name).reservations().items():
             if other == str(ip) and mac != hwaddr.lower():
                 raise Conflict('ipv4.address %s is already reserved on %s' % (address, name))

@@ -59,8 +59,8 @@ def dhcp(ns, ifname='eth0'):
         f.write(UDHCPC_SCRIPT)
     os.chmod(script, 0o755)
     try:
-        out = in_ns(ns, 'busybox', 'udhcpc', '-f', '-q', '-n', '-t', '10', '-T', '1',
-                    '-i', ifname, '-s', script, timeout=60)
+        in_ns(ns, 'busybox', 'udhcpc', '-f', '-q', '-n', '-t', '10', '-T', '1',
+              '-i', ifname, '-s', script, timeout=60)
     finally:
         os.unlink(script)
     return ipv4_of(ns, ifname)

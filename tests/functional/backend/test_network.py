@@ -2,7 +2,6 @@
 import ipaddress
 import random
 
-import pylxd.exceptions
 import pytest
 
 from nova_lxd.backend.network import netlink
@@ -132,7 +131,8 @@ def test_put_patch_restart_dnsmasq_with_new_ranges(client, network):
     assert 'ipv4.dhcp.ranges' not in new.config and new.config['dns.domain'] == 'novalxd.test'
     assert [a for _, f, a, _, _ in netlink.addresses(network.name) if f == 2] == [str(gateway.ip)]
     # a bad PATCH changes nothing
-    resp = raw(client.api.networks[network.name], 'patch', json={'config': {'ipv4.address': 'nope'}})
+    resp = raw(client.api.networks[network.name], 'patch',
+               json={'config': {'ipv4.address': 'nope'}})
     assert resp.status_code == 400
     assert client.networks.get(network.name).config['ipv4.address'] == str(gateway)
 

@@ -8,7 +8,6 @@ import random
 import sys
 import tempfile
 
-import pytest
 
 from tests.backend_fixture import BackendDaemon
 from tests.functional.backend import netns

@@ -197,8 +197,11 @@ def test_limits_ingress_shapes_the_host_end(backend, network):
 
 
 def test_limits_egress_is_policed_or_refused_by_name(backend, network):
-    """Policing needs the kernel's u32 classifier and police action; without them (as on the
-    development VM) the start is refused with the reason and nothing is left."""
+    """Policing needs the kernel's u32 classifier and police action.
+
+    Without them (as on the development VM) the start is refused with the reason and nothing
+    is left.
+    """
     client = backend.client()
     inst = create_busybox(client, backend, devices={
         'eth0': {'type': 'nic', 'network': network.name, 'name': 'eth0',

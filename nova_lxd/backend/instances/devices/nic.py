@@ -92,8 +92,8 @@ class Nic(DeviceType):
                 if ipaddress.ip_address(dev['ipv4.address']).version != 4:
                     raise ValueError()
             except ValueError:
-                raise BadRequest('Device %r: invalid ipv4.address %r' % (name,
-                                                                        dev['ipv4.address']))
+                raise BadRequest('Device %r: invalid ipv4.address %r'
+                                 % (name, dev['ipv4.address']))
             if not dev.get('network'):
                 raise BadRequest('Device %r: ipv4.address needs a managed network (network=)'
                                  % name)
@@ -130,8 +130,8 @@ class Nic(DeviceType):
             try:
                 return ctx.daemon.networks.bridge_for(dev['network'])
             except NotFound:
-                raise BadRequest('Device %r: network %r does not exist' % (name,
-                                                                          dev['network']))
+                raise BadRequest('Device %r: network %r does not exist'
+                                 % (name, dev['network']))
         link = netlink.link_info(dev['parent'])
         if link is None:
             raise BadRequest('Device %r: parent %r does not exist on the host'
