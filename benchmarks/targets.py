@@ -188,6 +188,8 @@ class Target:
             profile = self.client.profiles.get('default')
             info['default_profile_devices'] = sorted(
                 '%s:%s' % (k, v.get('type')) for k, v in profile.devices.items())
+            pool = profile.devices.get('root', {}).get('pool')
+            info['root_pool'] = '%s (%s)' % (pool, self.client.storage_pools.get(pool).driver)
         except Exception as e:
             info['describe_error'] = str(e)
         return info

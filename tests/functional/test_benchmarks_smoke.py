@@ -68,9 +68,12 @@ def test_the_command_succeeds_and_prints_the_table(run):
 def test_the_json_has_every_scenario_with_checked_results(run):
     document = _document(run)
     assert document['quick'] is True
-    # LXD's pool is of the bundled backend's default kind (btrfs for copy-on-write others)
-    pools = document['pools']
-    assert pools['lxd'] == {'dir': 'dir'}.get(pools['nova-lxd'], 'btrfs'), pools
+    # LXD's instances really go on a pool of the bundled default's kind (btrfs for any
+    # copy-on-write one)
+    drivers = {side: info['root_pool'].rsplit('(', 1)[1].rstrip(')')
+               for side, info in document['targets'].items()}
+    assert drivers['nova-lxd'] == document['pools']['nova-lxd'], document['targets']
+    assert drivers['lxd'] == {'dir': 'dir'}.get(drivers['nova-lxd'], 'btrfs'), drivers
     by_name = {entry['name']: entry for entry in document['scenarios']}
     assert set(by_name) == set(SCENARIOS)
     for name, entry in by_name.items():
