@@ -21,11 +21,13 @@ class SideResult:
             self.metrics.setdefault(metric, []).append(value)
         self.repetitions += 1
 
-    def fail(self, side, exc):
+    def fail(self, side, exc, alive=True):
         # The reference and raw liblxc must work: an error there is a failure. The bundled
         # backend is being built: what it cannot do yet is 'unsupported', unless it answered
         # with a wrong result, which is never a success.
-        if isinstance(exc, CheckFailed):
+        if not alive:
+            self.status = 'daemon died'
+        elif isinstance(exc, CheckFailed):
             self.status = 'wrong result'
         elif side == 'nova-lxd':
             self.status = 'unsupported'
@@ -51,6 +53,11 @@ def _request_of(exc):
     return ' (%s %s -> %s)' % (request.method, path, response.status_code)
 
 
+def _alive(side):
+    process = getattr(getattr(side, 'daemon', None), 'process', None)
+    return process is None or process.poll() is None
+
+
 def _log(message):
     print(message, file=sys.stderr, flush=True)
 
@@ -67,7 +74,7 @@ def run_scenario(scenario, targets, raw=None, verbose=False):
         except Exception as exc:
             if verbose:
                 traceback.print_exc()
-            results[side].fail(side, exc)
+            results[side].fail(side, exc, _alive(checker))
             return
         results[side].checks += checker.checks - before
         if checker.checks == before:
@@ -81,7 +88,7 @@ def run_scenario(scenario, targets, raw=None, verbose=False):
         except Exception as exc:
             if verbose:
                 traceback.print_exc()
-            results[target.name].fail(target.name, exc)
+            results[target.name].fail(target.name, exc, _alive(target))
     if raw is not None and scenario.raw:
         results[raw.name] = SideResult()
     for rep in range(scenario.repetitions):
