@@ -1,15 +1,26 @@
 """Claims of the operator docs that need a running backend to check.
 
-doc/source/flavors-and-images.rst says that the hypervisor_type property `nova-lxd-image upload`
-sets lets Nova's ImagePropertiesFilter send an image to nova-lxd hosts. Checked with the filter
-itself, fed what the driver reports for a real bundled backend.
+- flavors-and-images.rst: the hypervisor_type property `nova-lxd-image upload` sets lets Nova's
+  ImagePropertiesFilter send an image to nova-lxd hosts. Checked with the filter itself, fed
+  what the driver reports for a real bundled backend.
+- lxd.rst and devstack.rst: the devstack plugin's `NOVA_LXD_BACKEND=lxd` mode initialises an
+  existing LXD with an explicit bridge subnet and storage pool. Checked by running the plugin's
+  post-config phase (devstack's functions stood in for, as in tests/unit/devstack) against a
+  real private LXD 5.0.2.
 """
+import os
+import subprocess
+
+import pylxd
+
 from nova import objects
 from nova.scheduler.filters import image_props_filter
 from nova.tests.unit.scheduler import fakes
 
 from nova_lxd.image import formats
 from nova_lxd.virt import host
+from tests import lxd_fixture
+from tests.unit.devstack.stack import Stack
 
 objects.register_all()
 
@@ -27,3 +38,30 @@ def test_uploaded_images_pass_the_scheduler_filter_on_nova_lxd_hosts(backend):
     assert image_props_filter.ImagePropertiesFilter().host_passes(host_state, spec), (
         'an image with hypervisor_type=%s is refused by a host reporting %s'
         % (formats.HYPERVISOR_TYPE, resources['supported_instances']))
+
+
+def test_devstack_lxd_mode_initialises_a_real_lxd(tmp_path):
+    lxd = lxd_fixture.LXDDaemon()
+    subnet = '10.213.%d.1/24' % lxd.subnet_octet
+    try:
+        # an "existing" LXD: started, never initialised
+        lxd.process = subprocess.Popen(
+            [lxd_fixture.LXD, '--group', 'root', '--logfile', lxd.log_file],
+            env=lxd._env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        stack = Stack(tmp_path, backend='lxd')
+        stack.env.update(PATH=os.environ['PATH'],      # the real lxd, not the recording stub
+                         NOVA_LXD_LXD_SOCKET=lxd.socket, NOVA_LXD_BRIDGE=lxd.bridge,
+                         NOVA_LXD_BRIDGE_SUBNET=subnet)
+        stack.run('stack', 'post-config')
+
+        client = pylxd.Client(endpoint=stack.ini('nova.conf').get('lxd', 'endpoint'))
+        assert client.trusted
+        network = client.networks.get(lxd.bridge)
+        assert network.config['ipv4.address'] == subnet
+        assert network.config['ipv6.address'] == 'none'
+        pool = client.storage_pools.get(stack.ini('nova.conf').get('lxd', 'pool'))
+        assert pool.driver == 'dir'
+        root = client.profiles.get('default').devices['root']
+        assert (root['path'], root['pool']) == ('/', pool.name)
+    finally:
+        lxd.destroy()
