@@ -17,7 +17,7 @@ class ProfileService:
     def prepare(self):
         """Create `default` at first start, with a root disk on the default pool."""
         if self.db.get('profile', 'default') is None:
-            pool = self.daemon.instances.volumes.default_pool()
+            pool = self.daemon.storage.default_pool()
             self.db.insert('profile', 'default', {
                 'name': 'default', 'description': 'Default LXD profile', 'config': {},
                 'devices': {'root': {'type': 'disk', 'path': '/', 'pool': pool}}})

@@ -7,6 +7,7 @@ lives in the storage pool of the root disk. liblxc calls block, so they run in w
 """
 import asyncio
 import datetime
+import functools
 import logging
 import os
 import re
@@ -24,7 +25,6 @@ from nova_lxd.backend.instances import devices as device_registry
 from nova_lxd.backend.instances import idmap as idmaps
 from nova_lxd.backend.instances import limits, lxcconf, state, templates
 from nova_lxd.backend.instances.paths import resolve_in_rootfs
-from nova_lxd.backend.instances.volumes import Volumes
 from nova_lxd.backend.operations import (FROZEN, RUNNING, STOPPED, ERROR, STARTING, STOPPING,
                                          STATUS_NAMES)
 
@@ -51,6 +51,11 @@ def _daemon_owned(key):
         key in ('volatile.uuid', 'volatile.base_image', 'volatile.apply_template')
 
 
+def _shift_volume(path, idmap):
+    """Shift an unpacked image volume (root-owned files) into an id map."""
+    idmaps.shift_rootfs(os.path.join(path, 'rootfs'), [], idmap)
+
+
 def check_name(name):
     if not isinstance(name, str) or not NAME.match(name) or name.isdigit() or \
             name.endswith('-'):
@@ -65,7 +70,6 @@ class InstanceService:
         self.db = daemon.db
         self.lxcpath = daemon.config.path('containers')
         self.logs = daemon.config.path('logs')
-        self.volumes = Volumes(daemon)
         self.lxcfs = lxcfs_mod.Lxcfs(daemon.config.data_dir)
         self._locks = {}
 
@@ -141,8 +145,14 @@ class InstanceService:
             raise BadRequest('Instance %s has no root disk' % doc['name'])
         return root
 
+    def _pool(self, pool_name):
+        try:
+            return self.daemon.storage.pool(pool_name)
+        except NotFound:
+            raise BadRequest('Storage pool %r not found' % pool_name)
+
     def pool_of(self, name):
-        return self.volumes.pool(self._root(self._doc(name))['pool'])
+        return self._pool(self._root(self._doc(name))['pool'])
 
     def instance_dir(self, name):
         return self.pool_of(name).instance_path(name)
@@ -186,7 +196,7 @@ class InstanceService:
 
     def _rootfs_of(self, doc):
         try:
-            return os.path.join(self.volumes.pool(self._root(doc)['pool'])
+            return os.path.join(self._pool(self._root(doc)['pool'])
                                 .instance_path(doc['name']), 'rootfs')
         except ApiError:
             return ''
@@ -247,7 +257,7 @@ class InstanceService:
         _, root = cfg.root_disk(devices)
         if root is None:
             raise BadRequest('No root disk: add one with path / to the instance or a profile')
-        self.volumes.pool(root['pool'])
+        self._pool(root['pool'])
         if 'limits.cpu' in config:
             limits.cgroup_items(config)   # refuses CPUs this host does not have
         return config, devices
@@ -340,25 +350,31 @@ class InstanceService:
     def _build(self, doc, kind, source, fingerprint, root):
         """Blocking: make the volume, shift it to the instance's id map, render templates."""
         name = doc['name']
-        pool = self.volumes.pool(root['pool'])
+        pool = self._pool(root['pool'])
         size = cfg.parse_size(root['size']) if root.get('size') else None
         trigger = 'create'
         previous = []
+        config, _ = self.expanded(doc)
+        wanted, base = idmaps.wanted_map(config, self._isolated_bases(name))
         if kind == 'image':
-            pool.create_instance_from_image(name, fingerprint, self.daemon.images.unpacker(
-                fingerprint), size)
+            # the pool keeps one copy of the image shifted to this id map and clones it, so a
+            # copy-on-write pool still creates an unprivileged instance in O(1)
+            prepare = variant = None
+            if wanted:
+                variant = 'idmap-%d-%d' % (wanted[0][2], wanted[0][3])
+                prepare = functools.partial(_shift_volume, idmap=wanted)
+                previous = wanted
+            pool.create_instance_from_image(
+                name, fingerprint, self.daemon.images.unpacker(fingerprint), size,
+                prepare=prepare, variant=variant)
             self.daemon.images.mark_used(fingerprint)
         elif kind == 'copy':
             src = self._copy_source(source)
-            if self.container(src['doc']['name']).running and '/' not in source['source']:
-                LOG.info('Copying %s while it runs', src['doc']['name'])
             pool.copy_instance(src['path'], name, size)
             previous = idmaps.from_json(src['doc']['config'].get('volatile.last_state.idmap'))
             trigger = 'copy'
         else:
             pool.create_empty_instance(name, size)
-        config, _ = self.expanded(doc)
-        wanted, base = idmaps.wanted_map(config, self._isolated_bases(name))
         rootfs = os.path.join(pool.instance_path(name), 'rootfs')
         idmaps.shift_rootfs(rootfs, previous, wanted)
         os.chmod(pool.instance_path(name), 0o711)
@@ -381,7 +397,7 @@ class InstanceService:
 
     def _render(self, doc, trigger, idmap):
         owner = (idmaps._to_host(idmap, 'u', 0), idmaps._to_host(idmap, 'g', 0))
-        instance_dir = self.volumes.pool(self._root(doc)['pool']).instance_path(doc['name'])
+        instance_dir = self._pool(self._root(doc)['pool']).instance_path(doc['name'])
         config, _ = self.expanded(doc)
         privileged = cfg.is_true(config.get('security.privileged', 'false'))
         templates.render(instance_dir, os.path.join(instance_dir, 'rootfs'), trigger,
@@ -390,7 +406,7 @@ class InstanceService:
     def _remove_everything(self, name, doc):
         """Blocking: delete volume, LXC dir, logs and records of an instance (idempotent)."""
         try:
-            self.volumes.pool(self._root(doc)['pool']).delete_instance(name)
+            self._pool(self._root(doc)['pool']).delete_instance(name)
         except ApiError as exc:
             LOG.warning('Deleting the volume of %s: %s', name, exc.message)
         state.prune_monitor_cgroups(name)
@@ -650,7 +666,7 @@ class InstanceService:
             raise BadRequest('The root disk\'s pool cannot be changed')
         if old_root.get('size') != new_root.get('size'):
             size = cfg.parse_size(new_root['size']) if new_root.get('size') else None
-            self.volumes.pool(new_root['pool']).set_instance_size(name, size)
+            self._pool(new_root['pool']).set_instance_size(name, size)
         container = self.container(name)
         if not container.running:
             return

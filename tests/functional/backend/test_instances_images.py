@@ -42,6 +42,10 @@ def test_from_alias_shifted_templated_and_halts_cleanly(client, backend, busybox
         rootfs = rootfs_path(backend, name)
         # the volume was shifted into the container's id range when it was created
         assert os.stat(os.path.join(rootfs, 'bin/busybox')).st_uid == host_root()[0]
+        # ... from the pool's one shifted copy of the image (cloned, not shifted per instance)
+        pool_dir = os.path.dirname(os.path.dirname(os.path.dirname(rootfs)))
+        assert [e for e in os.listdir(os.path.join(pool_dir, 'images'))
+                if e.startswith(fingerprint + '@idmap-%d-' % host_root()[0])]
         with open(os.path.join(rootfs, 'etc/hostname')) as f:
             assert f.read().strip() == name      # the image's `create` template
         inst.start(wait=True)
@@ -102,5 +106,19 @@ def test_debian_systemd_reaches_running_and_stops_cleanly(client, backend):
         inst.stop(wait=True)
         inst.sync()
         assert inst.status == 'Stopped'
+    finally:
+        cleanup(inst)
+
+
+def test_privileged_from_image_keeps_host_root_ownership(client, backend, busybox):
+    fingerprint, _ = busybox
+    name = unique()
+    inst = client.instances.create({'name': name, 'config': {'security.privileged': 'true'},
+                                    'source': {'type': 'image', 'fingerprint': fingerprint}},
+                                   wait=True)
+    try:
+        assert os.stat(os.path.join(rootfs_path(backend, name), 'bin/busybox')).st_uid == 0
+        inst.start(wait=True)
+        assert attach(backend, name, 'id', '-u').strip() == '0'
     finally:
         cleanup(inst)

@@ -141,6 +141,14 @@ class Nic(DeviceType):
         return dev['parent']
 
     @staticmethod
+    def _managed_network(ctx, dev):
+        """The managed network a bridged nic joins (by network, or parent naming one)."""
+        if nictype(dev) != 'bridged':
+            return None
+        network = dev.get('network') or dev.get('parent')
+        return network if ctx.daemon.networks.is_managed(network) else None
+
+    @staticmethod
     def _inner_name(name, dev):
         return dev.get('name') or name
 
@@ -156,9 +164,12 @@ class Nic(DeviceType):
         netlink.create_veth(host, peer, hwaddr=hwaddr, mtu=dev.get('mtu'), master=master)
         try:
             self._apply_limits(name, dev, host)
+            network = self._managed_network(ctx, dev)
             if dev.get('ipv4.address'):
                 ctx.daemon.networks.reserve(dev['network'], hwaddr, dev['ipv4.address'],
                                             ctx.name)
+            elif network:
+                ctx.daemon.networks.register(network, hwaddr, ctx.name)
         except BaseException:
             netlink.delete(host)
             raise
@@ -183,8 +194,9 @@ class Nic(DeviceType):
         if host:
             netlink.delete(host)
         netlink.delete(_stable_name('nlxc', ctx, name))
-        if dev.get('ipv4.address') and dev.get('network'):
-            ctx.daemon.networks.release(dev['network'], self._hwaddr(ctx, name, dev))
+        network = self._managed_network(ctx, dev)
+        if network:
+            ctx.daemon.networks.release(network, self._hwaddr(ctx, name, dev))
         ctx.volatile[_volatile(name, 'last_state.created')] = None
 
     # -- start / stop ---------------------------------------------------------------------
