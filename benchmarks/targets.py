@@ -1,7 +1,7 @@
 """The two sides of every benchmark: a private bundled backend and a private LXD 5.0.2.
 
 Both are driven by the same client (pylxd over the unix socket) with the same images. The daemons
-come from the test fixtures (tests/backend_fixture.py, tests/lxd_fixture.py); LXD gets a storage
+come from nova_lxd/backend/local.py and the test fixture tests/lxd_fixture.py; LXD gets a storage
 pool of the same kind as the bundled backend's default (btrfs on a loop file when that is what
 the bundled backend uses), so the comparison is like for like.
 """
@@ -16,7 +16,7 @@ import pylxd
 from pylxd.exceptions import LXDAPIException
 
 from benchmarks import host
-from tests.backend_fixture import BackendDaemon
+from nova_lxd.backend.local import LocalDaemon
 from tests.lxd_fixture import LXDDaemon
 
 _counter = itertools.count()
@@ -239,7 +239,7 @@ class BundledTarget(Target):
 
     @classmethod
     def start(cls):
-        daemon = BackendDaemon()
+        daemon = LocalDaemon(prefix='nova-lxd-bench-backend-')
         try:
             client = daemon.start()
             target = cls(daemon, client)
