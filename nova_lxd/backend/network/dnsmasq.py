@@ -59,8 +59,10 @@ class Dnsmasq:
             else:
                 cmd.append('--dhcp-range=::,constructor:%s,ra-only' % self.bridge)
             cmd.append('--enable-ra')
+        # plain names (instances) and the domain are answered here, never forwarded
+        cmd += ['--domain-needed', '--local=//']
         if domain:
-            cmd += ['-s', domain, '--local=/%s/' % domain, '--domain-needed']
+            cmd += ['-s', domain, '--local=/%s/' % domain]
         return cmd
 
     # -- process ------------------------------------------------------------------------
@@ -153,29 +155,39 @@ class Dnsmasq:
         return result
 
     def reservations(self):
-        """{hwaddr: (ip, name)} from the hosts file."""
+        """{hwaddr: (ip or '', name)} from the hosts file (`mac,ip,name` or `mac,name`)."""
         result = {}
         try:
             with open(self.hosts_file) as f:
                 for line in f:
                     fields = line.strip().split(',')
-                    if len(fields) >= 2:
-                        result[fields[0].lower()] = (fields[1], fields[2] if len(fields) > 2
-                                                     else '')
+                    if len(fields) < 2:
+                        continue
+                    if _is_ip(fields[1]):
+                        result[fields[0].lower()] = (fields[1], ','.join(fields[2:]))
+                    else:
+                        result[fields[0].lower()] = ('', fields[1])
         except OSError:
             pass
         return result
 
-    def set_reservation(self, hwaddr, ip=None, name=''):
-        """Add (ip given) or remove (ip None) a reservation; returns True if it changed."""
-        current = self.reservations()
-        hwaddr = hwaddr.lower()
-        wanted = dict(current)
+    def set_host(self, hwaddr, ip=None, name=''):
+        """Pin an address and/or a DNS name to a MAC; True if the file changed."""
         if ip:
             ipaddress.ip_address(ip)
-            wanted[hwaddr] = (str(ip), name)
-        else:
+        return self._write_hosts(hwaddr, (str(ip) if ip else '', name or ''))
+
+    def remove_host(self, hwaddr):
+        return self._write_hosts(hwaddr, None)
+
+    def _write_hosts(self, hwaddr, entry):
+        current = self.reservations()
+        wanted = dict(current)
+        hwaddr = hwaddr.lower()
+        if entry is None or entry == ('', ''):
             wanted.pop(hwaddr, None)
+        else:
+            wanted[hwaddr] = entry
         if wanted == current:
             return False
         os.makedirs(self.directory, exist_ok=True)
@@ -184,8 +196,16 @@ class Dnsmasq:
             for mac, (address, host) in sorted(wanted.items()):
                 f.write(','.join(filter(None, [mac, address, host])) + '\n')
         os.rename(tmp, self.hosts_file)
-        self.reload()
+        self.reload()     # SIGHUP: dnsmasq re-reads the hosts file, leases stay
         return True
+
+
+def _is_ip(value):
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return False
 
 
 def _cmdline(pid):

@@ -520,12 +520,14 @@ class NetworkService:
             result.append({'hostname': hostname, 'hwaddr': hwaddr, 'address': address,
                            'type': 'dynamic', 'location': 'none', 'project': 'default'})
         for hwaddr, (address, hostname) in server.reservations().items():
+            if not address:
+                continue      # a DNS name only, no reserved address
             result.append({'hostname': hostname, 'hwaddr': hwaddr, 'address': address,
                            'type': 'static', 'location': 'none', 'project': 'default'})
         return result
 
     def reserve(self, name, hwaddr, address, hostname=''):
-        """Pin `address` to `hwaddr` in the network's DHCP (a NIC's ipv4.address)."""
+        """Pin `address` (a NIC's ipv4.address) and the DNS name to `hwaddr` in the DHCP."""
         iface = self.ipv4(name)
         if iface is None:
             raise BadRequest('Network %r has no IPv4 subnet for a reservation' % name)
@@ -536,11 +538,16 @@ class NetworkService:
         for mac, (other, _) in self.dnsmasq(name).reservations().items():
             if other == str(ip) and mac != hwaddr.lower():
                 raise Conflict('ipv4.address %s is already reserved on %s' % (address, name))
-        self.dnsmasq(name).set_reservation(hwaddr, str(ip), hostname)
+        self.dnsmasq(name).set_host(hwaddr, str(ip), hostname)
+
+    def register(self, name, hwaddr, hostname):
+        """Let the network's DNS answer for `hostname` (the instance) once it has a lease."""
+        if self.db.get(KIND, name) is not None and re.match(r'^[A-Za-z0-9-]{1,63}$', hostname):
+            self.dnsmasq(name).set_host(hwaddr, None, hostname)
 
     def release(self, name, hwaddr):
         if self.db.get(KIND, name) is not None:
-            self.dnsmasq(name).set_reservation(hwaddr, None)
+            self.dnsmasq(name).remove_host(hwaddr)
 
     def state(self, name):
         link = netlink.link_info(name)

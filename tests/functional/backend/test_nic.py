@@ -81,6 +81,11 @@ def test_bridged_nic_gets_dhcp_and_reaches_another_container(backend, network):
         assert address_b == reserved
         code, out = run(a, 'ping', '-c', '2', '-W', '2', address_b)
         assert code == 0, out
+        # the network's dnsmasq knows the instances by name
+        code, out = run(a, 'nslookup', b.name, str(base.ip))
+        assert code == 0 and reserved in out, out
+        code, out = run(b, 'nslookup', a.name, str(base.ip))
+        assert code == 0 and address_a in out, out
         leases = client.api.networks[network.name].leases.get().json()['metadata']
         assert {(lease['hwaddr'], lease['address']) for lease in leases} >= {
             (hwaddr, address_a), (fresh(client, b).config['volatile.eth0.hwaddr'], reserved)}

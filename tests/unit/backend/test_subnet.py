@@ -103,11 +103,14 @@ def test_dnsmasq_command_and_reservations(tmp_path):
                    '--dhcp-hostsfile=%s/dnsmasq.hosts' % tmp_path,
                    '--pid-file=%s/dnsmasq.pid' % tmp_path):
         assert option in cmd
-    assert server.set_reservation('00:16:3E:00:00:01', '10.1.2.50', 'c1') is True
-    assert server.set_reservation('00:16:3e:00:00:01', '10.1.2.50', 'c1') is False
-    assert server.reservations() == {'00:16:3e:00:00:01': ('10.1.2.50', 'c1')}
+    assert server.set_host('00:16:3E:00:00:01', '10.1.2.50', 'c1') is True
+    assert server.set_host('00:16:3e:00:00:01', '10.1.2.50', 'c1') is False
+    assert server.set_host('00:16:3e:00:00:02', None, 'c2') is True
+    assert server.reservations() == {'00:16:3e:00:00:01': ('10.1.2.50', 'c1'),
+                                     '00:16:3e:00:00:02': ('', 'c2')}
     with open(server.hosts_file) as f:
-        assert f.read() == '00:16:3e:00:00:01,10.1.2.50,c1\n'
-    server.set_reservation('00:16:3e:00:00:01', None)
+        assert f.read() == '00:16:3e:00:00:01,10.1.2.50,c1\n00:16:3e:00:00:02,c2\n'
+    server.remove_host('00:16:3e:00:00:01')
+    server.remove_host('00:16:3e:00:00:02')
     assert server.reservations() == {}
     assert server.pid() is None     # no pid file: nothing adopted
