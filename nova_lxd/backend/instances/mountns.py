@@ -7,6 +7,7 @@ from the container's own root, so they cannot land outside it.
 """
 import ctypes
 import os
+import stat
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _SYS_OPEN_TREE, _SYS_MOVE_MOUNT = 428, 429        # x86_64 and aarch64 (generic table)
@@ -66,12 +67,17 @@ def bind_into(pid, source, target, readonly=False, owner=(0, 0)):
                                 _OPEN_TREE_CLONE | _AT_RECURSIVE | os.O_CLOEXEC), 'open_tree')
 
     def move():
+        # create the mount point as the container's root: filesystems mounted inside a user
+        # namespace (its /dev tmpfs) refuse files owned by ids they cannot map (EOVERFLOW)
+        _libc.setfsgid(owner[1])
+        _libc.setfsuid(owner[0])
         if is_dir:
             os.makedirs(target, exist_ok=True)
         elif not os.path.exists(target):
             os.makedirs(os.path.dirname(target) or '/', exist_ok=True)
             os.close(os.open(target, os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW, 0o644))
-            os.chown(target, *owner)
+        _libc.setfsuid(0)
+        _libc.setfsgid(0)
         _check(_libc.syscall(_SYS_MOVE_MOUNT, tree, b'', _AT_FDCWD, target.encode(),
                              _MOVE_MOUNT_F_EMPTY_PATH), 'move_mount')
         if readonly:
@@ -83,10 +89,18 @@ def bind_into(pid, source, target, readonly=False, owner=(0, 0)):
         os.close(tree)
 
 
-def unmount_from(pid, target):
-    """Detach the mount at `target` inside a running container (idempotent)."""
+def unmount_from(pid, target, remove_file=False):
+    """Detach the mount at `target` inside a running container (idempotent); remove_file
+    also deletes the empty placeholder file a device node was bound onto."""
     def umount():
         if _libc.umount2(target.encode(), _MNT_DETACH) < 0 and \
                 ctypes.get_errno() not in (22, 2):  # EINVAL: not a mount point; ENOENT
             _check(-1, 'umount')
+        if remove_file:
+            try:
+                st = os.lstat(target)
+                if stat.S_ISREG(st.st_mode) and st.st_size == 0:
+                    os.unlink(target)
+            except FileNotFoundError:
+                pass
     _in_mount_ns(pid, umount)

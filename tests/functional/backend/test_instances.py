@@ -372,3 +372,14 @@ def test_daemon_owned_volatile_keys_cannot_be_forged(client, instance):
     assert after['volatile.last_state.idmap'] == before['volatile.last_state.idmap']
     assert after['volatile.idmap.base'] == before['volatile.idmap.base']
     assert after['volatile.eth0.hwaddr'] == '00:16:3e:00:00:01'   # a client-settable one
+
+
+def test_unix_char_hotplug_and_unplug(client, backend, instance):
+    instance.start(wait=True)
+    instance.devices['z'] = {'type': 'unix-char', 'source': '/dev/zero', 'path': '/dev/hotzero'}
+    instance.save(wait=True)
+    out = attach(backend, instance.name, 'sh', '-c', 'head -c 2 /dev/hotzero | od -An -tx1')
+    assert out.split() == ['00', '00']
+    del instance.devices['z']
+    instance.save(wait=True)
+    assert 'hotzero' not in attach(backend, instance.name, 'ls', '/dev')

@@ -98,7 +98,7 @@ class UnixDevice(DeviceType):
                           owner=(ctx.host_uid(0) or 0, ctx.host_uid(0, 'g') or 0))
 
     def unplug(self, ctx, name, dev):
-        mountns.unmount_from(ctx.init_pid, dev.get('path') or dev['source'])
+        mountns.unmount_from(ctx.init_pid, dev.get('path') or dev['source'], remove_file=True)
         numbers = None
         try:
             numbers = self._numbers(name, dev)
