@@ -1,7 +1,10 @@
 """Link plumbing through netlink (pyroute2), as os-vif does: no `ip` command, no output parsing."""
+import asyncio
 import contextlib
 import ctypes
 import errno
+import functools
+import inspect
 import logging
 import os
 import random
@@ -372,3 +375,37 @@ def clear_limits(name):
             ipr.tc('del', 'ingress', index=index, handle=0xffff0000)
         except NetlinkError:
             pass
+
+
+# -- pyroute2's synchronous API cannot run on a thread whose asyncio loop is running (it drives
+# its own loop). The daemon calls us from worker threads, but start-up reconciliation may run
+# on the loop's thread: there, each call moves to a short-lived thread of its own.
+def _off_the_loop(func):
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return func(*args, **kwargs)
+        result, error = [], []
+
+        def work():
+            try:
+                result.append(func(*args, **kwargs))
+            except BaseException as exc:
+                error.append(exc)
+        thread = threading.Thread(target=work, name='netlink')
+        thread.start()
+        thread.join()
+        if error:
+            raise error[0]
+        return result[0]
+    return wrapper
+
+
+_PURE = ('iproute', 'random_hwaddr', 'random_name')
+for _name, _func in list(globals().items()):
+    if inspect.isfunction(_func) and not _name.startswith('_') and \
+            _func.__module__ == __name__ and _name not in _PURE:
+        globals()[_name] = _off_the_loop(_func)
+del _name, _func

@@ -458,25 +458,7 @@ class NetworkService:
 
     # -- daemon life --------------------------------------------------------------------
     def start(self):
-        """Re-create what is missing after a reboot; adopt what a previous run left up.
-
-        Runs in a thread of its own: pyroute2's synchronous API cannot run on the thread of a
-        running asyncio loop, and the daemon calls this from its start-up coroutine.
-        """
-        errors = []
-
-        def work():
-            try:
-                self._start()
-            except BaseException as exc:
-                errors.append(exc)
-        thread = threading.Thread(target=work, name='networks-start')
-        thread.start()
-        thread.join()
-        if errors:
-            raise errors[0]
-
-    def _start(self):
+        """Re-create what is missing after a reboot; adopt what a previous run left up."""
         for doc in self.db.list(KIND):
             try:
                 with self._lock:
