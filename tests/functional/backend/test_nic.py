@@ -253,3 +253,36 @@ def test_start_on_a_missing_network_fails_cleanly(backend):
         assert fresh(client, inst).status == 'Stopped' and not netlink.exists('nlxtgone0')
     finally:
         cleanup(inst)
+
+
+def test_daemon_restart_keeps_a_running_containers_network():
+    from tests.backend_fixture import BackendDaemon
+    daemon = BackendDaemon()
+    name = 'nlxtrst%04x' % random.getrandbits(16)
+    inst = None
+    try:
+        client = daemon.start()
+        client.networks.create(name)
+        gateway = ipaddress.ip_interface(client.networks.get(name).config['ipv4.address']).ip
+        inst = create_busybox(client, daemon, devices={
+            'eth0': {'type': 'nic', 'network': name, 'name': 'eth0'}})
+        inst.start(wait=True)
+        address = dhcp(inst)
+        host_name = fresh(client, inst).config['volatile.eth0.host_name']
+        daemon.stop()
+        assert netlink.exists(host_name)     # networking stays up without the daemon
+        client = daemon.start()
+        inst = client.instances.get(inst.name)
+        assert inst.status == 'Running' and inet(inst, 'eth0') == address
+        code, out = run(inst, 'ping', '-c', '1', '-W', '2', str(gateway))
+        assert code == 0, out
+        inst.stop(force=True, wait=True)
+        assert not netlink.exists(host_name)
+    finally:
+        if daemon.process:
+            if inst is not None:
+                cleanup(inst)
+            if daemon.client().networks.exists(name):
+                daemon.client().networks.get(name).delete()
+        daemon.destroy()
+    assert not netlink.exists(name)
