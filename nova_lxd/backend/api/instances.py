@@ -30,7 +30,8 @@ def _full(service, name, level):
     view = service.get(name)
     if level >= 2:
         view['state'] = service.state(name)
-        view['snapshots'] = None
+        snapshots = getattr(service.daemon, 'snapshots', None)
+        view['snapshots'] = snapshots.list(name) if snapshots else None
         view['backups'] = None
     return view
 

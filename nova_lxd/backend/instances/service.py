@@ -83,9 +83,36 @@ class InstanceService:
 
     def start_background(self):
         self.lxcfs.start_supervision(self._blocking)
+        self._autostart_task = asyncio.get_running_loop().create_task(self._autostart())
+
+    async def _autostart(self):
+        """Start the stopped instances with boot.autostart=true (after a host reboot), highest
+        boot.autostart.priority first, waiting boot.autostart.delay seconds after each."""
+        wanted = []
+        for name in self.names():
+            try:
+                config = self.expanded(self._doc(name))[0]
+            except ApiError:
+                continue
+            if cfg.is_true(config.get('boot.autostart', 'false')):
+                wanted.append((-int(config.get('boot.autostart.priority') or 0), name,
+                               int(config.get('boot.autostart.delay') or 0)))
+        for _, name, delay in sorted(wanted):
+            try:
+                if await self._blocking(self.is_running, name):
+                    continue
+                LOG.info('Autostarting %s', name)
+                op = await self.change_state(name, {'action': 'start'})
+                await op.done.wait()
+            except Exception:
+                LOG.exception('Autostarting %s failed', name)
+            if delay:
+                await asyncio.sleep(delay)
 
     def stop_background(self):
         self.lxcfs.stop_supervision()
+        if getattr(self, '_autostart_task', None):
+            self._autostart_task.cancel()
 
     def reconcile(self):
         """After a (re)start: keep what runs, report what vanished, drop half-created rows."""

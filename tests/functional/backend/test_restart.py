@@ -3,6 +3,7 @@ import json
 import os
 import signal
 import sqlite3
+import time
 import subprocess
 
 import pytest
@@ -63,7 +64,6 @@ def test_containers_survive_daemon_restart(own_backend, sig):
 
 
 def test_lxcfs_restarted_when_it_dies(own_backend):
-    import time
     with open(os.path.join(own_backend.data_dir, 'lxcfs.pid')) as f:
         old = int(f.read())
     os.kill(old, signal.SIGKILL)
@@ -102,3 +102,23 @@ def test_interrupted_create_is_cleaned_up(own_backend):
     for sub in ('storage-pools', 'containers', 'logs'):
         for _, dirs, _ in os.walk(os.path.join(own_backend.data_dir, sub)):
             assert inst.name not in dirs
+
+
+def test_autostart_after_containers_went_away(own_backend):
+    """As after a host reboot: boot.autostart instances come back, others stay stopped."""
+    client = own_backend.client()
+    auto = create_busybox(client, own_backend, unique('auto'),
+                          config={'boot.autostart': 'true'})
+    manual = create_busybox(client, own_backend, unique('manual'))
+    auto.start(wait=True)
+    manual.start(wait=True)
+    own_backend.stop(signal.SIGTERM)
+    for inst in (auto, manual):
+        subprocess.run(['lxc-stop', '-k', '-P', os.path.join(own_backend.data_dir, 'containers'),
+                        '-n', inst.name], check=True)
+    client = own_backend.start()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and client.instances.get(auto.name).status != 'Running':
+        time.sleep(0.1)
+    assert client.instances.get(auto.name).status == 'Running'
+    assert client.instances.get(manual.name).status == 'Stopped'
