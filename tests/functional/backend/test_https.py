@@ -291,3 +291,25 @@ def test_stock_lxc_remote_add_with_password_and_with_token(daemon):
             assert 'eth0,physical,NO' in proc.stdout
         finally:
             shutil.rmtree(conf, ignore_errors=True)
+
+
+def test_stock_lxc_config_trust_commands(daemon):
+    env = dict(os.environ, LXD_DIR=daemon.data_dir)
+
+    def lxc(*args):
+        proc = subprocess.run(['lxc'] + list(args), env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    assert 'certificate add token' in lxc('config', 'trust', 'add', '--name', 'cli-token')
+    assert 'cli-token' in lxc('config', 'trust', 'list-tokens')
+    crt, key, fingerprint = make_client_cert(daemon.certdir, 'cli-file')
+    lxc('config', 'trust', 'add', crt)
+    assert 'client,cli-file.crt,cli-file,%s,' % fingerprint[:12] in \
+        lxc('config', 'trust', 'list', '--format', 'csv')
+    assert 'fingerprint: %s' % fingerprint in lxc('config', 'trust', 'show', fingerprint[:12])
+    assert raw_get(daemon, '/1.0/networks', (crt, key)).status_code == 200
+    lxc('config', 'trust', 'remove', fingerprint[:12])
+    assert fingerprint[:12] not in lxc('config', 'trust', 'list', '--format', 'csv')
+    assert raw_get(daemon, '/1.0/networks', (crt, key)).status_code == 403
