@@ -104,8 +104,10 @@ class Lxcfs:
 
 
 def stop(data_dir, timeout=5.0):
-    """Stop the lxcfs of a data directory and unmount it (used when a whole backend is removed;
-    a normal daemon stop leaves lxcfs running)."""
+    """Stop the lxcfs of a data directory and unmount it.
+
+    Used when a whole backend is removed; a normal daemon stop leaves lxcfs running.
+    """
     fs = Lxcfs(data_dir)
     try:
         with open(fs.pid_file) as f:

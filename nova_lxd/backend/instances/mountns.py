@@ -90,8 +90,10 @@ def bind_into(pid, source, target, readonly=False, owner=(0, 0)):
 
 
 def unmount_from(pid, target, remove_file=False):
-    """Detach the mount at `target` inside a running container (idempotent); remove_file
-    also deletes the empty placeholder file a device node was bound onto."""
+    """Detach the mount at `target` inside a running container (idempotent).
+
+    remove_file also deletes the empty placeholder file a device node was bound onto.
+    """
     def umount():
         if _libc.umount2(target.encode(), _MNT_DETACH) < 0 and \
                 ctypes.get_errno() not in (22, 2):  # EINVAL: not a mount point; ENOENT

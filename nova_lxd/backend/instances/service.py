@@ -518,9 +518,11 @@ class InstanceService:
                   time.monotonic() - began, prepared - began, time.monotonic() - prepared)
 
     def _lxc_start(self, name):
-        """Start through liblxc's lxc-start, never Container.start() in this process: liblxc
-        moves the calling process into the container's monitor cgroup, and the calling process
-        must be the throwaway monitor, not the daemon."""
+        """Start through liblxc's lxc-start, never Container.start() in this process.
+
+        liblxc moves the calling process into the container's monitor cgroup, and the calling
+        process must be the throwaway monitor, not the daemon.
+        """
         result = subprocess.run([LXC_START, '-P', self.lxcpath, '-n', name],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, close_fds=True, timeout=120,
@@ -779,7 +781,7 @@ class InstanceService:
             result = await result
         return result
 
-    # -- profiles -----------------------------------------------------------------------------------
+    # -- profiles ---------------------------------------------------------------------------------
     def profile_changed(self, profile, old_profile):
         """Blocking: a profile changed; push its effect into the running instances using it."""
         for name in self.used_by_profile(profile):

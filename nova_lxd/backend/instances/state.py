@@ -150,8 +150,8 @@ def network_state(pid, host_names=None):
             name = names.get(addr['index'])
             if name not in result:
                 continue
-            scope = {0: 'global', 200: 'site', 253: 'link', 254: 'local'}.get(addr['scope'],
-                                                                                'global')
+            scopes = {0: 'global', 200: 'site', 253: 'link', 254: 'local'}
+            scope = scopes.get(addr['scope'], 'global')
             result[name]['addresses'].append({
                 'family': 'inet' if addr['family'] == socket.AF_INET else 'inet6',
                 'address': addr.get_attr('IFA_ADDRESS'), 'netmask': str(addr['prefixlen']),

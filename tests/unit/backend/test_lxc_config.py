@@ -26,7 +26,8 @@ def test_valid_keys(key, value):
 
 
 @pytest.mark.parametrize('key, value', [
-    ('limits.mem', '1'), ('limit.memory', '1'), ('user.', 'x'), ('security.privileged', 'yes please'),
+    ('limits.mem', '1'), ('limit.memory', '1'), ('user.', 'x'),
+    ('security.privileged', 'yes please'),
     ('limits.memory', '12 parsecs'), ('limits.cpu', '0'), ('limits.cpu', 'a-b'),
     ('limits.cpu.allowance', '101%'), ('limits.cpu.allowance', '10/100'),
     ('limits.processes', '0'), ('raw.lxc', 'lxc.rootfs.path = /'), ('raw.lxc', 'garbage'),

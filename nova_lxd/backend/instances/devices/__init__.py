@@ -11,7 +11,7 @@ The interface (all methods receive the device's name and its config dict, as in 
 
     class MyType(DeviceType):
         type = 'unix-char'
-        def validate(self, name, dev)            raise BadRequest naming the bad key; no side effects
+        def validate(self, name, dev)            raise BadRequest naming the bad key; no effects
         def lxc_config(self, ctx, name, dev)     -> [(lxc_key, value), ...] written into the
                                                  container's LXC config at start
         def pre_start(self, ctx, name, dev)      host-side setup right before the start (optional)
