@@ -332,7 +332,8 @@ class InstanceService:
         elif kind == 'none':
             fingerprint = None
         elif kind == 'migration':
-            raise BadRequest('source.type migration is not supported by this backend')
+            self.daemon.migration.check_sink(source)
+            fingerprint = None
         else:
             raise BadRequest('Unknown source type %r' % kind)
         _, devices = self._check(doc)
@@ -340,6 +341,8 @@ class InstanceService:
         doc['config']['volatile.uuid'] = str(uuid.uuid4())
         if not self.db.insert('instance', name, doc):
             raise Conflict('Instance %r already exists' % name)
+        if kind == 'migration':   # the migration sink receives the volume, then finish_volume
+            return self.daemon.migration.start_sink(doc, body, root)
 
         async def work(op):
             try:
@@ -402,6 +405,14 @@ class InstanceService:
             trigger = 'copy'
         else:
             pool.create_empty_instance(name, size)
+        self.finish_volume(doc, pool, previous, trigger, wanted, base)
+
+    def finish_volume(self, doc, pool, previous, trigger, wanted=None, base=None):
+        """Blocking: shift a new volume from id map `previous` to the instance's, render the
+        templates of `trigger`, and make the record live (no longer _creating)."""
+        name = doc['name']
+        if wanted is None:
+            wanted, base = idmaps.wanted_map(self.expanded(doc)[0], self._isolated_bases(name))
         rootfs = os.path.join(pool.instance_path(name), 'rootfs')
         idmaps.shift_rootfs(rootfs, previous, wanted)
         os.chmod(pool.instance_path(name), 0o711)
