@@ -111,12 +111,48 @@ def _debootstrap(target, release, mirror, packages, cache_dir, progress):
     cmd += [release, target, mirror]
     if shutil.which('debootstrap') is None:
         raise BuildError('debootstrap is not installed (apt-get install debootstrap)')
-    progress.message('debootstrap %s from %s (%d packages asked for)'
-                     % (release, mirror, len(packages)))
-    # its own session: we decide when it stops (see the finally), Ctrl-C reaches us first
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True, env=dict(os.environ, LC_ALL='C.UTF-8'))
+    progress.message('debootstrap %s from %s' % (release, mirror))
     summary = _DebootstrapSummary(progress)
+    status = _run_summarised(cmd, summary, dict(os.environ, LC_ALL='C.UTF-8'))
+    if status != 0:
+        raise BuildError('debootstrap failed (status %d):\n%s'
+                         % (status, '\n'.join(summary.tail)))
+
+
+class _AptSummary:
+    """A progress line per phase of `apt-get install` (downloads, unpacking, setting up)."""
+
+    PHASES = (('Get:', 'downloading'), ('Unpacking ', 'unpacking'), ('Setting up ', 'setting up'))
+
+    def __init__(self, progress):
+        self.progress = progress
+        self.counts = {}
+        self.tail = []
+
+    def feed(self, line):
+        self.tail = (self.tail + [line])[-30:]
+        for prefix, phase in self.PHASES:
+            if line.startswith(prefix):
+                if phase not in self.counts:
+                    self.progress.message('apt: %s' % phase)
+                self.counts[phase] = self.counts.get(phase, 0) + 1
+                return
+        if line.startswith(('E: ', 'W: ')):
+            self.progress.message('apt: ' + line)
+
+    def close(self):
+        if self.counts:
+            self.progress.message('apt: ' + ', '.join('%s %d' % item
+                                                      for item in self.counts.items()))
+
+
+def _run_summarised(cmd, summary, env=None):
+    """Run cmd, feeding its output lines to summary; returns the status.
+
+    In its own session: Ctrl-C reaches us, and we decide when it stops (see the finally).
+    """
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True, env=env, errors='replace')
     try:
         for line in proc.stdout:
             summary.feed(line.rstrip('\n'))
@@ -127,9 +163,37 @@ def _debootstrap(target, release, mirror, packages, cache_dir, progress):
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait()
         proc.stdout.close()
-    if proc.returncode != 0:
-        raise BuildError('debootstrap failed (status %d):\n%s'
-                         % (proc.returncode, '\n'.join(summary.tail)))
+    return proc.returncode
+
+
+def _apt_install(rootfs, packages, progress):
+    """Install the extra packages with the new system's own apt, in a chroot.
+
+    debootstrap's --include cannot resolve virtual packages (cloud-init's python3-cryptography
+    needs python3-cffi-backend-api-*), apt can. This runs programs from the image being built
+    (never from an image someone gave us); no service starts (policy-rc.d says 101).
+    """
+    policy = os.path.join(rootfs, 'usr/sbin/policy-rc.d')
+    _write(rootfs, '/usr/sbin/policy-rc.d', '#!/bin/sh\nexit 101\n', 0o755)
+    proc_dir = os.path.join(rootfs, 'proc')
+    try:
+        with sysutil.deferred_signals():
+            subprocess.run(['mount', '-t', 'proc', 'proc', proc_dir], check=True)
+        progress.message('apt-get install %s' % ' '.join(packages))
+        env = {'PATH': '/usr/sbin:/usr/bin:/sbin:/bin', 'LC_ALL': 'C.UTF-8',
+               'DEBIAN_FRONTEND': 'noninteractive', 'HOME': '/root'}
+        summary = _AptSummary(progress)
+        status = _run_summarised(['chroot', rootfs, 'apt-get', 'install', '-y', '-q',
+                                  '-o', 'Dpkg::Use-Pty=0', '--no-install-recommends']
+                                 + list(packages), summary, env)
+        if status != 0:
+            raise BuildError('apt-get install %s failed (status %d):\n%s'
+                             % (' '.join(packages), status, '\n'.join(summary.tail)))
+        subprocess.run(['chroot', rootfs, 'apt-get', 'clean'], env=env, check=False)
+    finally:
+        sysutil.unmount_under(proc_dir)
+        if os.path.lexists(policy):
+            os.unlink(policy)
 
 
 def _write(rootfs, path, content, mode=0o644):
@@ -206,8 +270,10 @@ def build(output_dir, release=DEFAULT_RELEASE, mirror=DEFAULT_MIRROR, packages=(
     workdir = tempfile.mkdtemp(prefix='.nova-lxd-debian-', dir=output_dir)
     try:
         rootfs = os.path.join(workdir, 'rootfs')
-        _debootstrap(rootfs, release, mirror, INIT_SYSTEMS[init]['packages'] + packages,
-                     cache_dir, progress)
+        _debootstrap(rootfs, release, mirror, INIT_SYSTEMS[init]['packages'], cache_dir,
+                     progress)
+        if packages:
+            _apt_install(rootfs, packages, progress)
         configure_rootfs(rootfs, packages)
         variant = 'cloud' if 'cloud-init' in packages else 'default'
         properties = {

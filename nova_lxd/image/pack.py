@@ -59,6 +59,8 @@ def pack_unified(rootfs, meta_dir, out_path, compression='gz', progress=None, es
     Returns the image fingerprint (sha256 of the tarball, as LXD computes it).
     """
     suffix(compression)  # validates
+    # tar takes each -C relative to the previous one: absolute paths only
+    rootfs, meta_dir, out_path = (os.path.abspath(p) for p in (rootfs, meta_dir, out_path))
     compress_cmd = COMPRESSORS[compression][0]
     progress = progress or progress_mod.silent()
     progress.total = estimate if estimate is not None else tree_size(rootfs)

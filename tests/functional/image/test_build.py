@@ -141,3 +141,23 @@ def test_debian_build_refuses_bad_arguments(tmp_path):
     assert os.listdir(tmp_path) == []
     proc = _cli('build', 'debian', '--init', 'upstart')
     assert proc.returncode == 2 and "invalid choice: 'upstart'" in proc.stderr
+
+
+def test_debian_cloud_init_image_cached():
+    """Extra packages go in with the image's own apt.
+
+    (debootstrap alone cannot resolve the virtual packages cloud-init's dependencies need.)
+    """
+    path = images.debian_image(cloud_init=True)
+    assert os.path.basename(path) == 'debian-bookworm-systemd-x86_64-cloud-init.tar.gz'
+    props = _meta(path)['properties']
+    assert props['variant'] == 'cloud' and props['packages'] == 'cloud-init'
+    with tarfile.open(path) as tar:
+        status = tar.extractfile('rootfs/var/lib/dpkg/status').read().decode()
+        names = set(tar.getnames())
+    installed = {block.split('\n')[0][len('Package: '):]: block for block in status.split('\n\n')
+                 if block.startswith('Package: ')}
+    for package in ('cloud-init', 'python3-cryptography', 'systemd-sysv'):
+        assert 'Status: install ok installed' in installed[package], package
+    assert 'rootfs/usr/sbin/policy-rc.d' not in names      # the build's own, removed
+    assert not [n for n in names if n.endswith('.deb')]
