@@ -126,6 +126,11 @@ def set_mtu(name, mtu):
         ipr.link('set', index=_index(ipr, name), mtu=int(mtu))
 
 
+def set_hwaddr(name, hwaddr):
+    with iproute() as ipr:
+        ipr.link('set', index=_index(ipr, name), address=hwaddr)
+
+
 def set_master(name, master):
     with iproute() as ipr:
         ipr.link('set', index=_index(ipr, name), master=_index(ipr, master) if master else 0)

@@ -128,11 +128,15 @@ def test_hotplug_and_unplug_a_bridged_nic(backend, network):
 def test_physical_nic_moves_a_host_veth_end_in_and_back(backend):
     client = backend.client()
     netns.run('ip', 'link', 'add', 'nlxtphy0', 'type', 'veth', 'peer', 'name', 'nlxtphy1')
+    # as the Nova driver describes an OVS/tap port: the port's MAC and the network's MTU
     inst = create_busybox(client, backend, devices={
-        'eth0': {'type': 'nic', 'nictype': 'physical', 'parent': 'nlxtphy0', 'name': 'eth0'}})
+        'eth0': {'type': 'nic', 'nictype': 'physical', 'parent': 'nlxtphy0', 'name': 'eth0',
+                 'hwaddr': 'fa:16:3e:00:00:11', 'mtu': '1450'}})
     try:
         inst.start(wait=True)
         assert 'eth0' in links(inst) and not netlink.exists('nlxtphy0')
+        eth0 = inst.state().network['eth0']
+        assert (eth0['hwaddr'], eth0['mtu']) == ('fa:16:3e:00:00:11', 1450)
         # the host end (nova's side of the pair) still works with the container's end
         assert netlink.exists('nlxtphy1')
         inst.stop(force=True, wait=True)
@@ -143,9 +147,11 @@ def test_physical_nic_moves_a_host_veth_end_in_and_back(backend):
         inst.save(wait=True)
         assert 'eth0' not in links(inst) and netlink.exists('nlxtphy0')
         inst.devices['net9'] = {'type': 'nic', 'nictype': 'physical', 'parent': 'nlxtphy0',
-                                'name': 'eth9'}
+                                'name': 'eth9', 'hwaddr': 'fa:16:3e:00:00:99', 'mtu': '1400'}
         inst.save(wait=True)
         assert 'eth9' in links(inst) and not netlink.exists('nlxtphy0')
+        eth9 = inst.state().network['eth9']
+        assert (eth9['hwaddr'], eth9['mtu'], eth9['state']) == ('fa:16:3e:00:00:99', 1400, 'up')
         inst.stop(force=True, wait=True)
         assert netlink.exists('nlxtphy0')
     finally:
@@ -286,3 +292,25 @@ def test_daemon_restart_keeps_a_running_containers_network():
                 daemon.client().networks.get(name).delete()
         daemon.destroy()
     assert not netlink.exists(name)
+
+
+def test_bridged_nic_on_an_unmanaged_bridge_as_the_nova_driver_describes_it(backend):
+    """Linux-bridge / hybrid-OVS ports: parent qbr bridge, host_name = the port's tap name."""
+    client = backend.client()
+    netns.run('ip', 'link', 'add', 'nlxtqbr0', 'type', 'bridge')
+    inst = create_busybox(client, backend, devices={
+        'eth0': {'type': 'nic', 'nictype': 'bridged', 'parent': 'nlxtqbr0', 'name': 'eth0',
+                 'host_name': 'nlxttap0', 'hwaddr': 'fa:16:3e:00:00:22', 'mtu': '1450'}})
+    try:
+        inst.start(wait=True)
+        assert netlink.link_info('nlxttap0')['master'] == netlink.link_info('nlxtqbr0')['index']
+        eth0 = inst.state().network['eth0']
+        assert (eth0['hwaddr'], eth0['mtu'], eth0['host_name']) == \
+            ('fa:16:3e:00:00:22', 1450, 'nlxttap0')
+        net = client.networks.get('nlxtqbr0')
+        assert net.managed is False and net.used_by == ['/1.0/instances/%s' % inst.name]
+        inst.stop(force=True, wait=True)
+        assert not netlink.exists('nlxttap0') and netlink.exists('nlxtqbr0')
+    finally:
+        cleanup(inst)
+        netns.run('ip', 'link', 'del', 'nlxtqbr0', check=False)

@@ -117,10 +117,10 @@ class Nic(DeviceType):
         return ctx.volatile[key]
 
     def _host_name(self, ctx, name, dev):
+        key = _volatile(name, 'host_name')      # recorded even when given, as LXD does
         if dev.get('host_name'):
-            return dev['host_name']
-        key = _volatile(name, 'host_name')
-        if not ctx.volatile.get(key):
+            ctx.volatile[key] = dev['host_name']
+        elif not ctx.volatile.get(key):
             ctx.volatile[key] = netlink.random_name('veth')
         return ctx.volatile[key]
 
@@ -265,6 +265,9 @@ class Nic(DeviceType):
             if not netlink.exists(dev['parent']):
                 raise BadRequest('Device %r: host interface %r does not exist'
                                  % (name, dev['parent']))
+            netlink.set_up(dev['parent'], False)    # a MAC changes only while down
+            if dev.get('hwaddr'):
+                netlink.set_hwaddr(dev['parent'], dev['hwaddr'])
             if dev.get('mtu'):
                 netlink.set_mtu(dev['parent'], dev['mtu'])
             netlink.move_to_netns(dev['parent'], ctx.init_pid, inner)
