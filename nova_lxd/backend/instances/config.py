@@ -97,6 +97,18 @@ def _processes(value):
         raise ValueError('expected at least 1')
 
 
+def _kernel_modules(value):
+    for module in filter(None, (m.strip() for m in value.split(','))):
+        if not re.match(r'^[A-Za-z0-9_-]+$', module):
+            raise ValueError('invalid module name %r' % module)
+
+
+def _kernel_limit(value):
+    for part in value.split(':'):
+        if part != 'unlimited' and not part.isdigit():
+            raise ValueError('expected a number, unlimited, or soft:hard')
+
+
 def _raw_lxc(value):
     for line in str(value).splitlines():
         line = line.strip()
@@ -123,18 +135,25 @@ KEYS = {
     'security.privileged': _bool, 'security.nesting': _bool,
     'security.idmap.isolated': _bool, 'security.idmap.base': _uint,
     'security.idmap.size': _uint, 'security.protection.delete': _bool,
-    'security.protection.shift': _bool, 'security.devlxd': _bool,
-    'security.syscalls.intercept.mknod': _bool, 'security.syscalls.intercept.setxattr': _bool,
-    'security.syscalls.deny_default': _bool, 'security.syscalls.deny_compat': _bool,
-    'security.syscalls.allow': _any, 'security.syscalls.deny': _any,
-    'raw.lxc': _raw_lxc, 'raw.idmap': _any, 'raw.apparmor': _any, 'raw.seccomp': _any,
-    'linux.kernel_modules': _any, 'migration.stateful': _bool,
+    'security.protection.shift': _bool, 'security.devlxd': _one_of('false'),
+    'raw.lxc': _raw_lxc, 'linux.kernel_modules': _kernel_modules, 'migration.stateful': _bool,
     'snapshots.schedule': _any, 'snapshots.schedule.stopped': _bool,
     'snapshots.pattern': _any, 'snapshots.expiry': _any,
     'cloud-init.network-config': _any, 'cloud-init.user-data': _any,
     'cloud-init.vendor-data': _any, 'cluster.evacuate': _one_of('auto', 'migrate', 'stop'),
 }
 PREFIXES = ('user.', 'environment.', 'image.', 'volatile.', 'limits.kernel.')
+# LXD keys this backend does not implement: refused by name rather than silently ignored
+UNSUPPORTED = {
+    'security.syscalls.': 'custom seccomp policies are not implemented (the LXC default '
+                          'policy always applies)',
+    'raw.seccomp': 'custom seccomp policies are not implemented',
+    'raw.apparmor': 'this kernel has no AppArmor',
+    'raw.idmap': 'custom id map entries are not implemented',
+    'limits.network.priority': 'the net_prio cgroup is not available',
+}
+KERNEL_LIMITS = ('as', 'core', 'cpu', 'data', 'fsize', 'locks', 'memlock', 'msgqueue', 'nice',
+                 'nofile', 'nproc', 'rss', 'rtprio', 'rttime', 'sigpending', 'stack')
 
 
 def validate_config(config, where='config'):
@@ -151,10 +170,18 @@ def validate_config(config, where='config'):
             raise BadRequest('Invalid value for config key %r: must be a string' % key)
         value = str(value)
         check = KEYS.get(key)
+        for prefix, reason in UNSUPPORTED.items():
+            if key == prefix or (prefix.endswith('.') and key.startswith(prefix)):
+                raise BadRequest('Config key %r is not supported by this backend: %s'
+                                 % (key, reason))
         if check is None:
             if not key.startswith(PREFIXES) or key in PREFIXES:
                 raise BadRequest('Unknown config key %r' % key)
             check = _any
+            if key.startswith('limits.kernel.'):
+                if key[len('limits.kernel.'):] not in KERNEL_LIMITS:
+                    raise BadRequest('Unknown config key %r' % key)
+                check = _kernel_limit
         try:
             check(value)
         except ValueError as exc:

@@ -69,6 +69,8 @@ def build(name, rootfs, config, idmap, console_log, lxc_log, init_kind, lxcfs_di
     for key, value in sorted(config.items()):
         if key.startswith('environment.'):
             lines.append(('lxc.environment', '%s=%s' % (key[len('environment.'):], value)))
+        elif key.startswith('limits.kernel.'):
+            lines.append(('lxc.prlimit.' + key[len('limits.kernel.'):], value))
     lines += limits.start_config(config)
     lines += device_lines
     if not any(key.startswith('lxc.net.') for key, _ in device_lines):

@@ -168,3 +168,22 @@ def test_disk_priority_sets_the_blkio_weight(client, backend):
         assert cgroup_value(pid, 'blkio', weight[0]).split()[-1] == '100'
     finally:
         cleanup(inst)
+
+
+def test_kernel_limits_on_init(client, backend):
+    inst = create_busybox(client, backend, config={'limits.kernel.nofile': '777:888'})
+    try:
+        inst.start(wait=True)
+        with open('/proc/%d/limits' % inst.state().pid) as f:
+            line = [line for line in f if line.startswith('Max open files')][0]
+        assert line.split()[3:5] == ['777', '888']
+    finally:
+        cleanup(inst)
+
+
+def test_stateful_stop_refused(client, limited):
+    resp = client.api.session.put(
+        client.api._api_endpoint + '/instances/%s/state' % limited.name,
+        data=json.dumps({'action': 'stop', 'stateful': True}))
+    assert resp.status_code == 400 and 'CRIU' in resp.json()['error']
+    assert client.instances.get(limited.name).status == 'Running'

@@ -20,6 +20,8 @@ from nova_lxd.backend.instances.paths import relative_mount_target, resolve_in_r
     ('environment.HTTP_PROXY', 'http://p'), ('boot.autostart', '1'), ('image.os', 'Debian'),
     ('raw.lxc', 'lxc.apparmor.profile = unconfined\n# comment\n'),
     ('limits.disk.priority', '5'), ('limits.memory.enforce', 'soft'),
+    ('limits.kernel.nofile', '1024'), ('limits.kernel.core', 'unlimited:unlimited'),
+    ('linux.kernel_modules', 'overlay,br_netfilter'),
 ])
 def test_valid_keys(key, value):
     assert cfg.validate_config({key: value}) == {key: value}
@@ -32,6 +34,9 @@ def test_valid_keys(key, value):
     ('limits.cpu.allowance', '101%'), ('limits.cpu.allowance', '10/100'),
     ('limits.processes', '0'), ('raw.lxc', 'lxc.rootfs.path = /'), ('raw.lxc', 'garbage'),
     ('raw.lxc', 'lxc.idmap = u 0 0 1'), ('limits.disk.priority', '11'),
+    ('limits.kernel.nofiles', '1'), ('limits.kernel.nofile', 'many'),
+    ('linux.kernel_modules', 'a b'), ('security.syscalls.deny', 'mount'),
+    ('raw.seccomp', 'x'), ('raw.idmap', 'both 1000 0'), ('security.devlxd', 'true'),
 ])
 def test_invalid_keys_name_the_key(key, value):
     with pytest.raises(BadRequest) as err:
@@ -129,7 +134,8 @@ def _build(config, init_kind='busybox', device_lines=()):
 
 
 def test_lxc_config_basics():
-    text = _build({'limits.memory': '64MiB', 'environment.FOO': 'bar'})
+    text = _build({'limits.memory': '64MiB', 'environment.FOO': 'bar',
+                   'limits.kernel.nofile': '2048'})
     lines = text.splitlines()
     assert 'lxc.rootfs.path = /pool/c1/rootfs' in lines        # a plain path, no dir: prefix
     assert 'lxc.uts.name = c1' in lines and 'lxc.autodev = 1' in lines
@@ -137,6 +143,7 @@ def test_lxc_config_basics():
     assert 'lxc.signal.halt = 10' in lines                      # busybox: SIGUSR1
     assert 'lxc.cgroup.memory.limit_in_bytes = %d' % (64 << 20) in lines
     assert 'lxc.environment = FOO=bar' in lines
+    assert 'lxc.prlimit.nofile = 2048' in lines
     assert 'lxc.net.0.type = empty' in lines
     assert 'lxc.console.logfile = /logs/console.log' in lines
     assert any(line.startswith('lxc.mount.entry = /data/lxcfs/proc/meminfo proc/meminfo')
