@@ -419,8 +419,11 @@ class InstanceService:
         self.finish_volume(doc, pool, previous, trigger, wanted, base)
 
     def finish_volume(self, doc, pool, previous, trigger, wanted=None, base=None):
-        """Blocking: shift a new volume from id map `previous` to the instance's, render the
-        templates of `trigger`, and make the record live (no longer _creating)."""
+        """Blocking: shift a new volume into the instance's id map and make it live.
+
+        The volume's files are in id map `previous`; the templates of `trigger` are rendered
+        and the record is no longer _creating.
+        """
         name = doc['name']
         if wanted is None:
             wanted, base = idmaps.wanted_map(self.expanded(doc)[0], self._isolated_bases(name))
