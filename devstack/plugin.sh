@@ -185,8 +185,31 @@ function stop_nova_lxd {
     fi
 }
 
+# What the bundled backend leaves behind when it stops, by design: containers keep running,
+# storage pools stay mounted (btrfs on a loop file).  Release them before deleting the files.
+function _nova_lxd_release_data_dir {
+    local dir=$1 name mount loop file
+    [[ -d $dir ]] || return 0
+    if [[ -d $dir/containers ]]; then
+        for name in $(sudo lxc-ls -P "$dir/containers" --running -1 2>/dev/null); do
+            sudo lxc-stop -P "$dir/containers" -n "$name" --kill || true
+        done
+    fi
+    # deepest mount first
+    while read -r mount; do
+        sudo umount -l "$mount"
+    done < <(awk -v d="$dir" '$5 == d || index($5, d "/") == 1 {print $5}' \
+                 /proc/self/mountinfo | sort -r)
+    while read -r loop file; do
+        if [[ $file == "$dir"/* ]]; then
+            sudo losetup -d "$loop"
+        fi
+    done < <(sudo losetup -nl -O NAME,BACK-FILE)
+}
+
 function cleanup_nova_lxd {
     local file
+    _nova_lxd_release_data_dir "$NOVA_LXD_DATA_DIR"
     sudo rm -rf "$NOVA_LXD_DATA_DIR" "$NOVA_LXD_IMAGE_DIR"
     if [[ -f $NOVA_LXD_CONF_DIR/devstack-subids ]]; then
         while read -r file; do

@@ -9,6 +9,7 @@ glance-api.conf, backend.conf and tempest.conf, and which services it starts and
 (tests/unit/devstack/bin/record).  The Python facts the plugin derives (tempest flags, Glance
 formats) come from the real driver and image modules.
 """
+import pathlib
 import subprocess
 import sys
 
@@ -235,6 +236,32 @@ def test_unstack_stops_the_backend_and_clean_removes_what_stack_made(stack):
     assert not (stack.root / 'etc-nova-lxd').exists()
     assert (stack.root / 'subuid').read_text() == ''
     assert (stack.root / 'subgid').read_text() == 'stack:100000:65536\n'
+
+
+def test_clean_releases_mounts_and_loop_devices_in_the_data_dir(stack):
+    """As the bundled backend leaves them when it stops: a pool mounted from a loop file."""
+    data = stack.root / 'data/nova-lxd'
+    (data / 'disks').mkdir(parents=True)
+    (data / 'storage-pools/default').mkdir(parents=True)
+    image = data / 'disks/default.img'
+    subprocess.run(['truncate', '-s', '8M', str(image)], check=True)
+    loop = subprocess.run(['losetup', '-f', '--show', str(image)], check=True,
+                          capture_output=True, text=True).stdout.strip()
+    mounted = False
+    try:
+        subprocess.run(['mkfs.ext4', '-q', loop], check=True, capture_output=True)
+        subprocess.run(['mount', loop, str(data / 'storage-pools/default')], check=True)
+        mounted = True
+        stack.run('clean')
+        assert not data.exists()
+        assert str(data) not in pathlib.Path('/proc/self/mountinfo').read_text()
+        assert str(image) not in subprocess.run(['losetup', '-nl', '-O', 'BACK-FILE'],
+                                                capture_output=True, text=True).stdout
+    finally:      # only if clean failed to
+        if mounted:
+            subprocess.run(['umount', '-l', str(data / 'storage-pools/default')],
+                           capture_output=True)
+        subprocess.run(['losetup', '-d', loop], capture_output=True)
 
 
 def test_clean_keeps_a_subid_range_stack_did_not_add(stack):
