@@ -383,3 +383,23 @@ def test_unix_char_hotplug_and_unplug(client, backend, instance):
     del instance.devices['z']
     instance.save(wait=True)
     assert 'hotzero' not in attach(backend, instance.name, 'ls', '/dev')
+
+
+def test_copy_from_snapshot_and_restore(client, backend, instance):
+    rootfs = rootfs_path(backend, instance.name)
+    with open(os.path.join(rootfs, 'root', 'marker'), 'w') as f:
+        f.write('before\n')
+    instance.snapshots.create('snap0', wait=True)
+    with open(os.path.join(rootfs, 'root', 'marker'), 'w') as f:
+        f.write('after\n')
+    copy_name = unique('fromsnap')
+    copy = client.instances.create({'name': copy_name, 'source': {
+        'type': 'copy', 'source': '%s/snap0' % instance.name}}, wait=True)
+    try:
+        with open(os.path.join(rootfs_path(backend, copy_name), 'root', 'marker')) as f:
+            assert f.read() == 'before\n'
+    finally:
+        cleanup(copy)
+    instance.restore_snapshot('snap0', wait=True)       # PUT {"restore": "snap0"}
+    with open(os.path.join(rootfs_path(backend, instance.name), 'root', 'marker')) as f:
+        assert f.read() == 'before\n'

@@ -40,6 +40,7 @@ def test_image_launch_list_info_stop_delete(session):
     assert ['c1', 'RUNNING'] in _rows(lxc)
     info = lxc('info', 'c1')
     assert 'Status: RUNNING' in info and 'Processes:' in info and 'Memory (current)' in info
+    assert 'Log:' in lxc('info', 'c1', '--show-log')
     # the image's templates were rendered at create, its halt signal is used
     assert attach(lxc.daemon, 'c1', 'cat', '/etc/hostname').strip() == 'c1'
     config = yaml.safe_load(lxc('config', 'show', 'c1', '--expanded'))
