@@ -67,7 +67,6 @@ def tempest_flags():
                   for flag, cap in CAPABILITY_FLAGS.items()})
     # a capability flag without the method behind it would be a lie
     flags['interface_attach'] = flags['interface_attach'] and implemented('attach_interface')
-    flags['enable_instance_password'] = flags['change_password']
     flags.update({flag: False for flag in NEVER})
     lines = ['compute-feature-enabled %s %s' % (flag, str(value))
              for flag, value in sorted(flags.items())]
