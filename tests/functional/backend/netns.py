@@ -104,3 +104,13 @@ def link_exists(name, ns=None):
     cmd = ('ip', 'link', 'show', name)
     proc = in_ns(ns, *cmd, check=False) if ns else run(*cmd, check=False)
     return proc.returncode == 0
+
+
+def sweep_test_networks(client, prefix='nlxt'):
+    """Delete managed networks a failed test left behind (dnsmasq outlives the daemon)."""
+    for net in client.networks.all():
+        if net.managed and net.name.startswith(prefix):
+            try:
+                net.delete()
+            except Exception:
+                pass

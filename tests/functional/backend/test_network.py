@@ -9,6 +9,12 @@ from tests.backend_fixture import BackendDaemon
 from tests.functional.backend import netns
 
 
+@pytest.fixture(scope='module', autouse=True)
+def _sweep_leftover_networks(backend):
+    yield
+    netns.sweep_test_networks(backend.client())
+
+
 def raw(node, method, **kwargs):
     """The HTTP response of a pylxd API node, without pylxd raising on errors."""
     return getattr(node.session, method)(node._api_endpoint, **kwargs)

@@ -8,9 +8,16 @@ import random
 import sys
 import tempfile
 
+import pytest
 
 from tests.backend_fixture import BackendDaemon
 from tests.functional.backend import netns
+
+
+@pytest.fixture(scope='module', autouse=True)
+def _sweep_leftover_networks(backend):
+    yield
+    netns.sweep_test_networks(backend.client())
 
 
 @contextlib.contextmanager

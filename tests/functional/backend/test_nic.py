@@ -16,6 +16,12 @@ esac
 """
 
 
+@pytest.fixture(scope='module', autouse=True)
+def _sweep_leftover_networks(backend):
+    yield
+    netns.sweep_test_networks(backend.client())
+
+
 def raw(node, method, **kwargs):
     return getattr(node.session, method)(node._api_endpoint, **kwargs)
 
