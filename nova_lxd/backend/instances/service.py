@@ -145,6 +145,11 @@ class InstanceService:
                 LOG.warning('Instance %s was running and its container is gone: now Stopped', name)
                 self._set_volatile(name, {'volatile.last_state.power': 'STOPPED'})
 
+    def _event(self, action, source, **context):
+        """A lifecycle event for /1.0/events, and the same line in the daemon's log."""
+        LOG.info('%s %s %s', action, source, context or '')
+        self.daemon.events.lifecycle(action, source, **context)
+
     async def _blocking(self, func, *args):
         return await self.daemon.operations.run_blocking(func, *args)
 
@@ -361,7 +366,7 @@ class InstanceService:
             except BaseException:
                 await op.run_blocking(self._remove_everything, name, doc)
                 raise
-            self.daemon.events.lifecycle('instance-created', '/1.0/instances/%s' % name)
+            self._event('instance-created', '/1.0/instances/%s' % name)
             return None
         return self.daemon.operations.start(
             work, 'Creating instance', {'instances': ['/1.0/instances/%s' % name],
@@ -635,23 +640,23 @@ class InstanceService:
             async with self._lock(name):
                 if action == 'start':
                     await op.run_blocking(self._start, name)
-                    self.daemon.events.lifecycle('instance-started', source)
+                    self._event('instance-started', source)
                 elif action in ('stop', 'restart'):
                     clean = await op.run_blocking(self._stop, name, force, timeout)
-                    self.daemon.events.lifecycle(
+                    self._event(
                         'instance-shutdown' if clean else 'instance-stopped', source)
                     if action == 'restart':
                         await op.run_blocking(self._start, name)
-                        self.daemon.events.lifecycle('instance-restarted', source)
+                        self._event('instance-restarted', source)
                     elif self._doc(name).get('ephemeral'):
                         await op.run_blocking(self._remove_everything, name, self._doc(name))
-                        self.daemon.events.lifecycle('instance-deleted', source)
+                        self._event('instance-deleted', source)
                 elif action == 'freeze':
                     await op.run_blocking(self._freeze, name)
-                    self.daemon.events.lifecycle('instance-paused', source)
+                    self._event('instance-paused', source)
                 else:
                     await op.run_blocking(self._unfreeze, name)
-                    self.daemon.events.lifecycle('instance-resumed', source)
+                    self._event('instance-resumed', source)
         return self.daemon.operations.start(
             work, '%s instance' % {'start': 'Starting', 'stop': 'Stopping',
                                    'restart': 'Restarting', 'freeze': 'Freezing',
@@ -682,7 +687,7 @@ class InstanceService:
         """PUT (merge=False) / PATCH (merge=True) of config, devices, profiles, description."""
         async with self._lock(name):
             await self._blocking(self._update, name, body, merge)
-        self.daemon.events.lifecycle('instance-updated', '/1.0/instances/%s' % name)
+        self._event('instance-updated', '/1.0/instances/%s' % name)
 
     def _update(self, name, body, merge):
         old = self._doc(name)
@@ -754,8 +759,7 @@ class InstanceService:
         async def work(op):
             async with self._lock(name):
                 await op.run_blocking(self._rename, name, new_name)
-            self.daemon.events.lifecycle('instance-renamed', '/1.0/instances/%s' % new_name,
-                                         old_name=name)
+            self._event('instance-renamed', '/1.0/instances/%s' % new_name, old_name=name)
         return self.daemon.operations.start(
             work, 'Renaming instance', {'instances': ['/1.0/instances/%s' % name]})
 
@@ -794,7 +798,7 @@ class InstanceService:
                     await op.run_blocking(self._after_stop, name)
                 await op.run_blocking(self._remove_everything, name, self._doc(name))
             self._locks.pop(name, None)
-            self.daemon.events.lifecycle('instance-deleted', '/1.0/instances/%s' % name)
+            self._event('instance-deleted', '/1.0/instances/%s' % name)
         return self.daemon.operations.start(
             work, 'Deleting instance', {'instances': ['/1.0/instances/%s' % name],
                                         'containers': ['/1.0/containers/%s' % name]})
