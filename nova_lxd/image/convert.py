@@ -6,6 +6,7 @@ signatures by nova_lxd.image.disk, the filesystem by the kernel through a read-o
 mounted ro,nosuid,nodev,noexec, and the files are copied out by the host's tar. Every loop
 device, mount and temporary file is released on success, error, Ctrl-C and SIGTERM.
 """
+import contextlib
 import json
 import os
 import re
@@ -82,7 +83,7 @@ def _qcow2_to_raw(path, raw_path, progress):
         err = proc.stderr.read()
         if proc.wait() != 0:
             raise ConvertRefused('qemu-img could not read the qcow2 image: %s' % err.strip())
-        progress._last_step = -1
+        progress.reset()
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -194,38 +195,42 @@ def find_root(mountpoint, fstype):
     return None
 
 
-def _inspect(raw, part, mountpoint):
-    """Mount part and look for a root; returns (subdir, os_release) or None."""
+@contextlib.contextmanager
+def _mounted_partition(raw, part, mountpoint):
+    """part of the raw disk, read-only through a loop device, mounted inert at mountpoint."""
     fstype = disk.LINUX_ROOT_FILESYSTEMS[part.fstype]
     options = MOUNT_OPTIONS + FS_MOUNT_OPTIONS.get(fstype, [])
     with sysutil.loop_device(raw, part.offset, part.size) as dev:
         with sysutil.mounted(dev, mountpoint, fstype, options):
-            sub = find_root(mountpoint, part.fstype)
-            if sub is None:
-                return None
-            return sub, read_os_release(os.path.join(mountpoint, sub))
+            yield mountpoint
+
+
+def _inspect(raw, part, mountpoint):
+    """Mount part and look for a root; returns (subdir, os_release) or None."""
+    with _mounted_partition(raw, part, mountpoint):
+        sub = find_root(mountpoint, part.fstype)
+        if sub is None:
+            return None
+        return sub, read_os_release(os.path.join(mountpoint, sub))
 
 
 def _extract(raw, part, sub, mountpoint, out_path, props, compression, progress):
-    fstype = disk.LINUX_ROOT_FILESYSTEMS[part.fstype]
-    options = MOUNT_OPTIONS + FS_MOUNT_OPTIONS.get(fstype, [])
-    with sysutil.loop_device(raw, part.offset, part.size) as dev:
-        with sysutil.mounted(dev, mountpoint, fstype, options):
-            root = os.path.join(mountpoint, sub)
-            architecture = props.get('architecture') or elf_architecture(root)
-            if not architecture:
-                raise ConvertRefused('cannot tell the architecture of %s (no ELF /bin/sh or '
-                                     '/sbin/init); pass the architecture property'
-                                     % part.describe())
-            props['architecture'] = architecture
-            for key, value in init_properties(root).items():
-                props.setdefault(key, value)
-            meta = metadata.make_metadata(architecture, props)
-            st = os.statvfs(mountpoint)
-            used = (st.f_blocks - st.f_bfree) * st.f_frsize
-            progress.message('extracting the root filesystem of %s' % part.describe())
-            return pack.pack_image(root, meta, out_path, compression, progress, estimate=used,
-                                   fstab_override=FSTAB_NOTE)
+    with _mounted_partition(raw, part, mountpoint):
+        root = os.path.join(mountpoint, sub)
+        architecture = props.get('architecture') or elf_architecture(root)
+        if not architecture:
+            raise ConvertRefused('cannot tell the architecture of %s (no ELF /bin/sh or '
+                                 '/sbin/init); pass the architecture property'
+                                 % part.describe())
+        props['architecture'] = architecture
+        for key, value in init_properties(root).items():
+            props.setdefault(key, value)
+        meta = metadata.make_metadata(architecture, props)
+        st = os.statvfs(mountpoint)
+        used = (st.f_blocks - st.f_bfree) * st.f_frsize
+        progress.message('extracting the root filesystem of %s' % part.describe())
+        return pack.pack_image(root, meta, out_path, compression, progress, estimate=used,
+                               fstab_override=FSTAB_NOTE)
 
 
 def disk_to_unified(path, out_path, properties=None, compression='gz', progress=None,

@@ -63,7 +63,7 @@ def pack_unified(rootfs, meta_dir, out_path, compression='gz', progress=None, es
     rootfs, meta_dir, out_path = (os.path.abspath(p) for p in (rootfs, meta_dir, out_path))
     compress_cmd = COMPRESSORS[compression][0]
     progress = progress or progress_mod.silent()
-    progress.total = estimate if estimate is not None else tree_size(rootfs)
+    progress.reset(estimate if estimate is not None else tree_size(rootfs))
     tar_cmd = ['tar', '--create', '--file', '-', '--sort=name', '--numeric-owner',
                '--xattrs', "--xattrs-include=*", '--acls', '--one-file-system',
                '-C', meta_dir, 'metadata.yaml', 'templates']

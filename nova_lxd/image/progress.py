@@ -18,6 +18,12 @@ class Progress:
         if self.enabled:
             print('%s: %s' % (self.label, text), file=self.stream, flush=True)
 
+    def reset(self, total=None):
+        """Start reporting a new step."""
+        self.total = total
+        self._last_time = 0.0
+        self._last_step = -1
+
     def percent(self, pct):
         """Report a tool's own percentage (for example qemu-img -p)."""
         if self.enabled and int(pct) // 10 != self._last_step:
@@ -34,7 +40,8 @@ class Progress:
             if step == self._last_step and now - self._last_time < 1.0:
                 return
             self._last_step = step
-            text = '%d%% (%d/%d MiB)' % (pct, done >> 20, self.total >> 20)
+            # the total is an estimate: never claim more than it
+            text = '%d%% (%d/%d MiB)' % (pct, min(done, self.total) >> 20, self.total >> 20)
         else:
             if now - self._last_time < 1.0:
                 return
