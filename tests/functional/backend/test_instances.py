@@ -403,3 +403,22 @@ def test_copy_from_snapshot_and_restore(client, backend, instance):
     instance.restore_snapshot('snap0', wait=True)       # PUT {"restore": "snap0"}
     with open(os.path.join(rootfs_path(backend, instance.name), 'root', 'marker')) as f:
         assert f.read() == 'before\n'
+
+
+def test_state_reports_interfaces_from_the_container_netns(client, backend):
+    # an unattached veth from raw LXC config: enough to see addresses and counters
+    inst = create_busybox(client, backend, config={'raw.lxc': '\n'.join([
+        'lxc.net.0.type = veth', 'lxc.net.0.name = eth0', 'lxc.net.0.flags = up',
+        'lxc.net.0.hwaddr = 00:16:3e:aa:bb:cc', 'lxc.net.0.ipv4.address = 10.254.253.2/24'])})
+    try:
+        inst.start(wait=True)
+        attach(backend, inst.name, 'ping', '-c', '1', '-W', '1', '127.0.0.1')
+        network = inst.state().network
+        eth0 = network['eth0']
+        assert eth0['hwaddr'] == '00:16:3e:aa:bb:cc' and eth0['state'] == 'up'
+        assert {'family': 'inet', 'address': '10.254.253.2', 'netmask': '24',
+                'scope': 'global'} in eth0['addresses']
+        assert network['lo']['counters']['packets_received'] >= 1
+        assert network['lo']['type'] == 'loopback'
+    finally:
+        cleanup(inst)
