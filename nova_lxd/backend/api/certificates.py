@@ -56,7 +56,9 @@ async def add_certificate(request):
         else:
             password = body.get('password') or ''
             stored = request.app['daemon'].db.config().get('core.trust_password')
-            if not password or not store.check_password(password, stored, request.remote):
+            # scrypt takes tens of milliseconds of CPU: not on the event loop
+            if not password or not await request.app['daemon'].operations.run_blocking(
+                    store.check_password, password, stored, request.remote):
                 raise Forbidden('not authorized')
     doc = store.add(cert, name, body.get('type') or 'client', body.get('restricted', False),
                     body.get('projects'))
