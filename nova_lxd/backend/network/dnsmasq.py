@@ -40,7 +40,7 @@ class Dnsmasq:
         return self.path('dnsmasq.hosts')
 
     def command(self, ipv4=None, ipv6=None, dhcp_ranges=(), dhcp6=False, domain='',
-                lease_time='1h'):
+                lease_time='1h', dns=True):
         """The full command line for a config; ipv4/ipv6 are ip_interface objects or None."""
         cmd = ['dnsmasq', '--keep-in-foreground', '--conf-file=/dev/null',
                '--strict-order', '--bind-interfaces', '--except-interface=lo',
@@ -59,6 +59,8 @@ class Dnsmasq:
             else:
                 cmd.append('--dhcp-range=::,constructor:%s,ra-only' % self.bridge)
             cmd.append('--enable-ra')
+        if not dns:
+            cmd.append('--port=0')      # dns.mode=none: DHCP only
         # plain names (instances) and the domain are answered here, never forwarded
         cmd += ['--domain-needed', '--local=//']
         if domain:

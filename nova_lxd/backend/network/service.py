@@ -89,8 +89,7 @@ def validate_config(config):
                     subnet.parse_cidr_gateway(value, version)
                 except ValueError as exc:
                     raise BadRequest('Invalid value for %s: %r: %s' % (key, value, exc))
-        elif key in ('ipv4.nat', 'ipv6.nat', 'ipv4.dhcp', 'ipv6.dhcp', 'ipv6.dhcp.stateful',
-                     'ipv4.routing', 'ipv6.routing'):
+        elif key in ('ipv4.nat', 'ipv6.nat', 'ipv4.dhcp', 'ipv6.dhcp', 'ipv6.dhcp.stateful'):
             _check_bool(key, value)
         elif key in ('ipv4.dhcp.ranges',):
             address = config.get('ipv4.address', '')
@@ -98,7 +97,7 @@ def validate_config(config):
                 raise BadRequest('ipv4.dhcp.ranges needs an ipv4.address')
             if address != 'auto':
                 parse_ranges(value, subnet.parse_cidr_gateway(address, 4))
-        elif key in ('ipv4.dhcp.expiry', 'ipv6.dhcp.expiry'):
+        elif key == 'ipv4.dhcp.expiry':
             if not re.match(r'^(\d+[smhd]?|infinite)$', value):
                 raise BadRequest('Invalid value for %s: %r (e.g. 1h)' % (key, value))
         elif key == 'dns.domain':
@@ -436,6 +435,7 @@ class NetworkService:
         cmd = server.command(ipv4=ipv4 if dhcp4 else None, ipv6=ipv6, dhcp_ranges=ranges,
                              dhcp6=_bool(config.get('ipv6.dhcp.stateful')),
                              domain=config.get('dns.domain', ''),
+                             dns=config.get('dns.mode', 'managed') != 'none',
                              lease_time=config.get('ipv4.dhcp.expiry', '1h'))
         try:
             server.ensure(cmd)

@@ -311,3 +311,14 @@ def test_ipv6_auto_gets_a_ula_64_with_router_advertisements(client):
         if client.networks.exists(name):
             client.networks.get(name).delete()
     assert _leftovers(name) == {'bridge': False, 'nft': False, 'dnsmasq': []}
+
+
+def test_dns_mode_none_keeps_dhcp_without_dns(client):
+    name = _name()
+    try:
+        client.networks.create(name, config={'dns.mode': 'none'})
+        cmd = _leftovers(name)['dnsmasq'][0]
+        assert '--port=0' in cmd and '--dhcp-range=' in cmd
+    finally:
+        if client.networks.exists(name):
+            client.networks.get(name).delete()

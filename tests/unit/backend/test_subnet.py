@@ -65,6 +65,8 @@ def test_default_dhcp_range_skips_the_gateway():
     {'tunnel.a.bogus': '1'},
     {'bridge.mtu': '100'},
     {'ipv4.address': 5},
+    {'ipv4.routing': 'false'},
+    {'dns.mode': 'sometimes'},
 ])
 def test_invalid_network_configs(config):
     with pytest.raises(BadRequest):
@@ -114,3 +116,5 @@ def test_dnsmasq_command_and_reservations(tmp_path):
     server.remove_host('00:16:3e:00:00:02')
     assert server.reservations() == {}
     assert server.pid() is None     # no pid file: nothing adopted
+    assert '--port=0' in server.command(ipv4=ipaddress.ip_interface('10.1.2.1/24'), dns=False)
+    assert '--port=0' not in cmd
