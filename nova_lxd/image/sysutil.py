@@ -4,6 +4,7 @@ import os
 import re
 import signal
 import subprocess
+import threading
 
 from nova_lxd.image.errors import ImageError
 
@@ -15,13 +16,27 @@ def deferred_signals():
     """Hold SIGINT/SIGTERM while a resource is created and recorded.
 
     An interrupt then cannot fall between "the kernel made it" and "our finally knows to
-    release it".
+    release it": the Python handlers are swapped for a recorder, and a signal that arrived is
+    handled when the block ends. (Python runs handlers in the main thread only, so in any other
+    thread an interrupt cannot land in the block and nothing needs deferring.)
     """
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, _DEFERRED)
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append((signum, frame)))
+                for sig in _DEFERRED}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum, frame in pending[:1]:
+            handler = previous[signum]
+            if callable(handler):
+                handler(signum, frame)
+            elif handler == signal.SIG_DFL:
+                signal.raise_signal(signum)
 
 
 def _unescape(field):

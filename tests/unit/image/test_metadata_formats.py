@@ -75,6 +75,21 @@ def test_deferred_signals_delay_an_interrupt_until_the_block_ends():
     assert reached == ['inside']
 
 
+def test_deferred_signals_in_a_worker_thread():
+    """Python handles signals in the main thread only: elsewhere the block just runs."""
+    import threading
+    done = []
+
+    def work():
+        with sysutil.deferred_signals():
+            done.append(True)
+    thread = threading.Thread(target=work)
+    thread.start()
+    thread.join()
+    assert done == [True]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
 def test_mount_table_unescaping():
     assert sysutil._unescape(r'/tmp/a\040b\134c') == '/tmp/a b\\c'
 
