@@ -86,6 +86,9 @@ class Daemon:
         self.instances.prepare()
         from nova_lxd.backend.instances.snapshots import SnapshotService
         self.snapshots = SnapshotService(self)
+        from nova_lxd.backend.migration import MigrationService
+        self.migration = MigrationService(self)
+        self.migration.prepare()
 
     async def start(self):
         self.prepare()

@@ -5,6 +5,7 @@ import aiohttp
 from aiohttp import web
 
 from nova_lxd.backend.api import response
+from nova_lxd.backend.api.migration import image_readable_by_secret
 from nova_lxd.backend.errors import BadRequest
 from nova_lxd.backend.images import publish
 
@@ -150,6 +151,8 @@ async def _publish(request):
     daemon = request.app['daemon']
     body = await response.json_body(request)
     source = body.get('source') or {}
+    if source.get('type') == 'image':   # a copy from another server
+        return response.async_operation(await daemon.migration.copy_image(body))
     if source.get('type') in ('image', 'url'):
         raise BadRequest('Pulling images from a remote (source type %r) is not supported: '
                          'upload the image instead' % source['type'])
@@ -173,7 +176,8 @@ async def create_image(request):
 @routes.get('/1.0/images/{fingerprint}')
 async def get_image(request):
     image = _images(request).get(request.match_info['fingerprint'])
-    if not request['trusted'] and not image['public']:
+    if not request['trusted'] and not image['public'] and \
+            not image_readable_by_secret(request, image['fingerprint']):
         raise web.HTTPNotFound()
     return response.sync(image, etag=response.etag_of(*_images(request).etag_parts(image)))
 
@@ -213,7 +217,8 @@ async def export_image(request):
     """A unified image as its file; a split image as multipart (metadata, rootfs), as LXD."""
     images = _images(request)
     image = images.get(request.match_info['fingerprint'])
-    if not request['trusted'] and not image['public']:
+    if not request['trusted'] and not image['public'] and \
+            not image_readable_by_secret(request, image['fingerprint'], consume=True):
         raise web.HTTPNotFound()
     parts = images.export_parts(image['fingerprint'])
     if len(parts) == 1:

@@ -147,7 +147,9 @@ async def patch_instance(request):
 async def rename_instance(request):
     body = await response.json_body(request)
     if body.get('migration'):
-        raise BadRequest('Migration is not supported by this backend')
+        migration = request.app['daemon'].migration
+        return response.async_operation(
+            await migration.start_source(request.match_info['name'], body))
     if 'name' not in body:
         raise BadRequest('A new name is required')
     op = await _service(request).rename(request.match_info['name'], body['name'])

@@ -1,0 +1,125 @@
+"""The source side: POST /1.0/instances/{name} {"migration": true, ...}.
+
+Pull mode (default): the operation is a websocket operation whose metadata holds the "control"
+and "fs" secrets; the target connects to it. Push mode ("target" given): the source dials the
+target's operation with the target's secrets, pinning target.certificate.
+
+A stateless move of a running container stops it when the peer is connected (so the copy is one
+consistent point in time), sends it, and leaves it stopped when the target confirmed; on any
+failure a container that was running is started again. Live (stateful) migration needs CRIU and
+is refused where `criu check` fails.
+"""
+import logging
+
+from nova_lxd.backend.errors import ApiError, BadRequest
+from nova_lxd.backend.migration import criu, volumes
+from nova_lxd.backend.migration.channels import Channels, TransferError
+
+LOG = logging.getLogger(__name__)
+STOP_TIMEOUT = 10   # clean shutdown budget before the stop is forced
+ANSWER_TIMEOUT = 60.0
+
+
+def parse_request(body):
+    live = body.get('live', False)
+    instance_only = body.get('instance_only', body.get('container_only', False))
+    if not isinstance(live, bool) or not isinstance(instance_only, bool):
+        raise BadRequest('live and instance_only must be booleans')
+    target = body.get('target')
+    if target is not None and not isinstance(target, dict):
+        raise BadRequest('target must be an object (operation, websockets, certificate)')
+    if target is not None and body.get('pool'):
+        raise BadRequest('A pool cannot be chosen for a migration to another server')
+    return live, instance_only, target
+
+
+def _secrets(target):
+    # LXD's JSON name is "secrets" (the Go field is Websockets)
+    return target.get('secrets') or target.get('websockets')
+
+
+def snapshot_records(daemon, name):
+    """The instance's snapshot records, oldest first."""
+    records = [daemon.db.get('snapshot', '%s/%s' % (name, snap))
+               for snap in daemon.snapshots.names(name)]
+    return sorted([r for r in records if r], key=lambda r: r.get('created_at') or '')
+
+
+async def start(daemon, name, body):
+    live, instance_only, target = parse_request(body)
+    instances = daemon.instances
+    await daemon.operations.run_blocking(instances.get, name)   # 404 for an unknown instance
+    running = await daemon.operations.run_blocking(instances.is_running, name)
+    if live and running:
+        reason = criu.unavailable_reason()
+        raise BadRequest('Live migration of a running container needs CRIU: %s. Stop the '
+                         'instance first, or migrate it stateless (live: false; '
+                         '`lxc move --stateless`), which stops it, moves it and lets the '
+                         'target start it.' % (reason or 'live migration is not implemented '
+                                               'by this backend'))
+    if target is not None:
+        Channels.check_dial_args(target.get('operation'), _secrets(target),
+                                 target.get('certificate'))
+    channels = Channels()
+
+    async def work(op):
+        try:
+            if target is None:
+                await channels.wait_connected()
+            else:
+                await channels.dial(target['operation'], _secrets(target),
+                                    target['certificate'])
+            await _send(daemon, op, channels, name, instance_only)
+        finally:
+            await channels.close()
+    resources = {'instances': ['/1.0/instances/%s' % name],
+                 'containers': ['/1.0/containers/%s' % name]}
+    op = daemon.operations.start(work, 'Migrating instance', resources)
+    if target is None:
+        channels.serve(op)
+    return op
+
+
+async def _send(daemon, op, channels, name, instance_only):
+    instances = daemon.instances
+    url = '/1.0/instances/%s' % name
+    async with instances._lock(name):
+        doc = await op.run_blocking(instances.get, name)
+        was_running = await op.run_blocking(instances.is_running, name)
+        if was_running:
+            clean = await op.run_blocking(instances._stop, name, False, STOP_TIMEOUT)
+            daemon.events.lifecycle('instance-shutdown' if clean else 'instance-stopped', url)
+        try:
+            pool = instances.pool_of(name)
+            records = [] if instance_only else snapshot_records(daemon, name)
+            snapshots = [r['name'] for r in records]
+            paths = [pool.snapshot_path(name, s) for s in snapshots] + \
+                [pool.instance_path(name)]
+            offer = volumes.formats(pool)
+            if not all(volumes.is_btrfs_volume(pool, p) for p in paths):
+                offer = ['tar']
+            await channels.send('control', type='header', formats=offer, snapshots=records,
+                                idmap=doc['config'].get('volatile.last_state.idmap', ''),
+                                running=was_running, architecture=doc.get('architecture'))
+            reply = await channels.receive_message('control', 'accept', ANSWER_TIMEOUT)
+            if reply.get('format') not in offer:
+                raise TransferError('The target chose an unknown volume format %r'
+                                    % reply.get('format'))
+            sent = await volumes.send_volumes(channels, pool, name, snapshots, reply['format'],
+                                              op.run_blocking)
+            result = await channels.receive_message('control', 'result')
+            if not result.get('success'):
+                raise TransferError('The target failed: %s' % result.get('message', ''))
+            LOG.info('Instance %s sent (%s, %d bytes, %d snapshots)', name, reply['format'],
+                     sent, len(snapshots))
+        except BaseException as exc:
+            await channels.abort(exc.message if isinstance(exc, ApiError) else
+                                 'the source failed: %s' % (exc or exc.__class__.__name__))
+            if was_running:
+                LOG.warning('Migration of %s failed: starting it again', name)
+                try:
+                    await op.run_blocking(instances._start, name)
+                    daemon.events.lifecycle('instance-started', url)
+                except Exception:
+                    LOG.exception('Restarting %s after a failed migration', name)
+            raise

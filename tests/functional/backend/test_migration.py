@@ -1,0 +1,228 @@
+"""Instance migration between two bundled daemons over HTTPS (pull and push), with pylxd and the
+stock `lxc` client; refusals and failures leave the source untouched and nothing on the target."""
+import glob
+import json
+import os
+import time
+
+import pylxd
+import pytest
+
+from tests.functional.backend.busybox_rootfs import attach, create_busybox, unique
+from tests.functional.backend.migration_hosts import Hosts
+
+
+@pytest.fixture(scope='module')
+def hosts():
+    h = Hosts()
+    yield h
+    h.destroy()
+
+
+@pytest.fixture
+def container(hosts):
+    """A stopped busybox container on host a with /root/data = v3 and snapshots s1 (v1), s2 (v2)."""
+    made = []
+
+    def make(name=None, snapshots=True):
+        inst = create_busybox(hosts.a.local, hosts.a.daemon, name=name or unique('mig'))
+        made.append(inst.name)
+        for version in ('v1', 'v2', 'v3'):
+            if version == 'v3' or snapshots:
+                write(hosts.a, inst.name, 'root/data', version)
+            if version != 'v3' and snapshots:
+                inst.snapshots.create('s' + version[1], wait=True)
+        return inst
+    yield make
+    for host in (hosts.a, hosts.b):
+        for name in made:
+            remove(host, name)
+
+
+def remove(host, name):
+    try:
+        inst = host.local.instances.get(name)
+    except pylxd.exceptions.NotFound:
+        return
+    try:
+        if inst.status != 'Stopped':
+            inst.stop(force=True, wait=True)
+        inst.delete(wait=True)
+    except pylxd.exceptions.LXDAPIException:
+        # pylxd's migrate() deletes the source without waiting: that delete may win
+        assert wait_gone(host, name)
+
+
+def pool_dirs(host, kind, name):
+    return glob.glob(os.path.join(host.daemon.data_dir, 'storage-pools', '*', kind, name))
+
+
+def rootfs(host, name, snapshot=None):
+    if snapshot:
+        found = glob.glob(os.path.join(host.daemon.data_dir, 'storage-pools', '*',
+                                       'containers-snapshots', name, snapshot, 'rootfs'))
+    else:
+        found = glob.glob(os.path.join(host.daemon.data_dir, 'storage-pools', '*',
+                                       'containers', name, 'rootfs'))
+    assert len(found) == 1, found
+    return found[0]
+
+
+def write(host, name, path, text):
+    target = os.path.join(rootfs(host, name), path)
+    with open(target, 'w') as f:
+        f.write(text)
+    uid = os.stat(os.path.dirname(target)).st_uid
+    os.chown(target, uid, uid)
+
+
+def read(host, name, path, snapshot=None):
+    with open(os.path.join(rootfs(host, name, snapshot), path)) as f:
+        return f.read()
+
+
+def wait_gone(host, name, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if not host.local.instances.exists(name):
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def nothing_of(host, name):
+    """No record, volume, snapshot volume or snapshot record of `name` on the host."""
+    assert not host.local.instances.exists(name)
+    assert pool_dirs(host, 'containers', name) == []
+    assert pool_dirs(host, 'containers-snapshots', name) in ([], [d for d in pool_dirs(
+        host, 'containers-snapshots', name) if not os.listdir(d)])
+    assert glob.glob(os.path.join(host.daemon.data_dir, 'storage-pools', '*', 'containers',
+                                  '.migrate-*')) == []
+
+
+# -- success ----------------------------------------------------------------------------------
+
+def test_pylxd_migrate_stopped_container_with_two_snapshots(hosts, container):
+    inst = container()
+    name = inst.name
+    source = hosts.a.remote.instances.get(name)
+    source.migrate(hosts.b.local, wait=True)
+    assert wait_gone(hosts.a, name)
+    nothing_of(hosts.a, name)
+    moved = hosts.b.local.instances.get(name)
+    assert moved.status == 'Stopped'
+    assert sorted(s.name for s in moved.snapshots.all()) == ['s1', 's2']
+    assert read(hosts.b, name, 'root/data') == 'v3'
+    assert read(hosts.b, name, 'root/data', 's1') == 'v1'
+    assert read(hosts.b, name, 'root/data', 's2') == 'v2'
+    # it runs there, and a restore brings back a snapshot's data
+    moved.start(wait=True)
+    assert attach(hosts.b.daemon, name, 'cat', '/root/data') == 'v3'
+    moved.stop(force=True, wait=True)
+    moved.restore_snapshot('s1', wait=True)
+    assert read(hosts.b, name, 'root/data') == 'v1'
+
+
+def test_pylxd_migrate_running_container_stateless_comes_back_running(hosts, container):
+    inst = container(snapshots=False)
+    name = inst.name
+    inst.start(wait=True)
+    attach(hosts.a.daemon, name, 'sh', '-c', 'echo written-while-running > /root/live')
+    source = hosts.a.remote.instances.get(name)
+    source.migrate(hosts.b.local, live=False, wait=True)
+    assert wait_gone(hosts.a, name)
+    moved = hosts.b.local.instances.get(name)
+    assert moved.status == 'Running'
+    assert attach(hosts.b.daemon, name, 'cat', '/root/live') == 'written-while-running\n'
+    assert attach(hosts.b.daemon, name, 'cat', '/root/data') == 'v3'
+
+
+def test_live_migration_is_refused_with_the_reason(hosts, container):
+    inst = container(snapshots=False)
+    inst.start(wait=True)
+    with pytest.raises(pylxd.exceptions.LXDAPIException) as err:
+        hosts.a.remote.instances.get(inst.name).migrate(hosts.b.local, live=True, wait=True)
+    message = str(err.value)
+    assert 'CRIU' in message and 'live: false' in message
+    inst.sync()
+    assert inst.status == 'Running'
+    assert not hosts.b.local.instances.exists(inst.name)
+
+
+def test_stopped_container_ignores_live(hosts, container):
+    """As LXD: live only matters for a running container."""
+    inst = container(snapshots=False)
+    hosts.a.remote.instances.get(inst.name).migrate(hosts.b.local, live=True, wait=True)
+    assert read(hosts.b, inst.name, 'root/data') == 'v3'
+
+
+def test_lxc_move_pull_and_push_and_copy(hosts, container):
+    inst = container()
+    name = inst.name
+    out = hosts.lxc('move', 'hosta:%s' % name, 'hostb:')
+    assert out.returncode == 0, out.stderr
+    assert wait_gone(hosts.a, name)
+    assert read(hosts.b, name, 'root/data', 's2') == 'v2'
+    # and back, in push mode, under a new name
+    back = name + '-back'
+    out = hosts.lxc('move', 'hostb:%s' % name, 'hosta:%s' % back, '--mode', 'push')
+    assert out.returncode == 0, out.stderr
+    try:
+        assert not hosts.b.local.instances.exists(name)
+        assert read(hosts.a, back, 'root/data') == 'v3'
+        assert sorted(s.name for s in hosts.a.local.instances.get(back).snapshots.all()) == \
+            ['s1', 's2']
+        # a copy keeps the source; --instance-only leaves the snapshots behind
+        out = hosts.lxc('copy', 'hosta:%s' % back, 'hostb:%s' % name, '--instance-only')
+        assert out.returncode == 0, out.stderr
+        assert read(hosts.a, back, 'root/data') == 'v3'
+        assert read(hosts.b, name, 'root/data') == 'v3'
+        assert hosts.b.local.instances.get(name).snapshots.all() == []
+    finally:
+        remove(hosts.a, back)
+
+
+def test_lxc_move_running_container_stateless(hosts, container):
+    inst = container(snapshots=False)
+    name = inst.name
+    inst.start(wait=True)
+    out = hosts.lxc('move', 'hosta:%s' % name, 'hostb:')
+    assert out.returncode != 0 and 'CRIU' in out.stderr, out.stderr   # stateful by default
+    assert hosts.a.local.instances.get(name).status == 'Running'
+    out = hosts.lxc('move', 'hosta:%s' % name, 'hostb:', '--stateless')
+    assert out.returncode == 0, out.stderr
+    assert not hosts.a.local.instances.exists(name)
+    assert hosts.b.local.instances.get(name).status == 'Running'
+    assert attach(hosts.b.daemon, name, 'cat', '/root/data') == 'v3'
+
+
+def _migration_source(hosts, name, **extra):
+    op = hosts.a.remote.api.instances[name].post(json=dict({'migration': True}, **extra)).json()
+    return {'type': 'migration', 'mode': 'pull', 'certificate': hosts.a.certificate(),
+            'operation': hosts.a.url + op['operation'],
+            'secrets': op['metadata']['metadata']}, op['operation']
+
+
+def test_tar_stream_to_a_dir_pool_reshifts_the_id_map(hosts, container):
+    """Target pool dir (no btrfs receive) and a privileged target: files are re-owned."""
+    hosts.b.local.api.storage_pools.post(json={'name': 'dirpool', 'driver': 'dir'})
+    try:
+        inst = container()
+        name = inst.name
+        unprivileged_uid = os.stat(os.path.join(rootfs(hosts.a, name), 'bin/busybox')).st_uid
+        assert unprivileged_uid != 0
+        source, _ = _migration_source(hosts, name)
+        hosts.b.local.instances.create({
+            'name': name, 'source': source, 'config': {'security.privileged': 'true'},
+            'devices': {'root': {'type': 'disk', 'path': '/', 'pool': 'dirpool'}}}, wait=True)
+        assert '/dirpool/' in rootfs(hosts.b, name) or 'dirpool' in rootfs(hosts.b, name)
+        assert read(hosts.b, name, 'root/data', 's1') == 'v1'
+        assert read(hosts.b, name, 'root/data') == 'v3'
+        assert os.stat(os.path.join(rootfs(hosts.b, name), 'bin/busybox')).st_uid == 0
+        moved = hosts.b.local.instances.get(name)
+        assert json.loads(moved.config['volatile.last_state.idmap']) == []
+        # a copy: the source still has it
+        assert read(hosts.a, name, 'root/data') == 'v3'
+        remove(hosts.b, name)
+    finally:
+        hosts.b.local.api.storage_pools['dirpool'].delete()
