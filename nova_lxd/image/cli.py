@@ -80,12 +80,23 @@ def make_parser():
 
     build = sub.add_parser('build', help='build an image from Debian packages')
     kinds = build.add_subparsers(dest='kind', required=True)
-    bb = kinds.add_parser('busybox', help='busybox-static system container (seconds)')
+    bb = kinds.add_parser(
+        'busybox', help='busybox-static system container (seconds)',
+        description='A system container from Debian\'s busybox-static: busybox init with no '
+                    'getty or console shell (halt_signal SIGUSR1), DHCP on every NIC by udhcpc. '
+                    'Prints the tarball path, then its fingerprint.')
     bb.add_argument('--output-dir', '-o', default='.', help='where the tarball goes')
     _add_common(bb)
     bb.set_defaults(func=cmd_build_busybox)
 
-    deb = kinds.add_parser('debian', help='debootstrap --variant=minbase system container')
+    deb = kinds.add_parser(
+        'debian', help='debootstrap --variant=minbase system container',
+        description='debootstrap --variant=minbase, booting with systemd (halt_signal '
+                    'SIGRTMIN+3); every NIC gets DHCP from systemd-networkd; /etc/machine-id is '
+                    'left empty (made at first boot); --packages are installed with the new '
+                    'system\'s apt, without recommends (openssh-server host keys are made at '
+                    'first boot); apt caches and lists are removed. Needs root. Prints the '
+                    'tarball path, then its fingerprint.')
     deb.add_argument('--output-dir', '-o', default='.', help='where the tarball goes')
     deb.add_argument('--release', default='bookworm', help='Debian suite (default bookworm)')
     deb.add_argument('--mirror', default=os.environ.get('NOVA_LXD_DEBIAN_MIRROR',
@@ -101,7 +112,16 @@ def make_parser():
     _add_common(deb)
     deb.set_defaults(func=cmd_build_debian)
 
-    conv = sub.add_parser('convert', help='raw/qcow2 disk image -> unified tarball')
+    conv = sub.add_parser(
+        'convert', help='raw/qcow2 disk image -> unified tarball',
+        description='Finds the Linux root filesystem (ext2/3/4, xfs or btrfs; /etc with /usr or '
+                    '/bin, /etc/os-release preferred) of an MBR- or GPT-partitioned or bare raw '
+                    'or qcow2 disk image and extracts it without running anything from it (a '
+                    'read-only loop device, mounted ro,nosuid,nodev,noexec). metadata.yaml comes '
+                    'from /etc/os-release and the binaries\' ELF headers; /etc/fstab is emptied '
+                    '(the original is kept as /etc/fstab.disk-image). Refuses, with the reason, '
+                    'encrypted (LUKS) or LVM disks, unknown partition tables, qcow2 backing '
+                    'files. Needs root; leaves no loop device, mount or temporary file behind.')
     conv.add_argument('disk', help='raw or qcow2 disk image (partitioned or a bare filesystem)')
     conv.add_argument('out', help='output tarball path')
     conv.add_argument('--property', action='append', default=[], metavar='KEY=VALUE',
@@ -109,7 +129,13 @@ def make_parser():
     _add_common(conv)
     conv.set_defaults(func=cmd_convert)
 
-    up = sub.add_parser('upload', help='upload a unified tarball to Glance (OS_* auth)')
+    up = sub.add_parser(
+        'upload', help='upload a unified tarball to Glance (OS_* auth)',
+        description='A unified tarball goes up as container_format=bare, disk_format=raw, '
+                    'lxd_image_format=unified with hypervisor_type=lxc, architecture, os_distro, '
+                    'os_version and its halt_signal/reboot_signal/init_cmd; a raw or qcow2 disk '
+                    'image keeps its disk_format (the driver converts it at boot). Auth: '
+                    'clouds.yaml (--os-cloud) or the OS_* variables.')
     up.add_argument('file')
     up.add_argument('--name', required=True)
     up.add_argument('--public', action='store_true', help='visibility=public')
