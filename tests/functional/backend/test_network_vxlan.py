@@ -147,6 +147,8 @@ def test_tunnel_config_change_replaces_the_vxlan_link(client):
         first = client.api.networks[name].state.get().json()['metadata']['bridge'][
             'upper_devices']
         net.config['tunnel.hostb.id'] = '4343'
+        net.config['tunnel.hostb.port'] = '4790'
+        net.config['tunnel.hostb.interface'] = 'lo'
         net.save()
         second = client.api.networks[name].state.get().json()['metadata']['bridge'][
             'upper_devices']
@@ -154,6 +156,9 @@ def test_tunnel_config_change_replaces_the_vxlan_link(client):
         assert not netns.link_exists(first[0])
         details = netns.run('ip', '-d', 'link', 'show', second[0]).stdout
         assert 'vxlan id 4343' in details and 'remote 127.0.0.2' in details
+        assert 'dev lo' in details and 'dstport 4790' in details
+        for key in ('port', 'interface'):
+            del net.config['tunnel.hostb.' + key]
         del net.config['tunnel.hostb.protocol']
         del net.config['tunnel.hostb.id']
         del net.config['tunnel.hostb.local']
