@@ -4,7 +4,7 @@ import logging
 from nova_lxd.backend.errors import BadRequest, Conflict, NotFound
 from nova_lxd.backend.instances import config as cfg
 from nova_lxd.backend.instances import devices as device_registry
-from nova_lxd.backend.instances.service import NAME
+from nova_lxd.backend.instances.common import NAME
 
 LOG = logging.getLogger(__name__)
 
