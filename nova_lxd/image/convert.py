@@ -233,6 +233,31 @@ def _extract(raw, part, sub, mountpoint, out_path, props, compression, progress)
                                fstab_override=FSTAB_NOTE)
 
 
+def _choose_root(raw, candidates, mountpoint):
+    """(partition, subdir, os_release) of the best root among the candidates.
+
+    The first with an os-release wins, else the first root at all; refuses when there is none.
+    """
+    chosen, problems = None, []
+    for part in candidates:
+        try:
+            found = _inspect(raw, part, mountpoint)
+        except ConvertRefused:
+            raise
+        except Exception as exc:   # one unreadable filesystem must not hide another
+            problems.append('%s: %s' % (part.describe(), exc))
+            continue
+        if found is None:
+            problems.append('%s: no /etc with /usr or /bin' % part.describe())
+        elif found[1]:
+            return (part,) + found
+        elif chosen is None:
+            chosen = (part,) + found
+    if chosen is None:
+        raise ConvertRefused('no Linux root filesystem found (%s)' % '; '.join(problems))
+    return chosen
+
+
 def disk_to_unified(path, out_path, properties=None, compression='gz', progress=None,
                     workdir=None):
     """Convert the raw or qcow2 disk image at path into a unified tarball at out_path.
@@ -258,28 +283,8 @@ def disk_to_unified(path, out_path, properties=None, compression='gz', progress=
         size = os.path.getsize(raw)
         with open(raw, 'rb') as f:
             parts = disk.partitions(f, size)
-        candidates = disk.root_candidates(parts)
         mountpoint = os.path.join(tmp, 'mnt')
-        chosen = None
-        problems = []
-        for part in candidates:
-            try:
-                found = _inspect(raw, part, mountpoint)
-            except ConvertRefused:
-                raise
-            except Exception as exc:   # one unreadable filesystem must not hide another
-                problems.append('%s: %s' % (part.describe(), exc))
-                continue
-            if found is None:
-                problems.append('%s: no /etc with /usr or /bin' % part.describe())
-                continue
-            if chosen is None or (found[1] and not chosen[2]):
-                chosen = (part, found[0], found[1])
-            if found[1]:
-                break
-        if chosen is None:
-            raise ConvertRefused('no Linux root filesystem found (%s)' % '; '.join(problems))
-        part, sub, os_release = chosen
+        part, sub, os_release = _choose_root(raw, disk.root_candidates(parts), mountpoint)
         props = metadata.properties_from_os_release(os_release or {'ID': 'linux'})
         props['description'] = '%s (converted from %s)' % (props['description'],
                                                            os.path.basename(path))
