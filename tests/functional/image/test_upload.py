@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import yaml
+
 from nova_lxd.image import formats
 from tests import images
 from tests.functional.image import disks
@@ -79,3 +81,25 @@ def test_bad_credentials_and_bad_files_are_clear_errors(tmp_path):
         bad = _upload(cloud, str(fake), '--name', 'x')
         assert bad.returncode == 1 and 'not a readable image tarball' in bad.stderr
         assert _posts(cloud) == [] and cloud.images == {}
+
+
+def test_upload_with_a_clouds_yaml_entry(tmp_path):
+    """devstack's way: --os-cloud names a clouds.yaml entry (no OS_* variables at all)."""
+    with FakeCloud() as cloud:
+        env = cloud.env()
+        config = tmp_path / 'clouds.yaml'
+        config.write_text(yaml.safe_dump({'clouds': {'fake-admin': {
+            'auth': {'auth_url': env['OS_AUTH_URL'], 'username': 'demo',
+                     'password': cloud.password, 'project_name': 'demo',
+                     'user_domain_name': 'Default', 'project_domain_name': 'Default'},
+            'identity_api_version': 3, 'region_name': 'RegionOne'}}}))
+        clean = {k: v for k, v in os.environ.items() if not k.startswith('OS_')}
+        clean.update(OS_CLIENT_CONFIG_FILE=str(config), NO_PROXY='127.0.0.1',
+                     no_proxy='127.0.0.1')
+        proc = subprocess.run([sys.executable, '-m', 'nova_lxd.image.cli', 'upload',
+                               images.busybox_image(), '--name', 'bb', '--os-cloud',
+                               'fake-admin'], capture_output=True, text=True, env=clean,
+                              timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        [created] = _posts(cloud)
+        assert created['name'] == 'bb' and created['lxd_image_format'] == 'unified'
