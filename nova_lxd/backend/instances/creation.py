@@ -7,6 +7,7 @@ import functools
 import logging
 import os
 import shutil
+import subprocess
 import uuid
 
 from nova_lxd.backend.errors import ApiError, BadRequest, Conflict, NotFound
@@ -21,6 +22,16 @@ LOG = logging.getLogger(__name__)
 def _shift_volume(path, idmap):
     """Shift an unpacked image volume (root-owned files) into an id map."""
     idmaps.shift_rootfs(os.path.join(path, 'rootfs'), [], idmap)
+
+
+def _sync_tree(source, dest):
+    """Make directory dest identical to source (ownership, modes, links, xattrs kept).
+
+    --checksum: files rewritten within the same second keep size and mtime.
+    """
+    subprocess.run(['rsync', '-aHAX', '--checksum', '--numeric-ids', '--delete',
+                    source.rstrip('/') + '/',
+                    dest.rstrip('/') + '/'], check=True, capture_output=True)
 
 
 class CreationMixin:
@@ -135,12 +146,42 @@ class CreationMixin:
             self.daemon.images.mark_used(fingerprint)
         elif kind == 'copy':
             src = self._copy_source(source)
-            pool.copy_instance(src['path'], name, size)
+            if '/' in source['source'] or source.get('instance_only'):
+                pool.copy_instance(src['path'], name, size)
+            else:
+                self._copy_with_snapshots(source['source'], src['path'], pool, name, size)
             previous = idmaps.from_json(src['doc']['config'].get('volatile.last_state.idmap'))
             trigger = 'copy'
         else:
             pool.create_empty_instance(name, size)
         self.finish_volume(doc, pool, previous, trigger, wanted, base)
+
+    def _copy_with_snapshots(self, parent, parent_path, pool, name, size):
+        """Copy an instance with its snapshots, oldest first, as `lxc copy` expects.
+
+        The new volume takes each snapshot's content in turn (the first by the pool's clone,
+        the next ones by syncing the difference) and is snapshotted after each; last it takes
+        the instance's own content.
+        """
+        prefix = parent + '/'
+        snapshots = sorted(((self.db.get('snapshot', key), key[len(prefix):])
+                            for key in self.db.names('snapshot') if key.startswith(prefix)),
+                           key=lambda item: item[0].get('created_at', ''))
+        source_pool = self.pool_of(parent)
+        created = False
+        for record, snapshot in snapshots:
+            path = source_pool.snapshot_path(parent, snapshot)
+            if created:
+                _sync_tree(path, pool.instance_path(name))
+            else:
+                pool.copy_instance(path, name, size)
+                created = True
+            pool.create_snapshot(name, snapshot)
+            self.db.put('snapshot', '%s/%s' % (name, snapshot), record)
+        if created:
+            _sync_tree(parent_path, pool.instance_path(name))
+        else:
+            pool.copy_instance(parent_path, name, size)
 
     def finish_volume(self, doc, pool, previous, trigger, wanted=None, base=None):
         """Blocking: shift a new volume into the instance's id map and make it live.

@@ -422,3 +422,30 @@ def test_state_reports_interfaces_from_the_container_netns(client, backend):
         assert network['lo']['type'] == 'loopback'
     finally:
         cleanup(inst)
+
+
+def test_copy_takes_snapshots_unless_instance_only(client, backend, instance):
+    marker = os.path.join(rootfs_path(backend, instance.name), 'root', 'marker')
+    for text in ('one', 'two'):
+        with open(marker, 'w') as f:
+            f.write(text)
+        instance.snapshots.create('s-' + text, wait=True)
+    with open(marker, 'w') as f:
+        f.write('now')
+    full, bare = unique('full'), unique('bare')
+    copies = [client.instances.create({'name': full, 'source': {
+                  'type': 'copy', 'source': instance.name}}, wait=True),
+              client.instances.create({'name': bare, 'source': {
+                  'type': 'copy', 'source': instance.name, 'instance_only': True}}, wait=True)]
+    try:
+        assert sorted(s.name for s in copies[0].snapshots.all()) == ['s-one', 's-two']
+        assert copies[1].snapshots.all() == []
+        for name in (full, bare):
+            with open(os.path.join(rootfs_path(backend, name), 'root', 'marker')) as f:
+                assert f.read() == 'now'
+        copies[0].restore_snapshot('s-one', wait=True)
+        with open(os.path.join(rootfs_path(backend, full), 'root', 'marker')) as f:
+            assert f.read() == 'one'
+    finally:
+        for copy in copies:
+            cleanup(copy)
