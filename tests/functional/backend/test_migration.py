@@ -3,6 +3,7 @@ stock `lxc` client; refusals and failures leave the source untouched and nothing
 import glob
 import json
 import os
+import sqlite3
 import time
 
 import pylxd
@@ -90,9 +91,21 @@ def wait_gone(host, name, timeout=30):
     return False
 
 
+def db_names(host, kind, prefix):
+    db = sqlite3.connect('file:%s?mode=ro' % os.path.join(host.daemon.data_dir, 'nova-lxd.db'),
+                         uri=True)
+    try:
+        return [row[0] for row in db.execute(
+            'SELECT name FROM resources WHERE kind = ? AND name LIKE ?', (kind, prefix + '%'))]
+    finally:
+        db.close()
+
+
 def nothing_of(host, name):
     """No record, volume, snapshot volume or snapshot record of `name` on the host."""
     assert not host.local.instances.exists(name)
+    assert db_names(host, 'instance', name) == []
+    assert db_names(host, 'snapshot', name + '/') == []
     assert pool_dirs(host, 'containers', name) == []
     assert pool_dirs(host, 'containers-snapshots', name) in ([], [d for d in pool_dirs(
         host, 'containers-snapshots', name) if not os.listdir(d)])
@@ -215,7 +228,7 @@ def test_tar_stream_to_a_dir_pool_reshifts_the_id_map(hosts, container):
         hosts.b.local.instances.create({
             'name': name, 'source': source, 'config': {'security.privileged': 'true'},
             'devices': {'root': {'type': 'disk', 'path': '/', 'pool': 'dirpool'}}}, wait=True)
-        assert '/dirpool/' in rootfs(hosts.b, name) or 'dirpool' in rootfs(hosts.b, name)
+        assert '/storage-pools/dirpool/' in rootfs(hosts.b, name)
         assert read(hosts.b, name, 'root/data', 's1') == 'v1'
         assert read(hosts.b, name, 'root/data') == 'v3'
         assert os.stat(os.path.join(rootfs(hosts.b, name), 'bin/busybox')).st_uid == 0
@@ -226,3 +239,125 @@ def test_tar_stream_to_a_dir_pool_reshifts_the_id_map(hosts, container):
         remove(hosts.b, name)
     finally:
         hosts.b.local.api.storage_pools['dirpool'].delete()
+
+
+# -- failures ---------------------------------------------------------------------------------
+
+def _wait_op(host, op_url):
+    with pytest.raises(pylxd.exceptions.LXDAPIException) as err:
+        host.local.operations.wait_for_operation(op_url.split('/')[-1])
+    return str(err.value)
+
+
+def test_bad_secret_leaves_the_source_untouched_and_nothing_on_the_target(hosts, container):
+    inst = container()
+    source, _ = _migration_source(hosts, inst.name)
+    source['secrets'] = {'control': 'a' * 64, 'fs': 'b' * 64}
+    with pytest.raises(pylxd.exceptions.LXDAPIException) as err:
+        hosts.b.local.instances.create({'name': inst.name, 'source': source}, wait=True)
+    assert 'secret' in str(err.value)
+    nothing_of(hosts.b, inst.name)
+    assert read(hosts.a, inst.name, 'root/data') == 'v3'
+    assert read(hosts.a, inst.name, 'root/data', 's1') == 'v1'
+
+
+def test_pinned_certificate_mismatch_is_refused(hosts, container):
+    inst = container(snapshots=False)
+    source, _ = _migration_source(hosts, inst.name)
+    source['certificate'] = hosts.b.certificate()     # not the source's
+    with pytest.raises(pylxd.exceptions.LXDAPIException) as err:
+        hosts.b.local.instances.create({'name': inst.name, 'source': source}, wait=True)
+    assert 'pinned certificate' in str(err.value)
+    nothing_of(hosts.b, inst.name)
+    assert read(hosts.a, inst.name, 'root/data') == 'v3'
+
+
+def test_bad_requests_are_refused_before_anything_is_made(hosts, container):
+    inst = container(snapshots=False)
+    bad = [{'type': 'migration', 'mode': 'relay'},
+           {'type': 'migration', 'mode': 'pull', 'operation': 'http://x/1.0/operations/1',
+            'secrets': {'control': 'a', 'fs': 'b'}, 'certificate': hosts.a.certificate()},
+           {'type': 'migration', 'mode': 'pull', 'operation': hosts.a.url + '/1.0/operations/1',
+            'secrets': {'control': 'a'}, 'certificate': hosts.a.certificate()},
+           {'type': 'migration', 'mode': 'pull', 'operation': hosts.a.url + '/1.0/operations/1',
+            'secrets': {'control': 'a', 'fs': 'b'}}]
+    for source in bad:
+        with pytest.raises(pylxd.exceptions.LXDAPIException) as err:
+            hosts.b.local.api.instances.post(json={'name': inst.name, 'source': source})
+        assert err.value.response.status_code == 400, source
+        nothing_of(hosts.b, inst.name)
+    with pytest.raises(pylxd.exceptions.LXDAPIException) as err:
+        hosts.a.local.api.instances[inst.name].post(json={'migration': True, 'target': {
+            'operation': hosts.b.url + '/1.0/operations/x', 'secrets': {}}})
+    assert err.value.response.status_code == 400
+
+
+async def _peer_sockets(session, base_url, op_id, secrets):
+    sockets = {}
+    for name in ('control', 'fs'):
+        sockets[name] = await session.ws_connect(
+            '%s/1.0/operations/%s/websocket?secret=%s' % (base_url.replace('https', 'wss'),
+                                                          op_id, secrets[name]), ssl=False)
+    return sockets
+
+
+def test_target_going_away_mid_transfer_restarts_the_running_source(hosts, container):
+    """A target that accepts, reads the first bytes of the volume and vanishes."""
+    import asyncio
+    import aiohttp
+    inst = container()
+    name = inst.name
+    inst.start(wait=True)
+    resp = hosts.a.remote.api.instances[name].post(json={'migration': True}).json()
+    op_id = resp['operation'].split('/')[-1]
+
+    async def vanishing_target():
+        async with aiohttp.ClientSession() as session:
+            sockets = await _peer_sockets(session, hosts.a.url, op_id, resp['metadata']['metadata'])
+            header = json.loads((await sockets['control'].receive()).data)
+            assert header['type'] == 'header' and header['running'] is True
+            assert [s['name'] for s in header['snapshots']] == ['s1', 's2']
+            await sockets['control'].send_str(json.dumps({'type': 'accept', 'format': 'tar'}))
+            assert json.loads((await sockets['fs'].receive()).data)['kind'] == 'snapshot'
+            assert (await sockets['fs'].receive()).type == aiohttp.WSMsgType.BINARY
+            for ws in sockets.values():
+                await ws.close()
+    asyncio.run(vanishing_target())
+    assert 'went away' in _wait_op(hosts.a, op_id)
+    inst.sync()
+    assert inst.status == 'Running'
+    assert attach(hosts.a.daemon, name, 'cat', '/root/data') == 'v3'
+    assert sorted(s.name for s in inst.snapshots.all()) == ['s1', 's2']
+
+
+def test_source_going_away_mid_transfer_leaves_nothing_on_the_target(hosts):
+    """Push mode: a source that sends a header and part of a volume, then vanishes."""
+    import asyncio
+    import aiohttp
+    name = unique('half')
+    resp = hosts.b.local.api.instances.post(json={
+        'name': name, 'source': {'type': 'migration', 'mode': 'push'}}).json()
+    op_id = resp['operation'].split('/')[-1]
+    secrets = resp['metadata']['metadata']
+    assert set(secrets) == {'control', 'fs'} and all(isinstance(v, str) for v in secrets.values())
+
+    async def vanishing_source():
+        async with aiohttp.ClientSession() as session:
+            sockets = await _peer_sockets(session, hosts.b.url, op_id, secrets)
+            await sockets['control'].send_str(json.dumps({
+                'type': 'header', 'formats': ['tar'], 'snapshots': [{'name': 'snap0'}],
+                'idmap': '', 'running': False}))
+            accept = json.loads((await sockets['control'].receive()).data)
+            assert accept == {'type': 'accept', 'format': 'tar'}
+            await sockets['fs'].send_str(json.dumps({'type': 'volume', 'kind': 'snapshot',
+                                                     'name': 'snap0'}))
+            await sockets['fs'].send_bytes(b'\0' * 10240)   # two empty tar blocks: a valid end
+            await sockets['fs'].send_str(json.dumps({'type': 'volume-end'}))
+            await sockets['fs'].send_str(json.dumps({'type': 'volume', 'kind': 'instance',
+                                                     'name': name}))
+            await sockets['fs'].send_bytes(os.urandom(4096))
+            for ws in sockets.values():
+                await ws.close()
+    asyncio.run(vanishing_source())
+    assert 'went away' in _wait_op(hosts.b, op_id)
+    nothing_of(hosts.b, name)
