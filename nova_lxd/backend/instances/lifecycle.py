@@ -24,6 +24,7 @@ LXC_START = shutil.which('lxc-start') or '/usr/bin/lxc-start'
 # newuidmap/newgidmap helpers, which cost ~50 ms per start. The container's init gets a clean
 # environment from liblxc either way.
 LXC_START_ENV = {'PATH': '/nonexistent'}
+LXC_LOG_LIMIT = 1024 * 1024
 
 
 def _load_kernel_modules(value):
@@ -35,6 +36,15 @@ def _load_kernel_modules(value):
         if result.returncode != 0:
             raise BadRequest('linux.kernel_modules: cannot load %s: %s'
                              % (module, result.stderr.strip()))
+
+
+def _rotate(path, limit=LXC_LOG_LIMIT):
+    """Keep liblxc's per-instance log bounded: one previous generation, as lxc.log.1."""
+    try:
+        if os.path.getsize(path) > limit:
+            os.replace(path, path + '.1')
+    except FileNotFoundError:
+        pass
 
 
 class LifecycleMixin:
@@ -88,6 +98,7 @@ class LifecycleMixin:
                 lines += handler.lxc_config(ctx, dev_name, dev)
             self._render(doc, 'start', wanted)
             os.makedirs(os.path.join(self.logs, name), mode=0o700, exist_ok=True)
+            _rotate(self.lxc_log_path(name))
             os.makedirs(os.path.join(self.lxcpath, name), mode=0o700, exist_ok=True)
             text = lxcconf.build(name, rootfs, config, wanted, self.console_log_path(name),
                                  self.lxc_log_path(name), self._init_kind(rootfs),

@@ -255,3 +255,12 @@ def test_nesting_mounts():
     assert 'lxc.mount.auto = proc:rw sys:rw cgroup:rw' in nested
     assert any('dev/.lxc/proc' in line for line in nested)
     assert not any('dev/.lxc/proc' in line for line in plain)
+
+
+def test_lxc_log_rotation(tmp_path):
+    from nova_lxd.backend.instances import lifecycle
+    log = tmp_path / 'lxc.log'
+    log.write_text('x' * 100)
+    lifecycle._rotate(str(log), limit=50)
+    assert not log.exists() and (tmp_path / 'lxc.log.1').read_text() == 'x' * 100
+    lifecycle._rotate(str(log), limit=50)       # nothing to rotate: no error
