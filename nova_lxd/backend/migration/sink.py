@@ -12,14 +12,17 @@ wire-compatible):
                        "idmap": <volatile.last_state.idmap of the rootfs>, "running": bool}
     target -> source  {"type": "accept", "format": "btrfs"|"tar"}
     (volumes on "fs", see volumes.py)
-    target -> source  {"type": "result", "success": bool, "message": ...}
+    target -> source  {"type": "result", "success": bool, "message": ..., "target_starts": bool}
     either side       {"type": "abort", "message": ...} when it gives up
 
 The new instance's record exists (marked _creating) from the request on; whatever fails, its
 volume, snapshots and records are removed, so nothing half-made stays behind. The rootfs is shifted
 to the id map this host allocates if it differs from the source's. A container that was running
 on the source and whose requested config still says so (pylxd's migrate() sends the source's
-config; `lxc move` strips volatile.last_state.power and starts the instance itself) is started.
+config; `lxc move`/`lxc copy` strip volatile.last_state.power and `lxc move` starts the instance
+itself) is started here, and the source then leaves its copy stopped (a move: pylxd deletes it);
+otherwise the source starts its copy again (a copy; `lxc move` then deletes it). Either way
+exactly one of the two runs afterwards.
 """
 import logging
 
@@ -69,7 +72,8 @@ def start(daemon, doc, body, root):
             else:
                 await channels.wait_connected()
             header = await _receive(daemon, op, channels, doc, root)
-            await channels.send('control', type='result', success=True)
+            starts = bool(header.get('running')) and start_after
+            await channels.send('control', type='result', success=True, target_starts=starts)
         except BaseException as exc:
             message = exc.message if isinstance(exc, ApiError) else str(exc)
             LOG.warning('Receiving instance %s failed: %s', name, message)
@@ -82,7 +86,7 @@ def start(daemon, doc, body, root):
         finally:
             await channels.close()
         daemon.events.lifecycle('instance-created', '/1.0/instances/%s' % name)
-        if header.get('running') and start_after:
+        if starts:
             async with daemon.instances._lock(name):
                 await op.run_blocking(daemon.instances._start, name)
             daemon.events.lifecycle('instance-started', '/1.0/instances/%s' % name)

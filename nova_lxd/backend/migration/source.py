@@ -4,9 +4,10 @@ Pull mode (default): the operation is a websocket operation whose metadata holds
 and "fs" secrets; the target connects to it. Push mode ("target" given): the source dials the
 target's operation with the target's secrets, pinning target.certificate.
 
-A stateless move of a running container stops it when the peer is connected (so the copy is one
-consistent point in time), sends it, and leaves it stopped when the target confirmed; on any
-failure a container that was running is started again. Live (stateful) migration needs CRIU and
+A stateless transfer of a running container stops it once the peer is connected (so the copy is
+one consistent point in time: stop-move-start), sends it, and starts it again unless the target
+said it starts its own copy (see sink.py); on any failure a container that was running is started
+again. Live (stateful) migration needs CRIU and
 is refused where `criu check` fails.
 """
 import logging
@@ -117,9 +118,15 @@ async def _send(daemon, op, channels, name, instance_only):
                                  'the source failed: %s' % (exc or exc.__class__.__name__))
             if was_running:
                 LOG.warning('Migration of %s failed: starting it again', name)
-                try:
-                    await op.run_blocking(instances._start, name)
-                    daemon.events.lifecycle('instance-started', url)
-                except Exception:
-                    LOG.exception('Restarting %s after a failed migration', name)
+                await _restart(daemon, op, name)
             raise
+        if was_running and not result.get('target_starts'):
+            await _restart(daemon, op, name)   # a copy: the source keeps running
+
+
+async def _restart(daemon, op, name):
+    try:
+        await op.run_blocking(daemon.instances._start, name)
+        daemon.events.lifecycle('instance-started', '/1.0/instances/%s' % name)
+    except Exception:
+        LOG.exception('Starting %s again after its migration', name)

@@ -202,6 +202,17 @@ def test_lxc_move_running_container_stateless(hosts, container):
     out = hosts.lxc('move', 'hosta:%s' % name, 'hostb:')
     assert out.returncode != 0 and 'CRIU' in out.stderr, out.stderr   # stateful by default
     assert hosts.a.local.instances.get(name).status == 'Running'
+    # a stateless copy (relayed by the client here): the source runs on, the copy is stopped
+    copy = name + '-copy'
+    out = hosts.lxc('copy', 'hosta:%s' % name, 'hostb:%s' % copy, '--stateless',
+                    '--mode', 'relay')
+    try:
+        assert out.returncode == 0, out.stderr
+        assert hosts.a.local.instances.get(name).status == 'Running'
+        assert hosts.b.local.instances.get(copy).status == 'Stopped'
+        assert read(hosts.b, copy, 'root/data') == 'v3'
+    finally:
+        remove(hosts.b, copy)
     out = hosts.lxc('move', 'hosta:%s' % name, 'hostb:', '--stateless')
     assert out.returncode == 0, out.stderr
     assert not hosts.a.local.instances.exists(name)
