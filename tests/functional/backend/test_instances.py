@@ -433,10 +433,10 @@ def test_copy_takes_snapshots_unless_instance_only(client, backend, instance):
     with open(marker, 'w') as f:
         f.write('now')
     full, bare = unique('full'), unique('bare')
-    copies = [client.instances.create({'name': full, 'source': {
-                  'type': 'copy', 'source': instance.name}}, wait=True),
-              client.instances.create({'name': bare, 'source': {
-                  'type': 'copy', 'source': instance.name, 'instance_only': True}}, wait=True)]
+    sources = [{'type': 'copy', 'source': instance.name},
+               {'type': 'copy', 'source': instance.name, 'instance_only': True}]
+    copies = [client.instances.create({'name': name, 'source': source}, wait=True)
+              for name, source in zip((full, bare), sources)]
     try:
         assert sorted(s.name for s in copies[0].snapshots.all()) == ['s-one', 's-two']
         assert copies[1].snapshots.all() == []
