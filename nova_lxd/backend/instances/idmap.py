@@ -42,7 +42,8 @@ def host_ranges():
 def wanted_map(config, taken_bases):
     """(idmap, base) an instance should run with; ([], None) when privileged.
 
-    taken_bases: the volatile.idmap.base of the other isolated instances.
+    base is what LXD keeps in volatile.idmap.base: 0 for the shared map, the first host id of
+    an isolated one. taken_bases: the volatile.idmap.base of the other isolated instances.
     """
     if is_true(config.get('security.privileged', 'false')):
         return [], None
@@ -56,14 +57,14 @@ def wanted_map(config, taken_bases):
         offset = int(config['security.idmap.base']) - ustart
     else:
         offset = ISOLATED_SIZE  # the first block stays with the shared map's root
-        taken = sorted(taken_bases)
+        taken = sorted(base - ustart for base in taken_bases)
         for base in taken:
             if offset + size <= base:
                 break
             offset = max(offset, base + ISOLATED_SIZE)
     if offset < 0 or offset + size > count:
         raise BadRequest('Not enough subordinate ids left for an isolated id map')
-    return [('u', 0, ustart + offset, size), ('g', 0, gstart + offset, size)], offset
+    return [('u', 0, ustart + offset, size), ('g', 0, gstart + offset, size)], ustart + offset
 
 
 def to_json(idmap):

@@ -176,6 +176,8 @@ def test_wanted_maps():
     second, b2 = idmap.wanted_map({'security.idmap.isolated': 'true'}, [b1])
     assert b1 != b2 and first[0][3] == second[0][3] == 65536
     assert abs(b1 - b2) >= 65536
+    assert (first[0][2], second[0][2]) == (b1, b2)          # absolute host ids, as LXD keeps
+    assert idmap.wanted_map({'security.idmap.isolated': 'true'}, [b1, b2])[1] not in (b1, b2)
     assert idmap.from_json(idmap.to_json(first)) == first
 
 
