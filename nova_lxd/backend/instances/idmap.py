@@ -39,11 +39,12 @@ def host_ranges():
     return root_range('/etc/subuid'), root_range('/etc/subgid')
 
 
-def wanted_map(config, taken_bases):
+def wanted_map(config, taken_bases, current=None):
     """(idmap, base) an instance should run with; ([], None) when privileged.
 
     base is what LXD keeps in volatile.idmap.base: 0 for the shared map, the first host id of
-    an isolated one. taken_bases: the volatile.idmap.base of the other isolated instances.
+    an isolated one. taken_bases: the volatile.idmap.base of the other isolated instances;
+    current: this instance's, kept while no other instance overlaps it (no needless re-shift).
     """
     if is_true(config.get('security.privileged', 'false')):
         return [], None
@@ -55,6 +56,9 @@ def wanted_map(config, taken_bases):
     size = int(config.get('security.idmap.size') or ISOLATED_SIZE)
     if config.get('security.idmap.base'):
         offset = int(config['security.idmap.base']) - ustart
+    elif current and int(current) > ustart and all(
+            abs(int(current) - base) >= max(size, ISOLATED_SIZE) for base in taken_bases):
+        offset = int(current) - ustart
     else:
         offset = ISOLATED_SIZE  # the first block stays with the shared map's root
         taken = sorted(base - ustart for base in taken_bases)

@@ -76,7 +76,8 @@ class LifecycleMixin:
         rootfs = self._rootfs_of(doc)
         if not os.path.isdir(rootfs):
             raise BadRequest('The instance\'s rootfs %s is missing' % rootfs)
-        wanted, base = idmaps.wanted_map(config, self._isolated_bases(name))
+        wanted, base = idmaps.wanted_map(config, self._isolated_bases(name),
+                                         doc['config'].get('volatile.idmap.base'))
         current = idmaps.from_json(doc['config'].get('volatile.last_state.idmap', ''))
         if current != wanted:
             if cfg.is_true(config.get('security.protection.shift', 'false')):

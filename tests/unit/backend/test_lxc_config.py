@@ -178,6 +178,9 @@ def test_wanted_maps():
     assert abs(b1 - b2) >= 65536
     assert (first[0][2], second[0][2]) == (b1, b2)          # absolute host ids, as LXD keeps
     assert idmap.wanted_map({'security.idmap.isolated': 'true'}, [b1, b2])[1] not in (b1, b2)
+    # an instance keeps its range while nobody else took it, even when a lower one is free
+    assert idmap.wanted_map({'security.idmap.isolated': 'true'}, [], current=b2)[1] == b2
+    assert idmap.wanted_map({'security.idmap.isolated': 'true'}, [b2], current=b2)[1] != b2
     assert idmap.from_json(idmap.to_json(first)) == first
 
 
