@@ -64,10 +64,16 @@ class Lxcfs:
         subprocess.run(['umount', '-l', self.mountpoint], stderr=subprocess.DEVNULL)
         os.makedirs(self.mountpoint, exist_ok=True)
         os.makedirs(os.path.dirname(self.log_file), exist_ok=True)
-        with open(self.log_file, 'ab') as log:
-            self._child = subprocess.Popen(
-                [self.binary, '-f', '-l', '--enable-cfs', '-p', self.pid_file, self.mountpoint],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        try:
+            with open(self.log_file, 'ab') as log:
+                self._child = subprocess.Popen(
+                    [self.binary, '-f', '-l', '--enable-cfs', '-p', self.pid_file,
+                     self.mountpoint],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True)
+        except OSError as exc:   # e.g. Debian's lxcfs not installed: containers still work
+            LOG.error('Cannot start lxcfs: %s', exc)
+            self.pid = None
+            return False
         self.pid = self._child.pid
         with open(self.pid_file, 'w') as f:
             f.write('%d\n' % self.pid)
