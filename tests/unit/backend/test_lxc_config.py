@@ -269,3 +269,9 @@ def test_lxc_log_rotation(tmp_path):
     lifecycle._rotate(str(log), limit=50)
     assert not log.exists() and (tmp_path / 'lxc.log.1').read_text() == 'x' * 100
     lifecycle._rotate(str(log), limit=50)       # nothing to rotate: no error
+
+
+def test_missing_lxcfs_is_not_fatal(tmp_path):
+    from nova_lxd.backend.lxcfs import Lxcfs
+    fs = Lxcfs(str(tmp_path), binary=str(tmp_path / 'no-lxcfs'))
+    assert fs.ensure() is False and fs.dir is None     # containers get no lxcfs mounts
