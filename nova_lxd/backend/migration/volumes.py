@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import shutil
+import time
 import uuid
 
 from nova_lxd.backend.migration.channels import CHUNK, TransferError
@@ -41,6 +42,7 @@ def formats(pool):
 
 async def _pump_process(cmd, channels, label):
     """Run cmd and send its stdout as binary frames; raise if it fails."""
+    began = time.monotonic()
     proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
                                                 stderr=asyncio.subprocess.PIPE)
     sent = 0
@@ -55,6 +57,7 @@ async def _pump_process(cmd, channels, label):
         if await proc.wait() != 0:
             raise TransferError('Sending %s failed: %s' % (label, stderr.decode(
                 errors='replace').strip()[-300:]))
+        LOG.debug('Sent %s: %d bytes in %.3fs', label, sent, time.monotonic() - began)
     except BaseException:
         if proc.returncode is None:
             proc.kill()
@@ -103,6 +106,7 @@ async def send_volumes(channels, pool, name, snapshots, volume_format, run_block
 
 async def _feed_process(cmd, channels, label):
     """Run cmd with the binary frames up to volume-end on its stdin."""
+    began = time.monotonic()
     proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.PIPE,
                                                 stdout=asyncio.subprocess.DEVNULL,
                                                 stderr=asyncio.subprocess.PIPE)
@@ -122,6 +126,7 @@ async def _feed_process(cmd, channels, label):
         if await proc.wait() != 0:
             raise TransferError('Receiving %s failed: %s' % (label, stderr.decode(
                 errors='replace').strip()[-300:]))
+        LOG.debug('Received %s: %d bytes in %.3fs', label, received, time.monotonic() - began)
     except BaseException:
         if proc.returncode is None:
             proc.kill()
