@@ -20,6 +20,9 @@ INIT_SYSTEMS = {
     # packages that make /sbin/init, and how it wants to be stopped
     'systemd': {
         'packages': ['systemd', 'systemd-sysv'],
+        # DNS servers from the DHCP lease reach /etc/resolv.conf; its postinst fails under
+        # debootstrap, so apt installs it
+        'apt_packages': ['systemd-resolved'],
         'properties': {formats.PROP_HALT_SIGNAL: 'SIGRTMIN+3',
                        formats.PROP_REBOOT_SIGNAL: 'SIGINT',
                        formats.PROP_INIT_CMD: '/sbin/init'},
@@ -176,6 +179,12 @@ def _apt_install(rootfs, packages, progress):
     policy = os.path.join(rootfs, 'usr/sbin/policy-rc.d')
     _write(rootfs, '/usr/sbin/policy-rc.d', '#!/bin/sh\nexit 101\n', 0o755)
     proc_dir = os.path.join(rootfs, 'proc')
+    resolv = os.path.join(rootfs, 'etc/resolv.conf')
+    # resolved's stub link dangles in a chroot: lend apt the host's resolvers meanwhile
+    resolv_link = os.readlink(resolv) if os.path.islink(resolv) else None
+    if resolv_link is not None:
+        os.unlink(resolv)
+        shutil.copyfile('/etc/resolv.conf', resolv)
     try:
         with sysutil.deferred_signals():
             subprocess.run(['mount', '-t', 'proc', 'proc', proc_dir], check=True)
@@ -194,6 +203,10 @@ def _apt_install(rootfs, packages, progress):
         sysutil.unmount_under(proc_dir)
         if os.path.lexists(policy):
             os.unlink(policy)
+        if resolv_link is not None:
+            if os.path.lexists(resolv):
+                os.unlink(resolv)
+            os.symlink(resolv_link, resolv)
 
 
 def _write(rootfs, path, content, mode=0o644):
@@ -232,7 +245,8 @@ def configure_rootfs(rootfs, packages):
     # each container gets its own machine id at first boot, and DNS from its DHCP lease
     _write(rootfs, '/etc/machine-id', '', 0o444)
     _clean_tree(rootfs, '/var/lib/dbus/machine-id')
-    _write(rootfs, '/etc/resolv.conf', '')
+    if not os.path.islink(os.path.join(rootfs, 'etc/resolv.conf')):
+        _write(rootfs, '/etc/resolv.conf', '')   # no resolved: never ship the build host's
     _write(rootfs, '/etc/systemd/network/90-nova-lxd-dhcp.network', NETWORKD_DHCP)
     _symlink(rootfs, '/etc/systemd/system/multi-user.target.wants/systemd-networkd.service',
              '/lib/systemd/system/systemd-networkd.service')
@@ -272,8 +286,7 @@ def build(output_dir, release=DEFAULT_RELEASE, mirror=DEFAULT_MIRROR, packages=(
         rootfs = os.path.join(workdir, 'rootfs')
         _debootstrap(rootfs, release, mirror, INIT_SYSTEMS[init]['packages'], cache_dir,
                      progress)
-        if packages:
-            _apt_install(rootfs, packages, progress)
+        _apt_install(rootfs, INIT_SYSTEMS[init].get('apt_packages', []) + packages, progress)
         configure_rootfs(rootfs, packages)
         variant = 'cloud' if 'cloud-init' in packages else 'default'
         properties = {

@@ -98,6 +98,9 @@ def test_debian_systemd_image_boots(client, backend):
         machine_id = _run(instance, 'cat', '/etc/machine-id')
         assert len(machine_id) == 32          # generated at first boot, not baked in
         assert _run(instance, 'systemctl', 'is-active', 'systemd-networkd') == 'active'
+        # DNS from DHCP leases goes through resolved's stub
+        assert _run(instance, 'systemctl', 'is-active', 'systemd-resolved') == 'active'
+        assert 'nameserver 127.0.0.53' in _run(instance, 'cat', '/etc/resolv.conf')
         instance.stop(force=False, wait=True)
         instance.sync()
         assert instance.status == 'Stopped'

@@ -96,6 +96,8 @@ def test_debian_image_cached():
         assert tar.extractfile('rootfs/etc/machine-id').read() == b''
         assert tar.extractfile('rootfs/etc/hostname').read() == b'debian\n'
         assert tar.extractfile('rootfs/etc/debian_version').read().startswith(b'12.')
+        assert members['rootfs/etc/resolv.conf'].linkname == \
+            '../run/systemd/resolve/stub-resolv.conf'
         assert b'DHCP=yes' in tar.extractfile(
             'rootfs/etc/systemd/network/90-nova-lxd-dhcp.network').read()
     names = set(members)

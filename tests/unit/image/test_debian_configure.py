@@ -41,6 +41,14 @@ def test_configure_rootfs(tmp_path):
     assert not (root / 'var/cache/apt/pkgcache.bin').exists()
 
 
+def test_resolved_stub_link_is_kept(tmp_path):
+    root = _tree(tmp_path)
+    os.unlink(root / 'etc/resolv.conf')
+    os.symlink('../run/systemd/resolve/stub-resolv.conf', root / 'etc/resolv.conf')
+    debian.configure_rootfs(str(root), [])
+    assert os.readlink(root / 'etc/resolv.conf') == '../run/systemd/resolve/stub-resolv.conf'
+
+
 def test_without_openssh_keys_are_left_alone(tmp_path):
     root = _tree(tmp_path)
     debian.configure_rootfs(str(root), [])
