@@ -164,7 +164,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print('nova-lxd-image: interrupted; cleaned up', file=sys.stderr)
         return 130
-    except ImageError as exc:
+    except (ImageError, OSError) as exc:   # OSError: a missing file or directory, no space...
         print('nova-lxd-image: %s' % exc, file=sys.stderr)
         return 1
     return 0

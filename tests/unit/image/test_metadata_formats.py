@@ -102,6 +102,13 @@ def test_cli_rejects_malformed_properties(capsys):
     assert 'halt_signal' in cli.make_parser().format_help()
 
 
+def test_cli_reports_missing_files_without_a_traceback(tmp_path, capsys):
+    assert cli.main(['convert', str(tmp_path / 'nope.img'), str(tmp_path / 'out.tar.gz')]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith('nova-lxd-image: ') and 'nope.img' in err
+    assert os.listdir(tmp_path) == []
+
+
 def test_cli_quiet_before_or_after_the_command():
     parser = cli.make_parser()
     before = parser.parse_args(['-q', 'build', 'busybox'])
