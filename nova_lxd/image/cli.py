@@ -158,7 +158,7 @@ def main(argv=None):
         if '=' not in pair:
             print('nova-lxd-image: --property wants KEY=VALUE, got %r' % pair, file=sys.stderr)
             return 2
-    signal.signal(signal.SIGTERM, _terminate)
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         args.func(args)
     except KeyboardInterrupt:
@@ -167,6 +167,8 @@ def main(argv=None):
     except (ImageError, OSError) as exc:   # OSError: a missing file or directory, no space...
         print('nova-lxd-image: %s' % exc, file=sys.stderr)
         return 1
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return 0
 
 
