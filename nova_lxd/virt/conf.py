@@ -32,6 +32,22 @@ lxd_opts = [
     cfg.BoolOpt('listen_events', default=True,
                 help='Follow the backend\'s lifecycle events so that containers stopped or '
                      'started behind Nova\'s back are reported to Nova at once.'),
+    # moves between hosts (nova_lxd/virt/migration.py)
+    cfg.DictOpt('migration_endpoints', default={},
+                help='host:https-URL of every compute host\'s backend, for cold migration and '
+                     'resize to another host (the same map on every host). Backends pull '
+                     'instances from each other over HTTPS: each backend must trust '
+                     '[lxd] client_cert, and the source backend listens at its URL.'),
+    cfg.DictOpt('migration_server_certs', default={},
+                help='host:PEM path of each backend\'s server certificate, pinned when this '
+                     'host talks to that backend for a move. Unset hosts are verified against '
+                     'the system CA bundle.'),
+    cfg.BoolOpt('allow_stateless_live_migration', default=False,
+                help='Live migration needs CRIU on both backends. When it is not available, '
+                     'True lets live-migration requests move the instance statelessly: it is '
+                     'stopped, transferred and started again on the destination, so its '
+                     'processes RESTART (connections drop, memory is lost). False (default) '
+                     'refuses such requests in the pre-check and leaves the instance running.'),
 ]
 
 

@@ -74,3 +74,14 @@ def root_owner(lxd_config):
 
 def remove(instance):
     shutil.rmtree(os.path.join(CONF.instances_path, instance.uuid), ignore_errors=True)
+
+
+def remove_orphans(known_uuids):
+    """Config drives of instances this host no longer runs (after a crash mid-delete)."""
+    if not os.path.isdir(CONF.instances_path):
+        return
+    for name in os.listdir(CONF.instances_path):
+        drive = os.path.join(CONF.instances_path, name, 'config-drive')
+        if name not in known_uuids and os.path.isdir(drive):
+            LOG.info('Removing the config drive of vanished instance %s', name)
+            shutil.rmtree(drive, ignore_errors=True)

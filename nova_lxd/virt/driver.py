@@ -29,8 +29,11 @@ from nova_lxd.virt import events
 from nova_lxd.virt import flavor as lxd_flavor
 from nova_lxd.virt import host as lxd_host
 from nova_lxd.virt import password
+from nova_lxd.virt import storage
 from nova_lxd.virt import image as lxd_image
 from nova_lxd.virt import vif as lxd_vif
+from nova_lxd.virt import migration as lxd_migration
+from nova_lxd.virt import snapshot as lxd_snapshot
 
 CONF = conf.CONF
 LOG = logging.getLogger(__name__)
@@ -103,11 +106,15 @@ class LXDDriver(driver.ComputeDriver):
             self._listener.start()
 
     def _reconcile_after_restart(self):
-        """Thaw nothing, start nothing: report what the backend holds so Nova's sync decides."""
-        for inst in self.client.instances.all():
-            if lxd_flavor.UUID_KEY in inst.config:
-                LOG.debug('Backend holds %s (%s, %s)', inst.name,
-                          inst.config[lxd_flavor.UUID_KEY], inst.status)
+        """Undo what a crash mid-spawn may have left on this host.
+
+        Containers themselves are Nova's to judge (its power-state sync and
+        resume_guests_state_on_host_boot use list_instances/get_info); here the driver drops
+        half-downloaded images and config drives of containers that no longer exist.
+        """
+        lxd_image.remove_partial_downloads()
+        known = set(self.list_instance_uuids())
+        configdrive.remove_orphans(known)
 
     def cleanup_host(self, host):
         if self._listener is not None:
@@ -227,6 +234,8 @@ class LXDDriver(driver.ComputeDriver):
                     instance, lxd_vif.plugged_events(network_info) if timeout else [],
                     timeout=timeout, error_callback=self._neutron_failed):
                 self._plug(instance, network_info)
+            definition['devices'].update(
+                storage.create_ephemeral(client, instance, CONF.lxd.pool, pool_driver))
             created = client.instances.create(definition, wait=True)
             if configdrive.required(instance):
                 configdrive.build(instance, injected_files, admin_password, network_info,
@@ -239,6 +248,7 @@ class LXDDriver(driver.ComputeDriver):
         except Exception:
             if created is not None:
                 _rollback(instance, self._delete_container, created)
+            _rollback(instance, storage.delete_ephemeral, client, instance, CONF.lxd.pool)
             _rollback(instance, self._unplug, instance, network_info)
             _rollback(instance, configdrive.remove, instance)
             raise
@@ -257,14 +267,16 @@ class LXDDriver(driver.ComputeDriver):
             self._delete_container(self._get(instance))
         except exception.InstanceNotFound:
             LOG.debug('Container already gone', instance=instance)
-        self._cleanup(instance, network_info)
+        self._cleanup(instance, network_info, destroy_disks)
 
     def cleanup(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, migrate_data=None, destroy_vifs=True, destroy_secrets=True):
-        self._cleanup(instance, network_info if destroy_vifs else None)
+        self._cleanup(instance, network_info if destroy_vifs else None, destroy_disks)
 
-    def _cleanup(self, instance, network_info):
+    def _cleanup(self, instance, network_info, destroy_disks=True):
         self._unplug(instance, network_info)
+        if destroy_disks:
+            storage.delete_ephemeral(self._connect(), instance, CONF.lxd.pool)
         configdrive.remove(instance)
 
     @locked
@@ -420,6 +432,57 @@ class LXDDriver(driver.ComputeDriver):
 
     def unplug_vifs(self, instance, network_info):
         self._unplug(instance, network_info)
+
+    # -- snapshot, resize, migration (issue 7: snapshot.py, migration.py) ----------------------
+
+    @locked
+    def snapshot(self, context, instance, image_id, update_task_state):
+        lxd_snapshot.snapshot(context, self._get(instance), image_id, update_task_state)
+
+    @locked
+    def migrate_disk_and_power_off(self, context, instance, dest, flavor, network_info,
+                                   block_device_info=None, timeout=0, retry_interval=0):
+        dest_host = lxd_migration.dest_compute(context, instance, dest)
+        return lxd_migration.migrate_disk_and_power_off(
+            self._connect(), instance, dest_host, flavor,
+            lambda container: self._stop(container, timeout, retry_interval))
+
+    @locked
+    def finish_migration(self, context, migration, instance, disk_info, network_info,
+                         image_meta, resize_instance, allocations, block_device_info=None,
+                         power_on=True):
+        lxd_migration.apply_flavor(self._connect(), instance, network_info)
+        if power_on:
+            self._start(instance, network_info)
+
+    @locked
+    def confirm_migration(self, context, migration, instance, network_info):
+        lxd_migration.confirm(self._connect(), instance)
+        if migration.source_compute != migration.dest_compute:
+            self._unplug(instance, network_info)
+
+    @locked
+    def finish_revert_migration(self, context, instance, network_info, migration,
+                                block_device_info=None, power_on=True, share_info=None):
+        lxd_migration.revert(self._connect(), instance)
+        if power_on:
+            self._start(instance, network_info)
+
+    def check_can_live_migrate_destination(self, context, instance, src_compute_info,
+                                           dst_compute_info, block_migration=False,
+                                           disk_over_commit=False):
+        if not CONF.lxd.allow_stateless_live_migration:
+            lxd_migration.refuse_stateful(instance)
+        return lxd_migration.live_migrate_data()
+
+    def cleanup_live_migration_destination_check(self, context, dest_check_data):
+        pass
+
+    def check_can_live_migrate_source(self, context, instance, dest_check_data,
+                                      block_device_info=None):
+        if not CONF.lxd.allow_stateless_live_migration:
+            lxd_migration.refuse_stateful(instance)
+        return dest_check_data
 
 
 def _rollback(instance, func, *args):

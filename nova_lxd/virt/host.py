@@ -53,6 +53,8 @@ def available_resource(client, nodename):
     memory_used = int(res['memory']['used']) // MiB
     _driver, disk_total, disk_used = pool_info(client)
     env = client.host_info['environment']
+    arch = obj_fields.Architecture.canonicalize(res['cpu'].get('architecture') or
+                                                os.uname().machine)
     version = env.get('server_version', '0')
     parts = [int(p) for p in version.split('.')[:3] if p.isdigit()] + [0, 0, 0]
     cpu_info = {'arch': res['cpu'].get('architecture'),
@@ -74,9 +76,9 @@ def available_resource(client, nodename):
         'cpu_info': json.dumps(cpu_info),
         'disk_available_least': (disk_total - disk_used) // GiB,
         'numa_topology': None,
-        'supported_instances': [(obj_fields.Architecture.canonicalize(
-            res['cpu'].get('architecture') or os.uname().machine),
-            obj_fields.HVType.LXD, obj_fields.VMMode.EXE)],
+        # images may ask for hypervisor_type lxd or lxc (nova-lxd-image sets lxc)
+        'supported_instances': [(arch, hv_type, obj_fields.VMMode.EXE)
+                                for hv_type in (obj_fields.HVType.LXD, obj_fields.HVType.LXC)],
     }
 
 

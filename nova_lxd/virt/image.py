@@ -22,6 +22,7 @@ from nova import exception
 from nova.i18n import _
 from nova.image import glance
 
+from nova_lxd.image import formats
 from nova_lxd.virt import conf
 
 CONF = conf.CONF
@@ -87,6 +88,27 @@ def metadata_tarball(image_meta):
     return buf.getvalue()
 
 
+def _disk_format(image_meta):
+    return image_meta.disk_format if 'disk_format' in image_meta else None
+
+
+def _convert_disk(image_meta, path, cache_dir):
+    """A raw or qcow2 disk image's Linux root filesystem as a unified tarball (issue 8)."""
+    from nova_lxd.image import convert
+    from nova_lxd.image import errors as image_errors
+    out = path + '.unified.tar.gz'
+    try:
+        convert.disk_to_unified(path, out, workdir=cache_dir)
+    except image_errors.ConvertRefused as exc:
+        raise exception.ImageUnacceptable(
+            image_id=image_meta.id,
+            reason=_('%(fmt)s disk image cannot become a container: %(why)s; nova-lxd accepts '
+                     '%(supported)s, or a raw/qcow2 disk holding a Linux root filesystem') %
+            {'fmt': _disk_format(image_meta), 'why': exc, 'supported': SUPPORTED})
+    os.unlink(path)
+    return out
+
+
 def _find(client, alias):
     try:
         return client.images.get_by_alias(alias)
@@ -127,21 +149,24 @@ def ensure_image(client, context, instance, image_meta):
     with lockutils.lock('nova-lxd-image-%s' % image_id):
         if _find(client, image_id) is not None:
             return image_id
-        cache_dir = os.path.join(CONF.instances_path, '_lxd_images')
+        cache_dir = _download_dir()
         os.makedirs(cache_dir, exist_ok=True)
         fd, path = tempfile.mkstemp(prefix=image_id, dir=cache_dir)
         os.close(fd)
+        downloaded = path
         try:
             IMAGE_API.download(context, image_id, dest_path=path,
                                trusted_certs=instance.trusted_certs
                                if 'trusted_certs' in instance else None)
             fmt = detect_format(path)
+            if fmt is None and _disk_format(image_meta) in formats.CONVERTIBLE_DISK_FORMATS:
+                path = _convert_disk(image_meta, path, cache_dir)
+                fmt = UNIFIED
             if fmt is None:
                 raise exception.ImageUnacceptable(
                     image_id=image_id,
                     reason=_('disk_format %(fmt)s is not a container image; nova-lxd accepts '
-                             '%(supported)s') % {'fmt': image_meta.disk_format
-                                                 if 'disk_format' in image_meta else None,
+                             '%(supported)s') % {'fmt': _disk_format(image_meta),
                                                  'supported': SUPPORTED})
             LOG.info('Importing Glance image %s (%s) into the backend', image_id, fmt,
                      instance=instance)
@@ -153,8 +178,23 @@ def ensure_image(client, context, instance, image_meta):
                     image.delete(wait=True)
                 raise
         finally:
-            os.unlink(path)
+            for leftover in {path, downloaded}:
+                if os.path.exists(leftover):
+                    os.unlink(leftover)
         return image_id
+
+
+def _download_dir():
+    return os.path.join(CONF.instances_path, '_lxd_images')
+
+
+def remove_partial_downloads():
+    """Files left in the download directory by an import that never finished."""
+    directory = _download_dir()
+    if os.path.isdir(directory):
+        for name in os.listdir(directory):
+            LOG.info('Removing partial image download %s', name)
+            os.unlink(os.path.join(directory, name))
 
 
 def _last_used(image):

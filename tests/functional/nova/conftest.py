@@ -27,12 +27,16 @@ API_PASTE = os.path.join(sys.prefix, 'etc', 'nova', 'api-paste.ini')
 
 
 def pytest_collection_modifyitems(config, items):
-    """Deselect the classes generated for backends this run does not cover."""
+    """Deselect the classes generated for backends this run does not cover; mark known gaps."""
     chosen = set(backends.selected())
     keep, drop = [], []
     for item in items:
         backend = getattr(getattr(item, 'cls', None), 'backend_name', None)
         (drop if backend and backend not in chosen else keep).append(item)
+        gap = backends.KNOWN_GAPS.get((backend, getattr(item, 'originalname', item.name)))
+        if gap:
+            # strict: the day the backend grows the feature, the test reports it
+            item.add_marker(pytest.mark.xfail(reason=gap, strict=True))
     if drop:
         config.hook.pytest_deselected(items=drop)
         items[:] = keep

@@ -30,7 +30,7 @@ from tests.functional.nova import busybox_image
 
 def _squashfs_image():
     """A squashfs root filesystem made from the busybox root tarball."""
-    path = os.path.join(busybox_image.CACHE, 'busybox-v%s-rootfs.squashfs' % busybox_image.VERSION)
+    path = os.path.join(busybox_image.CACHE, 'busybox-rootfs-v2.squashfs')
     if not os.path.exists(path):
         with tempfile.TemporaryDirectory(dir='/var/tmp') as tmp:
             with tarfile.open(busybox_image.root_tarball('gz')) as tar:
@@ -72,10 +72,10 @@ class _DriverTest(test.TestCase):
             'name': 'img', 'container_format': 'bare', 'disk_format': 'raw',
             'properties': props}, data=io.BytesIO(data))['id']
 
-    def _instance(self, image_id, **specs):
+    def _instance(self, image_id, ephemeral_gb=0, **specs):
         flavor = objects.Flavor(self.ctxt, name='f%s' % uuid.uuid4().hex[:6],
                                 flavorid=uuid.uuid4().hex, vcpus=1, memory_mb=128, root_gb=1,
-                                ephemeral_gb=0, swap=0, extra_specs=specs)
+                                ephemeral_gb=ephemeral_gb, swap=0, extra_specs=specs)
         flavor.create()
         inst = objects.Instance(self.ctxt, uuid=str(uuid.uuid4()), image_ref=image_id,
                                 user_id=self.ctxt.user_id or 'u',
@@ -93,8 +93,8 @@ class _DriverTest(test.TestCase):
         nw[0]['address'] = 'fa:16:3e:%02x:%02x:%02x' % tuple(os.urandom(3))
         return nw
 
-    def _spawn(self, image_id, network_info=None, **specs):
-        inst = self._instance(image_id, **specs)
+    def _spawn(self, image_id, network_info=None, ephemeral_gb=0, **specs):
+        inst = self._instance(image_id, ephemeral_gb, **specs)
         meta = objects.ImageMeta.from_dict(self.glance.show(self.ctxt, image_id))
         self.driver.spawn(self.ctxt, inst, meta, [], None, {}, network_info=network_info)
         return inst
@@ -115,9 +115,27 @@ class _DriverTest(test.TestCase):
             self.assertEqual('busybox', self._exec(inst, 'cat', '/etc/hostname'))
             self.driver.destroy(self.ctxt, inst, [])
 
+    def test_raw_disk_image_is_converted(self):
+        with tempfile.TemporaryDirectory(dir='/var/tmp') as tmp:
+            root = os.path.join(tmp, 'root')
+            os.mkdir(root)
+            with tarfile.open(busybox_image.root_tarball('gz')) as tar:
+                tar.extractall(root)
+            disk = os.path.join(tmp, 'disk.raw')
+            subprocess.run(['truncate', '-s', '64M', disk], check=True)
+            subprocess.run(['mkfs.ext4', '-q', '-d', root, disk], check=True)
+            image_id = self._image(busybox_image.read(disk))
+        inst = self._spawn(image_id)
+        self.assertEqual('Running', self.client.instances.get(inst.name).status)
+        self.assertIn('::sysinit:', self._exec(inst, 'cat', '/etc/inittab'))
+        self.driver.destroy(self.ctxt, inst, [])
+        self.assertEqual([], os.listdir(os.path.join(self.flags_instances_path(),
+                                                     '_lxd_images')))
+
     def test_unsupported_image_is_refused_and_nothing_is_left(self):
         before = {i.fingerprint for i in self.client.images.all()}
-        image_id = self._image(b'QFI\xfb' + b'\0' * 4096)
+        image_id = self._image(b'\x7fELF' + b'\0' * 4096)
+        self.glance.update(self.ctxt, image_id, {'disk_format': 'vmdk'})
         inst = self._instance(image_id)
         meta = objects.ImageMeta.from_dict(self.glance.show(self.ctxt, image_id))
         error = self.assertRaises(exception.ImageUnacceptable, self.driver.spawn, self.ctxt,
@@ -188,6 +206,18 @@ class _DriverTest(test.TestCase):
                           **{'lxd:turbo': 'true'})
         self.assertEqual([], self.driver.list_instances())
 
+    def test_ephemeral_disk_lives_and_dies_with_the_instance(self):
+        image_id = self._image(base.busybox_bytes())
+        inst = self._spawn(image_id, ephemeral_gb=1)
+        self.assertIn(' /mnt ', self._exec(inst, 'cat', '/proc/mounts'))
+        self._exec(inst, 'sh', '-c', 'echo data > /mnt/file && chown root /mnt/file')
+        pool = self.client.storage_pools.get('default')
+        names = [v.name for v in pool.volumes.all() if v.type == 'custom']
+        self.assertIn(inst.name + '-ephemeral0', names)
+        self.driver.destroy(self.ctxt, inst, [])
+        names = [v.name for v in pool.volumes.all() if v.type == 'custom']
+        self.assertNotIn(inst.name + '-ephemeral0', names)
+
     # -- lifecycle ----------------------------------------------------------------------------
 
     def test_failed_start_removes_everything_spawn_made(self):
@@ -216,7 +246,7 @@ class _DriverTest(test.TestCase):
         self.driver.power_off(inst, timeout=30, retry_interval=10)
         self.assertEqual('Stopped', self.client.instances.get(inst.name).status)
         # busybox init ran its shutdown action: the stop was clean, not a kill
-        self.assertIn('nova-lxd-busybox stopping',
+        self.assertIn(busybox_image.SHUTDOWN_LINE,
                       self.driver.get_console_output(self.ctxt, inst))
         self.driver.power_on(self.ctxt, inst, [])
         self.assertEqual('Running', self.client.instances.get(inst.name).status)

@@ -13,6 +13,7 @@ from nova.tests.functional import integrated_helpers
 
 from tests.functional.nova import backends
 from tests.functional.nova import base
+from tests.functional.nova import busybox_image
 from tests.functional.nova.conftest import API_PASTE
 
 
@@ -84,7 +85,7 @@ class _LXDServers(integrated_helpers.ProviderUsageBaseTestCase):
         # the NIC carries the port's MAC
         self.assertEqual(self.port['mac_address'],
                          self._run(container, 'cat', '/sys/class/net/eth0/address'))
-        self.assertIn('nova-lxd-busybox booted',
+        self.assertIn(busybox_image.BOOT_LINE,
                       self.api.post_server_action(server['id'],
                                                   {'os-getConsoleOutput': {}})['output'])
 
