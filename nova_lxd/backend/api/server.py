@@ -45,6 +45,7 @@ API_EXTENSIONS = [
     'file_symlinks',
     'snapshot_expiry',
     'snapshot_expiry_creation',
+    'console',
 ]
 
 # `lxc` and pylxd report these architectures; the kernel's own name comes first.

@@ -5,6 +5,7 @@ import json
 import os
 import pty
 import select
+import signal
 import struct
 import subprocess
 import termios
@@ -257,11 +258,20 @@ class _Terminal:
     def send(self, data):
         os.write(self.fd, data)
 
-    def wait(self):
-        self.read_until(b'\0', timeout=5)   # drain until the client exits
-        _, status = os.waitpid(self.pid, 0)
-        os.close(self.fd)
-        return os.waitstatus_to_exitcode(status)
+    def wait(self, timeout=20):
+        """The client's exit code; a client that does not exit is killed and fails the test."""
+        deadline = time.monotonic() + timeout
+        try:
+            while time.monotonic() < deadline:
+                self.read_until(b'\0', timeout=0.2)   # keep draining its output
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+                if pid:
+                    return os.waitstatus_to_exitcode(status)
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+            raise AssertionError('the client did not exit; output: %r' % self.output[-500:])
+        finally:
+            os.close(self.fd)
 
 
 def test_lxc_exec_interactive_pty(backend, running):
