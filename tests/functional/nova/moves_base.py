@@ -128,4 +128,3 @@ class MovesTestBase(integrated_helpers.ProviderUsageBaseTestCase):
     def _flavor(self, name, vcpus=1, ram=256, disk=1):
         return self.api.post_flavor({'flavor': {
             'name': name, 'vcpus': vcpus, 'ram': ram, 'disk': disk}})['id']
-

@@ -2,7 +2,6 @@
 lands in Glance as an LXD unified tarball, and a server booted from it on another host (its own
 backend) holds the snapshotted data. Nothing is left on the backends, also when the upload fails.
 """
-import os
 import tempfile
 
 from nova import exception
