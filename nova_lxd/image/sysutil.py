@@ -5,10 +5,12 @@ import re
 import signal
 import subprocess
 import threading
+import time
 
 from nova_lxd.image.errors import ImageError
 
 _DEFERRED = {signal.SIGINT, signal.SIGTERM}
+LOOP_ATTEMPTS = 5
 
 
 @contextlib.contextmanager
@@ -72,10 +74,15 @@ def loop_device(path, offset=0, size=None):
         cmd += ['--sizelimit', str(size)]
     device = None
     try:
-        with deferred_signals():
-            proc = subprocess.run(cmd + [path], capture_output=True, text=True)
-            if proc.returncode == 0:
-                device = proc.stdout.strip()
+        # another process may take the free device losetup found (EBUSY): find another one
+        for attempt in range(LOOP_ATTEMPTS):
+            with deferred_signals():
+                proc = subprocess.run(cmd + [path], capture_output=True, text=True)
+                if proc.returncode == 0:
+                    device = proc.stdout.strip()
+            if device is not None or 'busy' not in proc.stderr.lower():
+                break
+            time.sleep(0.05 * (attempt + 1))
         if device is None:
             raise ImageError('cannot attach a loop device to %s: %s'
                              % (path, proc.stderr.strip()))
