@@ -25,10 +25,11 @@ def deferred_signals():
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    pending = []
-    previous = {sig: signal.signal(sig, lambda signum, frame: pending.append((signum, frame)))
-                for sig in _DEFERRED}
+    pending, previous = [], {}
     try:
+        for sig in _DEFERRED:      # one at a time: whatever was swapped is restored below
+            previous[sig] = signal.signal(
+                sig, lambda signum, frame: pending.append((signum, frame)))
         yield
     finally:
         for sig, handler in previous.items():
