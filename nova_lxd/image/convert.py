@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import stat
 import struct
 import subprocess
@@ -291,5 +290,4 @@ def disk_to_unified(path, out_path, properties=None, compression='gz', progress=
         props.update(properties or {})
         return _extract(raw, part, sub, mountpoint, out_path, props, compression, progress)
     finally:
-        sysutil.unmount_under(tmp)
-        shutil.rmtree(tmp, ignore_errors=True)
+        sysutil.remove_tree(tmp)

@@ -200,7 +200,8 @@ def _apt_install(rootfs, packages, progress):
                              % (' '.join(packages), status, '\n'.join(summary.tail)))
         subprocess.run(['chroot', rootfs, 'apt-get', 'clean'], env=env, check=False)
     finally:
-        sysutil.unmount_under(proc_dir)
+        with sysutil.deferred_signals():
+            sysutil.unmount_under(proc_dir)
         if os.path.lexists(policy):
             os.unlink(policy)
         if resolv_link is not None:
@@ -302,5 +303,4 @@ def build(output_dir, release=DEFAULT_RELEASE, mirror=DEFAULT_MIRROR, packages=(
         fingerprint = pack.pack_image(rootfs, meta, out_path, compression, progress)
         return out_path, fingerprint
     finally:
-        sysutil.unmount_under(workdir)   # debootstrap's /proc and /sys if it was interrupted
-        shutil.rmtree(workdir, ignore_errors=True)
+        sysutil.remove_tree(workdir)     # with debootstrap's /proc if it was interrupted

@@ -2,6 +2,7 @@
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import threading
@@ -57,6 +58,16 @@ def mounts_under(path):
     return [m for m in mount_points() if m == path or m.startswith(path + '/')]
 
 
+def remove_tree(path):
+    """Unmount whatever is mounted below path, then delete it; not cut short by Ctrl-C.
+
+    If something stays mounted, nothing is deleted (never recurse into a live mount).
+    """
+    with deferred_signals():
+        unmount_under(path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
 def unmount_under(path):
     """Unmount everything at or below path, deepest first (lazily as a last resort)."""
     for point in sorted(set(mounts_under(path)), key=len, reverse=True):
@@ -90,7 +101,8 @@ def loop_device(path, offset=0, size=None):
         yield device
     finally:
         if device is not None:
-            detach_loop(device)
+            with deferred_signals():      # a second Ctrl-C must not cut the clean-up short
+                detach_loop(device)
 
 
 def detach_loop(device):
@@ -111,4 +123,5 @@ def mounted(device, mountpoint, fstype, options):
             raise ImageError('cannot mount the %s filesystem: %s' % (fstype, proc.stderr.strip()))
         yield mountpoint
     finally:
-        unmount_under(mountpoint)
+        with deferred_signals():
+            unmount_under(mountpoint)
