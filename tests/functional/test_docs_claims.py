@@ -8,6 +8,8 @@
   post-config phase (devstack's functions stood in for, as in tests/unit/devstack) against a
   real private LXD 5.0.2.
 """
+# (nothing from nova.tests here: importing it applies eventlet's monkey patching, which hangs
+# pytest-xdist workers outside tests/functional/nova)
 import os
 import subprocess
 
@@ -15,7 +17,7 @@ import pylxd
 
 from nova import objects
 from nova.scheduler.filters import image_props_filter
-from nova.tests.unit.scheduler import fakes
+from nova.scheduler import host_manager
 
 from nova_lxd.image import formats
 from nova_lxd.virt import host
@@ -27,9 +29,10 @@ objects.register_all()
 
 def test_uploaded_images_pass_the_scheduler_filter_on_nova_lxd_hosts(backend):
     resources = host.available_resource(backend.client(), 'node1')
-    host_state = fakes.FakeHostState('host1', 'node1', {
-        'supported_instances': resources['supported_instances'],
-        'hypervisor_version': resources['hypervisor_version']})
+    host_state = host_manager.HostState('host1', 'node1', None)
+    host_state.supported_instances = resources['supported_instances']
+    host_state.hypervisor_version = resources['hypervisor_version']
+    host_state.cpu_info = {}
     # the properties nova-lxd-image upload gives an image
     image = objects.ImageMeta.from_dict({'properties': {
         'hypervisor_type': formats.HYPERVISOR_TYPE,
