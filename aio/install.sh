@@ -1,0 +1,44 @@
+#!/bin/bash
+# Idempotent install of the all-in-one cloud's software: the Debian packages of the control plane
+# (on top of tools/setup.sh's list) and a virtualenv .venv-aio holding one OpenStack release from
+# PyPI together with this project. It is separate from the test venv .venv so the services' pins
+# never move the test requirements. A second run installs nothing and takes a second.
+set -euo pipefail
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+cd "$REPO"
+log() { echo "aio install: $*" >&2; }
+
+# The node's own services (bindep.txt lists them too): broker, virtual switch, DHCP server and the
+# metadata proxy Neutron runs in its DHCP namespaces.
+DEBS=(rabbitmq-server openvswitch-switch dnsmasq-base haproxy ethtool)
+# OpenStack 2026.2: the Nova this driver is built for and the services of the same release.
+PIPS=(nova==34.0.0 keystone==30.0.0 glance==33.0.0 openstack-placement==16.0.0 neutron==29.0.0
+      python-openstackclient==10.5.0 uWSGI==2.0.31)
+
+missing=()
+for pkg in "${DEBS[@]}"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+    log "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # no daemon starts here (no init system); cloud.sh starts each by hand
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+VENV=$REPO/.venv-aio
+if [ ! -x "$VENV/bin/python" ]; then
+    log "creating $VENV"
+    "${PYTHON:-python3}" -m venv "$VENV"
+fi
+digest=$(printf '%s\n' "${PIPS[@]}" | cat - requirements.txt constraints.txt setup.cfg | sha256sum)
+stamp=$VENV/.aio-requirements
+if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
+    log "installing OpenStack services into $VENV (a few minutes on a fresh machine; uWSGI compiles)"
+    "$VENV/bin/pip" install -q --disable-pip-version-check -c constraints.txt "${PIPS[@]}" -e . 2>&1 \
+        | grep -v -E 'WARNING: Location' >&2 || true
+    "$VENV/bin/python" -c 'import nova.virt.lxd, keystone, glance, placement, neutron' \
+        || { log "the OpenStack install in $VENV is incomplete"; exit 1; }
+    echo "$digest" > "$stamp"
+fi
