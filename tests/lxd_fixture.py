@@ -1,4 +1,4 @@
-"""A private LXD 5.0.2 daemon for tests: its own LXD_DIR, bridge and storage pool; nothing left behind.
+"""A private LXD 5.0.2 daemon for tests: own LXD_DIR, bridge and storage pool; nothing left.
 
 LXD is the reference backend: the driver's tests run against it as well as against the bundled
 backend (NOVA_LXD_TEST_BACKEND=lxd|bundled). Subnets are explicit because every outbound connect

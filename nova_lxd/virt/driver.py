@@ -198,6 +198,7 @@ class LXDDriver(driver.ComputeDriver):
             container.unfreeze(wait=True)
         elif container.status != 'Running':
             self._plug(instance, network_info)
+            lxd_vif.wait_for_stale_host_ends(network_info)
             container.start(wait=True)
 
     def _plug(self, instance, network_info):

@@ -6,7 +6,6 @@ matching virt LifecycleEvent so the compute manager syncs the power state at onc
 """
 import json
 import threading
-import time
 
 from oslo_log import log as logging
 from pylxd.client import EventType

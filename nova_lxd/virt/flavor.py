@@ -1,4 +1,5 @@
-"""Flavor, extra specs and image properties -> an LXD instance's config and devices, in one place."""
+"""Flavor, extra specs and image properties -> an LXD instance's config and devices, in one place.
+"""
 from oslo_utils import strutils
 
 from nova import exception

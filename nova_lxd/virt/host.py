@@ -1,4 +1,4 @@
-"""What the compute host offers: resources from the backend, inventories for placement, /proc stats."""
+"""What the compute host offers: resources from the backend, placement inventories, /proc stats."""
 import json
 import os
 import time

@@ -10,6 +10,8 @@
   tap device) is left to the Neutron agent, the container gets the other end as a `physical` nic.
 In every case the nic carries the port's MAC address and the network's MTU.
 """
+import time
+
 import os_vif
 from oslo_log import log as logging
 from pyroute2 import IPRoute
@@ -138,6 +140,24 @@ def unplug(instance, vif):
         _delete_link(_devname(vif))
 
 
+def wait_for_stale_host_ends(network_info, timeout=10):
+    """Before a restart: let the host ends of a stopped container's bridged nics vanish.
+
+    The kernel removes a veth pair when the container's network namespace dies, which can
+    trail the stop a little; starting meanwhile would collide on the nic's host_name.
+    """
+    names = [_devname(vif) for vif in network_info or []
+             if _kind(vif) in ('linux_bridge', 'ovs_hybrid')]
+    deadline = time.monotonic() + timeout
+    with IPRoute() as ipr:
+        while names and time.monotonic() < deadline:
+            names = [n for n in names if _link_exists(ipr, n)]
+            if names:
+                time.sleep(0.1)
+    if names:
+        LOG.warning('Host interfaces %s of a stopped container are still present', names)
+
+
 def nic_device(vif, index):
     """The LXD nic device for a plugged VIF."""
     kind = _kind(vif)
@@ -163,4 +183,3 @@ def plugged_events(network_info):
     """Neutron events to wait for before start: ports Neutron has not yet reported active."""
     return [('network-vif-plugged', vif['id']) for vif in network_info or []
             if vif.get('active', True) is False]
-

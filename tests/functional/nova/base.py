@@ -1,4 +1,4 @@
-"""What the driver's functional test classes share: a backend per class, images, leftovers checks."""
+"""Shared by the driver's functional tests: a backend per class, images, leftover checks."""
 from tests.functional.nova import backends
 from tests.functional.nova import busybox_image
 

@@ -1,10 +1,11 @@
 """Nova's own test machinery under pytest: monkey patching first, its TestCase fixed for pytest."""
 # Native threads, not eventlet: pytest-xdist's workers talk to the controller from a thread that
 # an eventlet hub starves (the run hangs). nova 34 supports running without eventlet.
-import os ; os.environ.setdefault('OS_NOVA_DISABLE_EVENTLET_PATCHING', '1')  # noqa: E702
-from nova import monkey_patch ; monkey_patch.patch()  # noqa: E702,I100,E402  (must come first)
+import os
+os.environ.setdefault('OS_NOVA_DISABLE_EVENTLET_PATCHING', '1')
+from nova import monkey_patch  # noqa: E402,I100  (before anything else of nova)
+monkey_patch.patch()
 
-import os  # noqa: E402
 import sys  # noqa: E402
 
 import pytest  # noqa: E402

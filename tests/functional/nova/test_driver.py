@@ -22,6 +22,8 @@ from nova.tests.unit import utils as test_utils
 from nova.virt import event as virtevent
 from nova.virt import fake
 
+from pylxd import exceptions as lxd_exceptions
+
 from nova_lxd.virt import driver as lxd_driver
 from tests.functional.nova import backends
 from tests.functional.nova import base
@@ -231,8 +233,8 @@ class _DriverTest(test.TestCase):
                         capture_output=True)
         inst = self._instance(image_id)
         meta = objects.ImageMeta.from_dict(self.glance.show(self.ctxt, image_id))
-        self.assertRaises(Exception, self.driver.spawn, self.ctxt, inst, meta, [], None, {},
-                          network_info=nw)
+        self.assertRaises(lxd_exceptions.LXDAPIException, self.driver.spawn, self.ctxt, inst,
+                          meta, [], None, {}, network_info=nw)
         self.assertFalse(self.client.instances.exists(inst.name))
         self.assertFalse(os.path.exists(os.path.join(self.flags_instances_path(), inst.uuid)))
 
@@ -297,7 +299,8 @@ class _DriverTest(test.TestCase):
         from nova.compute import provider_tree
         tree = provider_tree.ProviderTree()
         tree.new_root('host1', uuid.uuid4())
-        self.flags(reserved_host_memory_mb=333, reserved_host_disk_mb=2048, cpu_allocation_ratio=4.0)
+        self.flags(reserved_host_memory_mb=333, reserved_host_disk_mb=2048,
+                   cpu_allocation_ratio=4.0)
         self.driver.update_provider_tree(tree, 'host1')
         inv = tree.data('host1').inventory
         self.assertEqual(333, inv['MEMORY_MB']['reserved'])
