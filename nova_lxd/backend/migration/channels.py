@@ -24,6 +24,8 @@ from nova_lxd.backend import trust
 NAMES = ('control', 'fs')
 MAX_MESSAGE = 16 << 20
 CONNECT_TIMEOUT = 30.0    # how long a side waits for its peer to connect
+SEND_TIMEOUT = 120.0      # a peer that stops reading for this long is gone
+HEARTBEAT = 20.0          # websocket pings: a peer that vanished without a FIN is noticed
 CHUNK = 1 << 20
 
 
@@ -51,7 +53,7 @@ class Channels:
         return fds
 
     async def _accept(self, request, name):
-        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE)
+        ws = web.WebSocketResponse(max_msg_size=MAX_MESSAGE, heartbeat=HEARTBEAT)
         await ws.prepare(request)
         future = self._futures[name]
         if future.done():
@@ -92,7 +94,7 @@ class Channels:
             for name in NAMES:
                 self.sockets[name] = await self._session.ws_connect(
                     base + '?' + urllib.parse.urlencode({'secret': secrets[name]}),
-                    ssl=pinned, max_msg_size=MAX_MESSAGE)
+                    ssl=pinned, max_msg_size=MAX_MESSAGE, heartbeat=HEARTBEAT)
         except aiohttp.ServerFingerprintMismatch:
             await self.close()
             raise TransferError('The migration peer at %s does not present the pinned '
@@ -108,10 +110,22 @@ class Channels:
 
     # -- messages --------------------------------------------------------------------------------
     async def send(self, channel, /, **message):
-        await self.sockets[channel].send_str(json.dumps(message))
+        await self._send(channel, self.sockets[channel].send_str, json.dumps(message))
 
-    async def send_bytes(self, name, data):
-        await self.sockets[name].send_bytes(data)
+    async def send_bytes(self, channel, data):
+        await self._send(channel, self.sockets[channel].send_bytes, data)
+
+    async def _send(self, channel, send, data):
+        # a write to a dead TLS connection can be dropped silently: the peer must be seen alive
+        if self.sockets[channel].closed:
+            raise TransferError('The migration peer went away (%s channel closed)' % channel)
+        try:
+            await asyncio.wait_for(send(data), SEND_TIMEOUT)
+        except asyncio.TimeoutError:
+            raise TransferError('The migration peer stopped reading (%s channel)' % channel)
+        except (ConnectionError, aiohttp.ClientError) as exc:
+            raise TransferError('The migration peer went away (%s channel: %s)'
+                                % (channel, exc or exc.__class__.__name__))
 
     async def receive(self, name, timeout=None):
         """The next message: a dict (JSON text frame) or bytes (binary frame)."""

@@ -10,6 +10,7 @@ said it starts its own copy (see sink.py); on any failure a container that was r
 again. Live (stateful) migration needs CRIU and
 is refused where `criu check` fails.
 """
+import asyncio
 import logging
 
 from nova_lxd.backend.errors import ApiError, BadRequest
@@ -17,7 +18,6 @@ from nova_lxd.backend.migration import criu, volumes
 from nova_lxd.backend.migration.channels import Channels, TransferError
 
 LOG = logging.getLogger(__name__)
-STOP_TIMEOUT = 10   # clean shutdown budget before the stop is forced
 ANSWER_TIMEOUT = 60.0
 
 
@@ -88,7 +88,8 @@ async def _send(daemon, op, channels, name, instance_only):
         doc = await op.run_blocking(instances.get, name)
         was_running = await op.run_blocking(instances.is_running, name)
         if was_running:
-            clean = await op.run_blocking(instances._stop, name, False, STOP_TIMEOUT)
+            # a clean shutdown within the instance's boot.host_shutdown_timeout, then forced
+            clean = await op.run_blocking(instances._stop, name, False, -1)
             daemon.events.lifecycle('instance-shutdown' if clean else 'instance-stopped', url)
         try:
             pool = instances.pool_of(name)
@@ -106,9 +107,22 @@ async def _send(daemon, op, channels, name, instance_only):
             if reply.get('format') not in offer:
                 raise TransferError('The target chose an unknown volume format %r'
                                     % reply.get('format'))
-            sent = await volumes.send_volumes(channels, pool, name, snapshots, reply['format'],
-                                              op.run_blocking)
-            result = await channels.receive_message('control', 'result')
+            # the control channel is read while the volumes go out: a target that fails or
+            # vanishes mid-transfer stops the sending at once
+            answer = asyncio.ensure_future(channels.receive_message('control', 'result'))
+            sending = asyncio.ensure_future(volumes.send_volumes(
+                channels, pool, name, snapshots, reply['format'], op.run_blocking))
+            try:
+                await asyncio.wait({answer, sending}, return_when=asyncio.FIRST_COMPLETED)
+                if not sending.done():
+                    answer.result()     # raises why the target stopped
+                    raise TransferError('The target answered before the transfer ended')
+                sent = sending.result()
+                result = await answer
+            finally:
+                for task in (answer, sending):
+                    task.cancel()
+                await asyncio.gather(answer, sending, return_exceptions=True)
             if not result.get('success'):
                 raise TransferError('The target failed: %s' % result.get('message', ''))
             LOG.info('Instance %s sent (%s, %d bytes, %d snapshots)', name, reply['format'],

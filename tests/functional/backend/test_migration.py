@@ -26,7 +26,9 @@ def container(hosts):
     made = []
 
     def make(name=None, snapshots=True):
-        inst = create_busybox(hosts.a.local, hosts.a.daemon, name=name or unique('mig'))
+        # busybox init ignores SIGPWR: a clean stop would wait the whole shutdown timeout
+        inst = create_busybox(hosts.a.local, hosts.a.daemon, name=name or unique('mig'),
+                              config={'boot.host_shutdown_timeout': '1'})
         made.append(inst.name)
         for version in ('v1', 'v2', 'v3'):
             if version == 'v3' or snapshots:
@@ -367,8 +369,40 @@ def test_source_going_away_mid_transfer_leaves_nothing_on_the_target(hosts):
             await sockets['fs'].send_str(json.dumps({'type': 'volume', 'kind': 'instance',
                                                      'name': name}))
             await sockets['fs'].send_bytes(os.urandom(4096))
-            for ws in sockets.values():
-                await ws.close()
+            await sockets['fs'].close()       # the target is reading fs: it answers at once
+            await sockets['control'].close()
     asyncio.run(vanishing_source())
     assert 'went away' in _wait_op(hosts.b, op_id)
     nothing_of(hosts.b, name)
+
+
+def test_target_daemon_killed_mid_transfer(hosts, container):
+    """A real target dying (SIGKILL) mid-receive.
+
+    The source gets its running container back; the target, restarted on its directory, has
+    nothing of it. (The last test of the module: it restarts host b.)
+    """
+    import signal
+    inst = container(snapshots=False)
+    name = inst.name
+    with open(os.path.join(rootfs(hosts.a, name), 'root/blob'), 'wb') as f:
+        f.write(os.urandom(300 << 20))
+    inst.start(wait=True)
+    source, op_url = _migration_source(hosts, name)
+    hosts.b.local.api.instances.post(json={'name': name, 'source': source})
+    staging = os.path.join(hosts.b.daemon.data_dir, 'storage-pools', '*', 'containers',
+                           '.migrate-*')
+    deadline = time.monotonic() + 60
+    while not glob.glob(staging) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert glob.glob(staging), 'the target never started receiving'
+    hosts.b.daemon.stop(sig=signal.SIGKILL)
+    try:
+        assert 'went away' in _wait_op(hosts.a, op_url)
+        inst.sync()
+        assert inst.status == 'Running'
+        assert attach(hosts.a.daemon, name, 'cat', '/root/data') == 'v3'
+    finally:
+        hosts.b.local = hosts.b.daemon.start()
+    nothing_of(hosts.b, name)
+    assert hosts.b.local.instances.all() == []
