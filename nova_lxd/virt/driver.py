@@ -188,9 +188,23 @@ class LXDDriver(driver.ComputeDriver):
                 container.sync()
                 if container.status == 'Stopped':
                     return
-        container.sync()
-        if container.status != 'Stopped':
-            container.stop(force=True, wait=True)
+        self._force_stop(container)
+
+    @staticmethod
+    def _force_stop(container, busy_timeout=30):
+        """Forced stop; a clean stop the backend is still finishing is waited for."""
+        deadline = time.monotonic() + busy_timeout
+        while True:
+            container.sync()
+            if container.status == 'Stopped':
+                return
+            try:
+                container.stop(force=True, wait=True)
+                return
+            except lxd_exceptions.LXDAPIException as exc:
+                if 'busy' not in str(exc).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
 
     def _start(self, instance, network_info):
         container = self._get(instance)
@@ -256,9 +270,7 @@ class LXDDriver(driver.ComputeDriver):
         LOG.info('Spawned container %s', instance.name, instance=instance)
 
     def _delete_container(self, container):
-        container.sync()
-        if container.status != 'Stopped':
-            container.stop(force=True, wait=True)
+        self._force_stop(container)
         container.delete(wait=True)
 
     @locked

@@ -6,6 +6,7 @@ reports is checked against the container itself, and nothing may be left on the 
 The lifecycle tests bind the Neutron fixture's port as `tap` (Nova 34 rejects Linux bridge
 bindings); the OVS tests bind ports as `ovs`, plain and hybrid, on a private Open vSwitch.
 """
+import copy
 import io
 import os
 import uuid
@@ -41,15 +42,25 @@ class _LXDServers(integrated_helpers.ProviderUsageBaseTestCase):
             'name': 'busybox', 'container_format': 'bare', 'disk_format': 'raw',
             'properties': {'lxd_image_format': 'unified'}},
             data=io.BytesIO(base.busybox_bytes()))
-        self.port = self.neutron.port_1
-        self.neutron._ports[self.port['id']]['binding:vif_type'] = 'tap'
+        self.port = self._new_port(**{'binding:vif_type': 'tap'})
         self.compute = self._start_compute('host1')
+
+    def _new_port(self, **fields):
+        """A copy of the fixture's port_1 with its own id and MAC.
+
+        Test processes running side by side share the host's interface names (tap<port id>).
+        """
+        port = copy.deepcopy(self.neutron.port_1)
+        port.update(fields, id=str(uuid.uuid4()),
+                    mac_address='fa:16:3e:%02x:%02x:%02x' % tuple(os.urandom(3)))
+        self.neutron._ports[port['id']] = port
+        return port
 
     def _assert_nothing_left(self):
         containers = [i.name for i in self.client.instances.all()
                       if 'user.nova.uuid' in i.config]
         self.assertEqual([], containers)
-        ports = ('tapce531f90', 'tince531f90')
+        ports = ('tap' + self.port['id'][:11], 'tin' + self.port['id'][:11])
         self.assertFalse([n for n in base.host_links() if n.startswith(ports)])
 
     def _remove_leftovers(self):
@@ -61,7 +72,7 @@ class _LXDServers(integrated_helpers.ProviderUsageBaseTestCase):
                     inst.stop(force=True, wait=True)
                 inst.delete(wait=True)
         for name in base.host_links():
-            if name.startswith(('tapce531f90', 'tince531f90')):
+            if name.startswith(('tap' + self.port['id'][:11], 'tin' + self.port['id'][:11])):
                 subprocess.run(['ip', 'link', 'del', name], capture_output=True)
 
     def _boot(self):
@@ -162,16 +173,11 @@ class _LXDServersOVS(_LXDServers):
         os_vif.initialize(reset=True)
         self.flags(ovsdb_connection=self.ovs.connection, group='os_vif_ovs')
         os_vif.initialize(reset=True)
-        self.addCleanup(os_vif.initialize, reset=True)
-        self.plain = self.neutron.port_1
-        self.hybrid = self.neutron.create_port(
-            {'port': {'network_id': self.neutron.network_1['id']}})['port']
         details = {'datapath_type': 'netdev', 'bridge_name': self.bridge}
-        self.neutron._ports[self.plain['id']].update({
-            'binding:vif_type': 'ovs', 'binding:vif_details': dict(details, port_filter=True)})
-        self.neutron._ports[self.hybrid['id']].update({
-            'binding:vif_type': 'ovs', 'binding:vif_details': dict(
-                details, port_filter=False, ovs_hybrid_plug=True)})
+        self.plain = self._new_port(**{'binding:vif_type': 'ovs', 'binding:vif_details':
+                                       dict(details, port_filter=True)})
+        self.hybrid = self._new_port(**{'binding:vif_type': 'ovs', 'binding:vif_details': dict(
+            details, port_filter=False, ovs_hybrid_plug=True)})
 
     def _host_leftovers(self):
         prefixes = tuple(p + self.neutron._ports[i]['id'][:11] for i in

@@ -19,9 +19,6 @@ TEST_IMAGE = 'cedef40a-ed67-4d10-800e-17455edce175'   # the image get_test_insta
 
 NOT_APPLICABLE = {
     # other issues of this project own these; until they land the driver says NotImplemented
-    'test_snapshot_running': 'snapshot (publish to Glance) belongs to the image issue',
-    'test_snapshot_not_running': 'snapshot (publish to Glance) belongs to the image issue',
-    'test_migrate_disk_and_power_off': 'cold migration/resize belongs to the migration issue',
     'test_live_migration': 'live migration belongs to the migration issue',
     'test_live_migration_force_complete': 'live migration belongs to the migration issue',
     'test_live_migration_abort': 'live migration belongs to the migration issue',
@@ -102,6 +99,8 @@ class _LXDDriverContract(test_virt_drivers._VirtDriverTestCase, test.TestCase):
         instance_ref = test_utils.get_test_instance(obj=obj)
         network_info = test_utils.get_test_network_info()
         vif = network_info[0]
+        # unique per test: concurrent test processes share the host's interface names
+        vif['id'] = str(uuid.uuid4())
         vif['type'] = 'bridge'
         vif['network']['bridge'] = self.bridge
         vif['devname'] = 'tap' + vif['id'][:11]
@@ -144,6 +143,20 @@ class _LXDDriverContract(test_virt_drivers._VirtDriverTestCase, test.TestCase):
         instance, _nw = self._get_running_instance()
         self.assertRaises(NotImplementedError, self.connection.live_migration_force_complete,
                           instance)
+
+    # Nova's version sends the instance to 'dest_host', which names no compute host here; the
+    # driver must refuse it and leave the instance as it was (moves are tested in test_resize
+    # and test_migration with real second hosts).
+    def test_migrate_disk_and_power_off(self):
+        self._overridden = True
+        from nova import exception
+        instance, network_info = self._get_running_instance()
+        flavor = test_utils.get_test_flavor()
+        self.assertRaises((exception.MigrationError, exception.InstanceFaultRollback),
+                          self.connection.migrate_disk_and_power_off, self.ctxt, instance,
+                          'dest_host', flavor, network_info)
+        self.assertEqual('Running', backends.get(self.backend_name).client().instances.get(
+            instance.name).status)
 
     # Nova's test_spawn only lists instances; check what spawn built, too.
     def test_spawn_builds_the_container(self):
