@@ -13,6 +13,7 @@ wire-compatible):
     target -> source  {"type": "accept", "format": "btrfs"|"tar"}
     (volumes on "fs", see volumes.py)
     target -> source  {"type": "result", "success": bool, "message": ..., "target_starts": bool}
+    source -> target  {"type": "finished"}   (after a success, once the source side is settled)
     either side       {"type": "abort", "message": ...} when it gives up
 
 The new instance's record exists (marked _creating) from the request on; whatever fails, its
@@ -34,6 +35,7 @@ from nova_lxd.backend.migration.channels import CONNECT_TIMEOUT, Channels, Trans
 from nova_lxd.backend.storage.system import parse_size
 
 LOG = logging.getLogger(__name__)
+FINISH_TIMEOUT = 120.0
 SNAPSHOT_FIELDS = ('name', 'created_at', 'expires_at', 'description', 'architecture', 'config',
                    'devices', 'profiles', 'ephemeral', 'expanded_config', 'expanded_devices',
                    'last_used_at', 'size')
@@ -82,7 +84,15 @@ def start(daemon, doc, body, root):
             except Exception:
                 pass
             await op.run_blocking(daemon.instances._remove_everything, name, doc)
+            await channels.close()
             raise
+        try:
+            # the source says when its side is settled (its copy running again, for a copy of a
+            # running container): the client sees this operation end only then
+            await channels.receive_message('control', 'finished', FINISH_TIMEOUT)
+        except TransferError as exc:
+            LOG.warning('Instance %s received; the source did not confirm: %s', name,
+                        exc.message)
         finally:
             await channels.close()
         daemon.events.lifecycle('instance-created', '/1.0/instances/%s' % name)

@@ -136,6 +136,10 @@ async def _send(daemon, op, channels, name, instance_only):
             raise
         if was_running and not result.get('target_starts'):
             await _restart(daemon, op, name)   # a copy: the source keeps running
+        try:
+            await channels.send('control', type='finished')
+        except TransferError:
+            pass   # the target has its copy; it only waited for us to settle
 
 
 async def _restart(daemon, op, name):

@@ -77,21 +77,27 @@ class Host:
 
 
 class Hosts:
-    def __init__(self):
+    """Hosts a and b (b only if second), and an `lxc` config with remotes hosta and hostb."""
+
+    def __init__(self, second=True):
         # this machine sets these, and they override `verify=` in requests
         self._saved = {k: os.environ.pop(k) for k in ('REQUESTS_CA_BUNDLE', 'CURL_CA_BUNDLE')
                        if k in os.environ}
         self.dir = tempfile.mkdtemp(prefix='nlxt-migration-', dir='/var/tmp')
         self.cert = client_certificate(self.dir)
         self.a = self.b = None
-        self.a = Host(self.cert)
-        self.b = Host(self.cert)
         self.lxc_conf = os.path.join(self.dir, 'lxc')
         os.makedirs(self.lxc_conf)
-        for name, host in (('hosta', self.a), ('hostb', self.b)):
-            out = self.lxc('remote', 'add', name, host.url, '--accept-certificate',
-                           '--password', PASSWORD)
-            assert out.returncode == 0, out.stderr
+        self.a = Host(self.cert)
+        self.add_remote('hosta', self.a.url)
+        if second:
+            self.b = Host(self.cert)
+            self.add_remote('hostb', self.b.url)
+
+    def add_remote(self, name, url):
+        out = self.lxc('remote', 'add', name, url, '--accept-certificate', '--password',
+                       PASSWORD)
+        assert out.returncode == 0, out.stderr
 
     def lxc(self, *args, timeout=180):
         env = dict(os.environ, LXD_CONF=self.lxc_conf, HOME=self.lxc_conf)
