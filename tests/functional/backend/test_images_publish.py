@@ -104,8 +104,9 @@ def test_publish_refusals(client, source):
             ({'source': {'type': 'instance', 'name': 'no-such'}}, 404, 'not found'),
             ({'source': {'type': 'instance', 'name': source.name},
               'compression_algorithm': 'lz4'}, 400, 'lz4'),
-            ({'source': {'type': 'image', 'fingerprint': 'x', 'server': 'https://x'}}, 400,
-             'not supported')]:
+            ({'source': {'type': 'url', 'url': 'https://x'}}, 400, 'not supported'),
+            ({'source': {'type': 'image', 'fingerprint': 'x', 'server': 'http://x'}}, 400,
+             'https://')]:
         resp = client.api.session.post(client.api.images._api_endpoint, json=body)
         assert resp.status_code == status and words in resp.json()['error']
     resp = client.api.images.post(json={'source': {'type': 'snapshot',
