@@ -463,7 +463,7 @@ class LXDDriver(driver.ComputeDriver):
     @locked
     def finish_migration(self, context, migration, instance, disk_info, network_info,
                          image_meta, resize_instance, allocations, block_device_info=None,
-                         power_on=True):
+                         power_on=True, share_info=None):
         lxd_migration.apply_flavor(self._connect(), instance, network_info)
         if power_on:
             self._start(instance, network_info)

@@ -162,7 +162,10 @@ def migrate_disk_and_power_off(client, instance, dest_host, new_flavor, stop):
     if same_host:
         src_client = dest_client = client
     else:
-        src_client, dest_client = peer_client(source_host), peer_client(dest_host)
+        try:
+            src_client, dest_client = peer_client(source_host), peer_client(dest_host)
+        except exception.MigrationError as exc:
+            raise exception.InstanceFaultRollback(exc)
     stop(container)
     container.rename(revert_name(instance), wait=True)
     try:

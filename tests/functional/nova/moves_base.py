@@ -6,6 +6,7 @@ between hosts go over HTTPS, each backend trusting one client certificate and ea
 certificate pinned ([lxd] migration_endpoints / migration_server_certs / client_cert).
 """
 import io
+import sys
 from unittest import mock
 
 from oslo_utils.fixture import uuidsentinel as uuids
@@ -28,6 +29,7 @@ class MovesTestBase(integrated_helpers.ProviderUsageBaseTestCase):
         self.flags(api_paste_config=API_PASTE, group='wsgi')
         super().setUp()
         self.flags(vif_plugging_timeout=0, allow_resize_to_same_host=True)
+        self._real_https()
         self.daemons, endpoints, certs = {}, {}, {}
         for index in range(self.host_count):
             name = 'host%d' % (index + 1)
@@ -48,6 +50,17 @@ class MovesTestBase(integrated_helpers.ProviderUsageBaseTestCase):
         for name, daemon in self.daemons.items():
             self.flags(endpoint=daemon.socket, group='lxd')
             self.computes[name] = self._start_host(name)
+
+    def _real_https(self):
+        """Undo wsgi-intercept's HTTPS connection class, which cannot reach a real server.
+
+        The in-process services it serves use plain http; the driver talks real HTTPS to the
+        backends.
+        """
+        from urllib3 import connection, connectionpool
+        pool = connectionpool.HTTPSConnectionPool
+        self.addCleanup(setattr, pool, 'ConnectionCls', pool.ConnectionCls)
+        pool.ConnectionCls = connection.HTTPSConnection
 
     def _start_host(self, name):
         """One compute service; its node identity pinned, as nova's libvirt harness does.
@@ -75,6 +88,22 @@ class MovesTestBase(integrated_helpers.ProviderUsageBaseTestCase):
                 fixture.images[image_id]['status'] = 'active'
             return result
         fixture.update = update   # the fixture lives for this test only
+
+    # -- waits: moves stop, copy and start real containers; give them a minute, not 5 s --------
+
+    def _wait_for_server_parameter(self, server, expected_params, max_retries=10, api=None,
+                                   wait_for_fault_key=True):
+        return super()._wait_for_server_parameter(server, expected_params,
+                                                  max(max_retries, 120), api=api,
+                                                  wait_for_fault_key=wait_for_fault_key)
+
+    def _wait_for_migration_status(self, server, expected_statuses):
+        for _attempt in range(11):
+            try:
+                return super()._wait_for_migration_status(server, expected_statuses)
+            except self.failureException:
+                last = sys.exc_info()[1]
+        raise last
 
     # -- what each backend holds ----------------------------------------------------------------
 
