@@ -7,8 +7,7 @@ target's operation with the target's secrets, pinning target.certificate.
 A stateless transfer of a running container stops it once the peer is connected (so the copy is
 one consistent point in time: stop-move-start), sends it, and starts it again unless the target
 said it starts its own copy (see sink.py); on any failure a container that was running is started
-again. Live (stateful) migration needs CRIU and
-is refused where `criu check` fails.
+again. Live (stateful) migration needs CRIU and is refused where `criu check` fails.
 """
 import asyncio
 import logging
@@ -29,8 +28,9 @@ def parse_request(body):
     target = body.get('target')
     if target is not None and not isinstance(target, dict):
         raise BadRequest('target must be an object (operation, websockets, certificate)')
-    if target is not None and body.get('pool'):
-        raise BadRequest('A pool cannot be chosen for a migration to another server')
+    if body.get('pool'):
+        raise BadRequest('Moving an instance to another storage pool of this server is not '
+                         'supported; the target chooses the pool of a migrated instance')
     return live, instance_only, target
 
 
@@ -52,7 +52,7 @@ async def start(daemon, name, body):
     await daemon.operations.run_blocking(instances.get, name)   # 404 for an unknown instance
     running = await daemon.operations.run_blocking(instances.is_running, name)
     if live and running:
-        reason = criu.unavailable_reason()
+        reason = await daemon.operations.run_blocking(criu.unavailable_reason)
         raise BadRequest('Live migration of a running container needs CRIU: %s. Stop the '
                          'instance first, or migrate it stateless (live: false; '
                          '`lxc move --stateless`), which stops it, moves it and lets the '
