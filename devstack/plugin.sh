@@ -61,6 +61,9 @@ function configure_nova_lxd_compute {
     iniset "$NOVA_CONF" DEFAULT compute_driver lxd.LXDDriver
     iniset "$NOVA_CONF" lxd endpoint "$(_nova_lxd_endpoint)"
     iniset "$NOVA_CONF" lxd timeout "$NOVA_LXD_TIMEOUT"
+    if [[ -n $NOVA_LXD_MIGRATION_ENDPOINTS ]]; then
+        iniset "$NOVA_CONF" lxd migration_endpoints "$NOVA_LXD_MIGRATION_ENDPOINTS"
+    fi
     if [[ $NOVA_LXD_BACKEND == lxd ]]; then
         # the pool the preseed creates; the bundled backend's is always `default`
         iniset "$NOVA_CONF" lxd pool "$NOVA_LXD_STORAGE_POOL"

@@ -92,6 +92,7 @@ def test_post_config_bundled_backend(stack):
     assert nova.get('lxd', 'endpoint') == str(socket)
     assert nova.getint('lxd', 'timeout') == 300
     assert not nova.has_option('lxd', 'pool')     # the bundled backend's pool is `default`
+    assert not nova.has_option('lxd', 'migration_endpoints')     # single node
 
     # the backend reads the file the plugin wrote, and serves the socket nova.conf names
     conf = backend_config.DaemonConfig.load(str(stack.root / 'etc-nova-lxd/backend.conf'))
@@ -120,6 +121,13 @@ def test_post_config_bundled_backend_with_its_own_bridge(stack):
     stack.run('stack', 'post-config')
     conf = backend_config.DaemonConfig.load(str(stack.root / 'etc-nova-lxd/backend.conf'))
     assert conf.bridge_subnet == '10.99.0.1/24'
+
+
+def test_post_config_multinode_migration_endpoints(stack):
+    endpoints = 'node1:https://10.0.0.11:8443,node2:https://10.0.0.12:8443'
+    stack.env['NOVA_LXD_MIGRATION_ENDPOINTS'] = endpoints
+    stack.run('stack', 'post-config')
+    assert stack.ini('nova.conf').get('lxd', 'migration_endpoints') == endpoints
 
 
 def test_post_config_glance_defaults_kept_when_unset(stack):
