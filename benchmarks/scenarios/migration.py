@@ -5,7 +5,7 @@ Instance.migrate() then has the target pull the container (LXD's pull mode) and 
 a move. A daemon without HTTPS or migration fails set-up, and the table says 'unsupported' with
 its error.
 """
-from benchmarks import images
+from benchmarks import host, images
 from benchmarks.scenarios import Scenario, register, stopwatch
 
 
@@ -30,8 +30,10 @@ class MigrateStopped(Scenario):
             marker = moved.files.get('/' + images.MARKER_PATH)
             target.check(marker == images.MARKER, '%s: the moved container holds %r'
                          % (target.name, marker[:80]))
-            target.check(not target.client.instances.exists(name),
-                         '%s: the source still has %s after the move' % (target.name, name))
+            # pylxd's migrate() deletes the source without waiting for that operation
+            gone = host.wait_for(lambda: not target.client.instances.exists(name), 60, 0.1)
+            target.check(gone, '%s: the source still has %s after the move'
+                         % (target.name, name))
         finally:
             for side in (target, peer):
                 if side.client.instances.exists(name):
