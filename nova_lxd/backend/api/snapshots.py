@@ -66,8 +66,9 @@ async def patch_snapshot(request):
 async def rename_snapshot(request):
     service, name = _args(request)
     body = await response.json_body(request)
-    if body.get('migration'):
-        raise BadRequest('Snapshot migration is not supported by this backend')
+    if body.get('migration'):   # a copy of this snapshot to another server
+        return response.async_operation(await request.app['daemon'].migration.start_source(
+            name, body, snapshot=request.match_info['snap']))
     if not body.get('name'):
         raise BadRequest('A new snapshot name is required')
     return response.async_operation(

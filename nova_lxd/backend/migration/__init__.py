@@ -28,8 +28,8 @@ class MigrationService:
                 LOG.exception('Cleaning migration leftovers in pool %s', view['name'])
 
     # -- instances ----------------------------------------------------------------------------
-    async def start_source(self, name, body):
-        return await source.start(self.daemon, name, body)
+    async def start_source(self, name, body, snapshot=None):
+        return await source.start(self.daemon, name, body, snapshot)
 
     def check_sink(self, source_spec):
         sink.check_source(source_spec)

@@ -46,11 +46,15 @@ def snapshot_records(daemon, name):
     return sorted([r for r in records if r], key=lambda r: r.get('created_at') or '')
 
 
-async def start(daemon, name, body):
+async def start(daemon, name, body, snapshot=None):
+    """The operation sending instance `name`, or only its `snapshot` (as a new instance)."""
     live, instance_only, target = parse_request(body)
     instances = daemon.instances
     await daemon.operations.run_blocking(instances.get, name)   # 404 for an unknown instance
-    running = await daemon.operations.run_blocking(instances.is_running, name)
+    if snapshot is not None:
+        daemon.snapshots.get(name, snapshot)                      # 404 for an unknown one
+    running = snapshot is None and await daemon.operations.run_blocking(
+        instances.is_running, name)
     if live and running:
         reason = await daemon.operations.run_blocking(criu.unavailable_reason)
         raise BadRequest('Live migration of a running container needs CRIU: %s. Stop the '
@@ -70,7 +74,7 @@ async def start(daemon, name, body):
             else:
                 await channels.dial(target['operation'], _secrets(target),
                                     target['certificate'])
-            await _send(daemon, op, channels, name, instance_only)
+            await _send(daemon, op, channels, name, instance_only, snapshot)
         finally:
             await channels.close()
     resources = {'instances': ['/1.0/instances/%s' % name],
@@ -81,22 +85,26 @@ async def start(daemon, name, body):
     return op
 
 
-async def _send(daemon, op, channels, name, instance_only):
+async def _send(daemon, op, channels, name, instance_only, from_snapshot):
     instances = daemon.instances
     url = '/1.0/instances/%s' % name
     async with instances._lock(name):
         doc = await op.run_blocking(instances.get, name)
-        was_running = await op.run_blocking(instances.is_running, name)
+        was_running = not from_snapshot and await op.run_blocking(instances.is_running, name)
+        if from_snapshot:
+            # the files are owned as they were when the snapshot was taken
+            doc = daemon.snapshots.get(name, from_snapshot)
         if was_running:
             # a clean shutdown within the instance's boot.host_shutdown_timeout, then forced
             clean = await op.run_blocking(instances._stop, name, False, -1)
             daemon.events.lifecycle('instance-shutdown' if clean else 'instance-stopped', url)
         try:
             pool = instances.pool_of(name)
-            records = [] if instance_only else snapshot_records(daemon, name)
+            records = [] if instance_only or from_snapshot else snapshot_records(daemon, name)
             snapshots = [r['name'] for r in records]
             paths = [pool.snapshot_path(name, s) for s in snapshots] + \
-                [pool.instance_path(name)]
+                [pool.snapshot_path(name, from_snapshot) if from_snapshot
+                 else pool.instance_path(name)]
             offer = volumes.formats(pool)
             if not all(volumes.is_btrfs_volume(pool, p) for p in paths):
                 offer = ['tar']
@@ -111,7 +119,8 @@ async def _send(daemon, op, channels, name, instance_only):
             # vanishes mid-transfer stops the sending at once
             answer = asyncio.ensure_future(channels.receive_message('control', 'result'))
             sending = asyncio.ensure_future(volumes.send_volumes(
-                channels, pool, name, snapshots, reply['format'], op.run_blocking))
+                channels, pool, name, snapshots, reply['format'], op.run_blocking,
+                from_snapshot))
             try:
                 await asyncio.wait({answer, sending}, return_when=asyncio.FIRST_COMPLETED)
                 if not sending.done():

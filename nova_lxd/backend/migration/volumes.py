@@ -66,8 +66,10 @@ async def _pump_process(cmd, channels, label):
     return sent
 
 
-async def send_volumes(channels, pool, name, snapshots, volume_format, run_blocking):
-    """Send the snapshots (oldest first) then the instance volume."""
+async def send_volumes(channels, pool, name, snapshots, volume_format, run_blocking,
+                       from_snapshot=None):
+    """Send the snapshots (oldest first) then the instance volume (or, for a copy of one
+    snapshot, that snapshot's volume as the new instance)."""
     previous = None
     total = 0
     for snapshot in snapshots:
@@ -81,8 +83,14 @@ async def send_volumes(channels, pool, name, snapshots, volume_format, run_block
         await channels.send('fs', type='volume-end')
         previous = path
     await channels.send('fs', type='volume', kind='instance', name=name)
-    path = pool.instance_path(name)
-    if volume_format == 'btrfs':
+    if from_snapshot:
+        # already a read-only volume of one point in time
+        path = pool.snapshot_path(name, from_snapshot)
+        cmd = ['btrfs', 'send', '-q', path] if volume_format == 'btrfs' else \
+            TAR + ['-C', path, '-cf', '-', '.']
+        total += await _pump_process(cmd, channels, 'snapshot %s' % from_snapshot)
+    elif volume_format == 'btrfs':
+        path = pool.instance_path(name)
         # btrfs sends read-only subvolumes only: a read-only snapshot of the (stopped) instance
         holder = os.path.join(pool.pool_dir, 'containers', STAGING_PREFIX + uuid.uuid4().hex)
         await run_blocking(os.mkdir, holder, 0o700)
@@ -95,8 +103,8 @@ async def send_volumes(channels, pool, name, snapshots, volume_format, run_block
         finally:
             await run_blocking(remove_staging, holder)
     else:
-        total += await _pump_process(TAR + ['-C', path, '-cf', '-', '.'], channels,
-                                     'instance %s' % name)
+        total += await _pump_process(TAR + ['-C', pool.instance_path(name), '-cf', '-', '.'],
+                                     channels, 'instance %s' % name)
     await channels.send('fs', type='volume-end')
     await channels.send('fs', type='done')
     return total

@@ -197,6 +197,19 @@ def test_lxc_move_pull_and_push_and_copy(hosts, container):
         remove(hosts.a, back)
 
 
+def test_lxc_copy_of_a_snapshot_to_another_server(hosts, container):
+    inst = container()
+    copy = inst.name + '-s1'
+    out = hosts.lxc('copy', 'hosta:%s/s1' % inst.name, 'hostb:%s' % copy)
+    try:
+        assert out.returncode == 0, out.stderr
+        assert read(hosts.b, copy, 'root/data') == 'v1'
+        assert hosts.b.local.instances.get(copy).snapshots.all() == []
+        assert read(hosts.a, inst.name, 'root/data', 's1') == 'v1'
+    finally:
+        remove(hosts.b, copy)
+
+
 def test_lxc_move_running_container_stateless(hosts, container):
     inst = container(snapshots=False)
     name = inst.name
