@@ -97,6 +97,7 @@ class Operation:
             self._secrets[secret] = fd_name
             fds[fd_name] = secret
         self.metadata = dict(self.metadata or {}, fds=fds)
+        self.registry.notify(self)   # listeners see the websocket class and its fds
         return fds
 
     async def connect_websocket(self, request, secret):
