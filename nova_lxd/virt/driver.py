@@ -70,7 +70,7 @@ class LXDDriver(driver.ComputeDriver):
         supports_multiattach=False,
         supports_attach_interface=False,
         supports_device_tagging=False,
-        supports_evacuate=False,
+        supports_evacuate=True,   # rebuilt from the image: pools are not shared (test_evacuate)
         supports_migrate_to_same_host=False,
         supports_image_type_raw=True,  # raw in Glance's terms: the container tarballs we accept
     )

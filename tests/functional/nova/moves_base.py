@@ -10,6 +10,7 @@ import sys
 from unittest import mock
 
 from oslo_utils.fixture import uuidsentinel as uuids
+from pylxd import exceptions as lxd_exceptions
 
 from nova.tests.functional import integrated_helpers
 
@@ -127,7 +128,10 @@ class MovesTestBase(integrated_helpers.ProviderUsageBaseTestCase):
             for inst in client.instances.all():
                 if 'user.nova.uuid' in inst.config:
                     if inst.status != 'Stopped':
-                        inst.stop(force=True, wait=True)
+                        try:
+                            inst.stop(force=True, wait=True)
+                        except lxd_exceptions.LXDAPIException:
+                            pass    # stopped meanwhile
                     inst.delete(wait=True)
             cached = set(i.fingerprint for i in lxd_image.cached_images(client).values())
             for image in client.images.all():
