@@ -126,6 +126,7 @@ def test_pylxd_migrate_stopped_container_with_two_snapshots(hosts, container):
     nothing_of(hosts.a, name)
     moved = hosts.b.local.instances.get(name)
     assert moved.status == 'Stopped'
+    assert moved.config['boot.host_shutdown_timeout'] == '1'     # the config came along
     assert sorted(s.name for s in moved.snapshots.all()) == ['s1', 's2']
     assert read(hosts.b, name, 'root/data') == 'v3'
     assert read(hosts.b, name, 'root/data', 's1') == 'v1'
@@ -174,10 +175,16 @@ def test_stopped_container_ignores_live(hosts, container):
 def test_lxc_move_pull_and_push_and_copy(hosts, container):
     inst = container()
     name = inst.name
+    hosts.a.local.api.instances[name].patch(json={
+        'profiles': ['default'], 'config': {'user.moved': 'yes'},
+        'devices': {'scratch': {'type': 'disk', 'source': '/tmp', 'path': '/mnt'}}})
     out = hosts.lxc('move', 'hosta:%s' % name, 'hostb:')
     assert out.returncode == 0, out.stderr
     assert wait_gone(hosts.a, name)
     assert read(hosts.b, name, 'root/data', 's2') == 'v2'
+    moved = hosts.b.local.instances.get(name)
+    assert moved.config['user.moved'] == 'yes' and moved.profiles == ['default']
+    assert moved.devices['scratch'] == {'type': 'disk', 'source': '/tmp', 'path': '/mnt'}
     # and back, in push mode, under a new name
     back = name + '-back'
     out = hosts.lxc('move', 'hostb:%s' % name, 'hosta:%s' % back, '--mode', 'push')
