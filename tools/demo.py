@@ -53,7 +53,7 @@ def main():
         with step('Running a command inside it'):
             result = instance.execute(['sh', '-c', 'echo "hello from $(hostname)"; '
                                        'echo "PID 1 is $(cat /proc/1/comm)"; id; '
-                                       'free -m | head -2'])
+                                       'head -1 /proc/meminfo; nproc'])
             print('    exit code %s' % result.exit_code)
             for line in result.stdout.splitlines():
                 print('    | %s' % line)
