@@ -48,8 +48,10 @@ class Channels:
         loop = asyncio.get_running_loop()
         self._futures = {name: loop.create_future() for name in NAMES}
         fds = op.add_websockets(NAMES, self._accept)
-        # LXD's migration operations carry the secrets as the whole metadata map
+        # LXD's migration operations carry the secrets as the whole metadata map (clients read
+        # every value as a string)
         op.metadata = dict(fds)
+        op.registry.notify(op)
         return fds
 
     async def _accept(self, request, name):
