@@ -497,6 +497,36 @@ class LXDDriver(driver.ComputeDriver):
             lxd_migration.refuse_stateful(instance)
         return dest_check_data
 
+    def pre_live_migration(self, context, instance, block_device_info, network_info, disk_info,
+                           migrate_data):
+        return migrate_data
+
+    def live_migration(self, context, instance, dest, post_method, recover_method,
+                       block_migration=False, migrate_data=None):
+        """Stateless ([lxd] allow_stateless_live_migration): the instance's processes restart."""
+        with lockutils.lock('nova-lxd-instance-%s' % instance.uuid):
+            moved = lxd_migration.stateless_move(
+                self._connect(), instance, dest,
+                lambda container: self._stop(container, CONF.shutdown_timeout, 10))
+        if moved:
+            post_method(context, instance, dest, block_migration, migrate_data)
+        else:
+            recover_method(context, instance, dest, migrate_data)
+
+    def post_live_migration_at_source(self, context, instance, network_info):
+        self._unplug(instance, network_info)
+
+    @locked
+    def post_live_migration_at_destination(self, context, instance, network_info,
+                                           block_migration=False, block_device_info=None):
+        lxd_migration.apply_flavor(self._connect(), instance, network_info)
+        self._start(instance, network_info)
+
+    def rollback_live_migration_at_destination(self, context, instance, network_info,
+                                               block_device_info, destroy_disks=True,
+                                               migrate_data=None):
+        self.destroy(context, instance, network_info, block_device_info, destroy_disks)
+
 
 def _rollback(instance, func, *args):
     """One undo step of a failed spawn; its own error is logged so the first error wins."""

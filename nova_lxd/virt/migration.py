@@ -26,6 +26,7 @@ from pylxd import client as pylxd_client
 
 from nova import exception
 from nova.i18n import _
+from nova.objects import base as obj_base
 from nova.objects import migrate_data as migrate_data_obj
 
 from nova_lxd.virt import conf
@@ -239,7 +240,36 @@ def refuse_stateful(instance):
                         _('nova-lxd does not drive CRIU checkpoints')})
 
 
+@obj_base.NovaObjectRegistry.register
+class LXDLiveMigrateData(migrate_data_obj.LiveMigrateData):
+    """What the pre-checks hand on (nothing LXD-specific yet: the move is stateless)."""
+    VERSION = '1.0'
+
+
 def live_migrate_data():
-    data = migrate_data_obj.LiveMigrateData()
+    data = LXDLiveMigrateData()
     data.is_volume_backed = False
     return data
+
+
+def stateless_move(client, instance, dest_host, stop):
+    """Stop, transfer to dest_host under the same name, delete the source copy.
+
+    Returns True when the instance is on dest_host (stopped, to be started there), False when
+    the move failed and the source was put back (started again if it ran).
+    """
+    container = client.instances.get(instance.name)
+    was_running = container.status != 'Stopped'
+    src_client, dest_client = peer_client(instance.host), peer_client(dest_host)
+    stop(container)
+    try:
+        transfer(src_client, instance.name, dest_client, instance.name, False)
+    except Exception as exc:
+        LOG.error('Stateless move of %s to %s failed: %s; restarting it here', instance.name,
+                  dest_host, exc, instance=instance)
+        _remove_partial(dest_client, instance.name)
+        if was_running:
+            container.start(wait=True)
+        return False
+    container.delete(wait=True)
+    return True

@@ -107,6 +107,21 @@ class _ColdMigrationTest(moves_base.MovesTestBase):
         self.assertIn('allow_stateless_live_migration', log)
         self._delete_server(server)
 
+    def test_stateless_live_migration_opt_in(self):
+        """[lxd] allow_stateless_live_migration: stop, transfer, start; processes restart."""
+        self.flags(allow_stateless_live_migration=True, group='lxd')
+        server = self._boot('host1')
+        container = self._container('host1', server)
+        self._write_marker(container, 'live-moved')
+        server = self._live_migrate(server, migration_expected_state='completed',
+                                    server_expected_state='ACTIVE', host='host2')
+        server = self._wait_for_server_parameter(server, {'OS-EXT-SRV-ATTR:host': 'host2'})
+        container = self._container('host2', server)
+        self.assertEqual('Running', container.status)
+        self.assertEqual('live-moved', self._marker(container))
+        self.assertEqual([], self._nova_containers('host1'))
+        self._delete_server(server)
+
     def flags_lxd(self):
         from nova_lxd.virt import conf
         return conf.CONF.lxd
