@@ -32,6 +32,7 @@ from nova_lxd.virt import password
 from nova_lxd.virt import storage
 from nova_lxd.virt import image as lxd_image
 from nova_lxd.virt import vif as lxd_vif
+from nova_lxd.virt import interfaces as lxd_interfaces
 from nova_lxd.virt import migration as lxd_migration
 from nova_lxd.virt import snapshot as lxd_snapshot
 
@@ -68,7 +69,7 @@ class LXDDriver(driver.ComputeDriver):
         has_imagecache=True,
         supports_trusted_certs=True,   # Glance signature verification on download
         supports_multiattach=False,
-        supports_attach_interface=False,
+        supports_attach_interface=True,   # test_interfaces
         supports_device_tagging=False,
         supports_evacuate=True,   # rebuilt from the image: pools are not shared (test_evacuate)
         supports_migrate_to_same_host=False,
@@ -526,6 +527,16 @@ class LXDDriver(driver.ComputeDriver):
                                                block_device_info, destroy_disks=True,
                                                migrate_data=None):
         self.destroy(context, instance, network_info, block_device_info, destroy_disks)
+
+    # -- interfaces (issue 7: interfaces.py) ----------------------------------------------------
+
+    @locked
+    def attach_interface(self, context, instance, image_meta, vif):
+        lxd_interfaces.attach(self._get(instance), instance, vif)
+
+    @locked
+    def detach_interface(self, context, instance, vif):
+        lxd_interfaces.detach(self._get(instance), instance, vif)
 
 
 def _rollback(instance, func, *args):
