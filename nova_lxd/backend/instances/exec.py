@@ -31,6 +31,7 @@ DRAIN_TIMEOUT = 2.0      # output still flowing after the command exited (backgr
 CHUNK = 128 * 1024
 DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 EXIT_NOT_FOUND = 127
+INHERITED_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 class ExecRequest:
@@ -92,6 +93,11 @@ class ExecRequest:
 def _attached_main(spec):
     """Runs inside the container, in liblxc's forked child: no logging, no imports here."""
     argv, env, tty = spec
+    try:
+        for sig in INHERITED_IGNORES:   # Python ignores these; the command must not
+            signal.signal(sig, signal.SIG_DFL)
+    except (ValueError, OSError):
+        pass
     try:
         if os.getsid(0) != os.getpid():
             os.setsid()   # its own process group: a vanished client's command dies whole
@@ -218,6 +224,7 @@ class ExecSession:
         self.vanished = False
         self._fds = set()
         self._all_connected = asyncio.Event()
+        self._control_connected = asyncio.Event()
         self._finished = asyncio.Event()
 
     # -- websockets, served for the operation (GET /1.0/operations/{id}/websocket) -----------
@@ -225,6 +232,8 @@ class ExecSession:
         ws = web.WebSocketResponse(max_msg_size=0, timeout=2.0)
         await ws.prepare(request)
         self.sockets[fd_name] = ws
+        if fd_name == 'control':
+            self._control_connected.set()
         if set(self.req.fd_names) - set(self.sockets) <= {'control'}:
             self._all_connected.set()   # control is optional (pylxd never opens it)
         await self._finished.wait()   # the session reads and writes it until the command ends
@@ -291,7 +300,7 @@ class ExecSession:
         outputs = [asyncio.ensure_future(self._pump_out(out_r, s['1'])),
                    asyncio.ensure_future(self._pump_out(err_r, s['2']))]
         helpers = [asyncio.ensure_future(self._pump_stdin(stdin_w, s['0'])),
-                   asyncio.ensure_future(self._control(s.get('control'))),
+                   asyncio.ensure_future(self._control()),
                    asyncio.ensure_future(self._watch_closed(s['1'])),
                    asyncio.ensure_future(self._watch_closed(s['2']))]
         return await self._finish(outputs, helpers)
@@ -306,7 +315,7 @@ class ExecSession:
         ws = self.sockets['0']
         outputs = [asyncio.ensure_future(self._pump_out(master, ws))]
         helpers = [asyncio.ensure_future(self._pump_tty_in(master, ws)),
-                   asyncio.ensure_future(self._control(self.sockets.get('control'), master))]
+                   asyncio.ensure_future(self._control(master))]
         return await self._finish(outputs, helpers)
 
     async def _run_detached(self, op):
@@ -389,10 +398,13 @@ class ExecSession:
                 break
         self._client_gone()
 
-    async def _control(self, ws, tty=None):
-        """Signals and window sizes; the control socket closing early means the client left."""
-        if ws is None:
-            return
+    async def _control(self, tty=None):
+        """Signals and window sizes; the control socket closing early means the client left.
+
+        It may connect after the command started (or never: pylxd does not open it).
+        """
+        await self._control_connected.wait()
+        ws = self.sockets['control']
         async for msg in ws:
             if msg.type == WSMsgType.ERROR:
                 break

@@ -93,6 +93,14 @@ def test_runs_as_container_root_in_all_its_namespaces(backend, running):
     assert uid_map[:2] == ['0', str(host_root()[0])] and uid_map[1] != '0'
 
 
+def test_command_gets_default_signal_dispositions(running):
+    """The daemon (Python) ignores SIGPIPE; `yes | head` must still end."""
+    result = running.execute(['sh', '-c', 'yes | head -n 2; grep SigIgn /proc/self/status'])
+    assert result.stdout.startswith('y\ny\n')
+    ignored = int(result.stdout.split()[-1], 16)
+    assert not ignored & (1 << (13 - 1))   # SIGPIPE
+
+
 def test_user_group_cwd(running):
     result = running.execute(['sh', '-c', 'id -u; id -g; pwd'], user=1000, group=1001, cwd='/tmp')
     assert result.stdout.split() == ['1000', '1001', '/tmp']
