@@ -15,6 +15,7 @@ import time
 import os_vif
 from oslo_log import log as logging
 from pyroute2 import IPRoute
+from pyroute2.ethtool import Ethtool
 from pyroute2.netlink.exceptions import NetlinkError
 
 from nova import exception
@@ -78,6 +79,19 @@ def _create_veth(host_end, peer, mtu):
             ipr.link('set', index=index, state='up')
 
 
+def _disable_tx_checksum(*names):
+    """Have the kernel fill in checksums itself: OVS's userspace (netdev) datapath forwards a
+    veth's partially checksummed packets unfinished, and receivers drop them (DHCP, TCP)."""
+    ethtool = Ethtool()
+    try:
+        for name in names:
+            features = ethtool.get_features(name)
+            features.features['tx-checksum-ip-generic'].enable = False
+            ethtool.set_features(name, features)
+    finally:
+        ethtool.close()
+
+
 def _delete_link(name):
     with IPRoute() as ipr:
         if _link_exists(ipr, name):
@@ -119,6 +133,8 @@ def plug(instance, vif):
     if kind == 'ovs':
         devname = _devname(vif)
         _create_veth(devname, _peer_name(devname), mtu)
+        if getattr(osv_vif.port_profile, 'datapath_type', None) == 'netdev':
+            _disable_tx_checksum(devname, _peer_name(devname))
         osv_vif.port_profile.create_port = True
     os_vif.plug(osv_vif, info)
 
