@@ -4,6 +4,7 @@
 #   aio/cloud.sh up       install (idempotent), configure, start everything, boot a demo server
 #   aio/cloud.sh start    the same without booting the demo server
 #   aio/cloud.sh status   each service's PID and whether it runs
+#   aio/cloud.sh restart SERVICE...   stop these services, then `start` (re-renders the config)
 #   aio/cloud.sh down     stop every process it started (by PID), remove its bridges/namespaces
 #   aio/cloud.sh purge    down, then delete all state (databases, images, containers, logs)
 #
@@ -112,6 +113,14 @@ EOF
 }
 
 # ---------------------------------------------------------------------------- services
+# SQLite serves every service here. Several processes write each database (Nova's API, conductor
+# and scheduler; Neutron's API, RPC and periodic workers), so the write-ahead log keeps readers
+# from blocking writers ("database is locked"). The mode is stored in the file: set once.
+sqlite_wal() {
+    "$BIN/python" -c 'import sqlite3, sys
+for db in sys.argv[1:]: sqlite3.connect(db).execute("PRAGMA journal_mode=WAL")' "$@"
+}
+
 start_ovs() {
     local ovs=$AIO_DATA/ovs
     mkdir -p "$ovs"
@@ -156,6 +165,7 @@ start_keystone() {
     "$BIN/keystone-manage" --config-file "$k" bootstrap --bootstrap-password "$AIO_PASSWORD" \
         --bootstrap-admin-url http://127.0.0.1:5000/v3 --bootstrap-public-url http://127.0.0.1:5000/v3 \
         --bootstrap-internal-url http://127.0.0.1:5000/v3 --bootstrap-region-id RegionOne
+    sqlite_wal "$AIO_DATA/keystone.sqlite"
     uwsgi keystone 5000 keystone.wsgi.api:application OS_KEYSTONE_CONFIG_DIR="$AIO_ETC/keystone"
     wait_http http://127.0.0.1:5000/v3
     "$BIN/python" "$AIO/bootstrap.py" identity
@@ -163,8 +173,10 @@ start_keystone() {
 
 start_glance_placement() {
     "$BIN/glance-manage" --config-file "$AIO_ETC/glance/glance-api.conf" db_sync >/dev/null
+    sqlite_wal "$AIO_DATA/glance.sqlite"
     uwsgi glance-api 9292 glance.wsgi.api:application OS_GLANCE_CONFIG_DIR="$AIO_ETC/glance"
     "$BIN/placement-manage" --config-file "$AIO_ETC/placement/placement.conf" db sync
+    sqlite_wal "$AIO_DATA/placement.sqlite"
     uwsgi placement-api 8778 placement.wsgi.api:application OS_PLACEMENT_CONFIG_DIR="$AIO_ETC/placement"
 }
 
@@ -178,6 +190,7 @@ start_nova() {
         --database_connection "sqlite:///$AIO_DATA/nova_cell0.sqlite"
     grep -q ' cell1 ' <<<"$cells" || nova_manage cell_v2 create_cell --name cell1 >/dev/null
     nova_manage db sync
+    sqlite_wal "$AIO_DATA"/nova_*.sqlite
     # the paste pipeline must come first: nova's WSGI loader builds the app from the first file
     local novaenv=(OS_NOVA_CONFIG_DIR="$AIO_ETC/nova" "OS_NOVA_CONFIG_FILES=api-paste.ini;nova.conf")
     uwsgi nova-api 8774 nova.wsgi.osapi_compute:application "${novaenv[@]}"
@@ -209,6 +222,7 @@ start_neutron() {
         "$BIN/python" "$AIO/neutron_db.py" "sqlite:///$AIO_DATA/neutron.sqlite"
         "$BIN/neutron-db-manage" "${server[@]}" stamp heads >>"$AIO_LOGS/neutron-db-manage.log" 2>&1
     fi
+    sqlite_wal "$AIO_DATA/neutron.sqlite"
     # the API under uWSGI; RPC workers and periodic tasks as their own processes
     uwsgi neutron-api 9696 neutron.wsgi.api:application OS_NEUTRON_CONFIG_DIR="$n" \
         "OS_NEUTRON_CONFIG_FILES=neutron.conf;ml2_conf.ini"
@@ -301,7 +315,7 @@ cmd_status() {
 # processes the agents started that left their session (dnsmasq, haproxy): by their PID files
 stop_agent_children() {
     local f pid
-    for f in "$AIO_DATA"/neutron/external/pids/*.pid "$AIO_DATA"/neutron/dhcp/*/pid; do
+    for f in "$AIO_DATA"/neutron/external/pids/*.pid* "$AIO_DATA"/neutron/dhcp/*/pid; do
         [ -f "$f" ] || continue
         pid=$(cat "$f")
         [ -n "$pid" ] && kill -TERM "$pid" 2>/dev/null && log "stopped agent child pid $pid ($f)"
@@ -375,6 +389,7 @@ case ${1:-} in
     status) cmd_status ;;
     down) cmd_down ;;
     purge) cmd_purge ;;
+    restart) shift; for s in "$@"; do stop "$s"; done; cmd_start ;;
     _rabbit_env) shift; rabbit_env "$@" ;;
     *) echo "usage: $0 up|start|status|down|purge" >&2; exit 2 ;;
 esac
