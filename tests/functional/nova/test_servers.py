@@ -115,7 +115,11 @@ class _LXDServers(integrated_helpers.ProviderUsageBaseTestCase):
 
         for hard in (False, True):
             pid = self._container(server).state().pid
-            server = self._reboot_server(server, hard=hard)
+            self.api.post_server_action(
+                server['id'], {'reboot': {'type': 'HARD' if hard else 'SOFT'}})
+            # a clean reboot can take a busy host a while: wait for the API to settle
+            server = self._wait_for_server_parameter(
+                server, {'status': 'ACTIVE', 'OS-EXT-STS:task_state': None}, max_retries=240)
             self.assertEqual('Running', self._container(server).status)
             self.assertNotEqual(pid, self._container(server).state().pid)
 
