@@ -75,10 +75,19 @@ class _LXDServers(integrated_helpers.ProviderUsageBaseTestCase):
             if name.startswith(('tap' + self.port['id'][:11], 'tin' + self.port['id'][:11])):
                 subprocess.run(['ip', 'link', 'del', name], capture_output=True)
 
-    def _boot(self):
-        return self._create_server(
-            name='c1', image_uuid=self.image['id'], flavor_id='1',
-            networks=[{'port': self.port['id']}])
+    def _settle(self, server, status):
+        """Wait (patiently: the host is shared and busy) until the API reports status."""
+        return self._wait_for_server_parameter(
+            server, {'status': status, 'OS-EXT-STS:task_state': None}, max_retries=240)
+
+    def _action(self, server, action, status):
+        self.api.post_server_action(server['id'], action)
+        return self._settle(server, status)
+
+    def _boot(self, networks=None, name='c1'):
+        body = self._build_server(name=name, image_uuid=self.image['id'], flavor_id='1',
+                                  networks=networks or [{'port': self.port['id']}])
+        return self._settle(self.api.post_server({'server': body}), 'ACTIVE')
 
     def _container(self, server):
         return self.client.instances.get(server['OS-EXT-SRV-ATTR:instance_name'])
@@ -106,33 +115,26 @@ class _LXDServers(integrated_helpers.ProviderUsageBaseTestCase):
                       self.api.post_server_action(server['id'],
                                                   {'os-getConsoleOutput': {}})['output'])
 
-        # a clean stop may take the guest a few seconds: wait patiently, assert the result
-        self._stop_server(server, wait_for_stop=False)
-        server = self._wait_for_server_parameter(server, {'status': 'SHUTOFF'}, max_retries=120)
+        server = self._action(server, {'os-stop': None}, 'SHUTOFF')
         self.assertEqual('Stopped', self._container(server).status)
-        server = self._start_server(server)
+        server = self._action(server, {'os-start': None}, 'ACTIVE')
         self.assertEqual('Running', self._container(server).status)
 
         for hard in (False, True):
             pid = self._container(server).state().pid
-            self.api.post_server_action(
-                server['id'], {'reboot': {'type': 'HARD' if hard else 'SOFT'}})
-            # a clean reboot can take a busy host a while: wait for the API to settle
-            server = self._wait_for_server_parameter(
-                server, {'status': 'ACTIVE', 'OS-EXT-STS:task_state': None}, max_retries=240)
+            server = self._action(server, {'reboot': {'type': 'HARD' if hard else 'SOFT'}},
+                                  'ACTIVE')
             self.assertEqual('Running', self._container(server).status)
             self.assertNotEqual(pid, self._container(server).state().pid)
 
-        self.api.post_server_action(server['id'], {'pause': None})
-        server = self._wait_for_state_change(server, 'PAUSED')
+        server = self._action(server, {'pause': None}, 'PAUSED')
         self.assertEqual('Frozen', self._container(server).status)
-        self.api.post_server_action(server['id'], {'unpause': None})
-        server = self._wait_for_state_change(server, 'ACTIVE')
+        server = self._action(server, {'unpause': None}, 'ACTIVE')
         self.assertEqual('Running', self._container(server).status)
 
-        server = self._suspend_server(server)
+        server = self._action(server, {'suspend': None}, 'SUSPENDED')
         self.assertEqual('Frozen', self._container(server).status)
-        server = self._resume_server(server)
+        server = self._action(server, {'resume': None}, 'ACTIVE')
         self.assertEqual('Running', self._container(server).status)
 
         instance_dir = os.path.join(self.flags_instances_path(), server['id'])
@@ -191,9 +193,8 @@ class _LXDServersOVS(_LXDServers):
 
     def test_ovs_plain_and_hybrid_ports(self):
         self._bind_ports()
-        server = self._create_server(
-            name='ovs', image_uuid=self.image['id'], flavor_id='1',
-            networks=[{'port': self.plain['id']}, {'port': self.hybrid['id']}])
+        server = self._boot(networks=[{'port': self.plain['id']}, {'port': self.hybrid['id']}],
+                            name='ovs')
         container = self._container(server)
         self.assertEqual(self.plain['mac_address'],
                          self._run(container, 'cat', '/sys/class/net/eth0/address'))
