@@ -9,14 +9,14 @@ from nova_lxd.backend.api import certificates, events, networks, operations, res
 from nova_lxd.backend.api import images, resources, storage
 from nova_lxd.backend.api import instances, profiles
 from nova_lxd.backend.api import console, exec as exec_api, files, snapshots
-from nova_lxd.backend.api import migration
+from nova_lxd.backend.api import migration, openapi
 from nova_lxd.backend.errors import ApiError
 
 LOG = logging.getLogger(__name__)
 
 # Each module exposes `routes`; a new resource module is added here and nowhere else.
 MODULES = [server, operations, events, networks, images, storage, resources, instances,
-           profiles, exec_api, files, console, snapshots, certificates, migration]
+           profiles, exec_api, files, console, snapshots, certificates, migration, openapi]
 
 
 @web.middleware
