@@ -35,6 +35,7 @@ from nova_lxd.virt import vif as lxd_vif
 from nova_lxd.virt import interfaces as lxd_interfaces
 from nova_lxd.virt import migration as lxd_migration
 from nova_lxd.virt import snapshot as lxd_snapshot
+from nova_lxd.virt import volumes as lxd_volumes
 
 CONF = conf.CONF
 LOG = logging.getLogger(__name__)
@@ -537,6 +538,29 @@ class LXDDriver(driver.ComputeDriver):
     @locked
     def detach_interface(self, context, instance, vif):
         lxd_interfaces.detach(self._get(instance), instance, vif)
+
+    # -- volumes (issue 7: volumes.py, os-brick) ------------------------------------------------
+
+    def get_volume_connector(self, instance):
+        return lxd_volumes.connector_properties()
+
+    @locked
+    def attach_volume(self, context, connection_info, instance, mountpoint, disk_bus=None,
+                      device_type=None, encryption=None):
+        lxd_volumes.attach(self._get(instance), connection_info, mountpoint)
+
+    @locked
+    def detach_volume(self, context, connection_info, instance, mountpoint, encryption=None):
+        lxd_volumes.detach(self._get(instance), connection_info, mountpoint)
+
+    @locked
+    def swap_volume(self, context, old_connection_info, new_connection_info, instance,
+                    mountpoint, resize_to):
+        lxd_volumes.swap(self._get(instance), old_connection_info, new_connection_info,
+                         mountpoint, resize_to)
+
+    def extend_volume(self, context, connection_info, instance, requested_size):
+        return lxd_volumes.extend(connection_info)
 
 
 def _rollback(instance, func, *args):

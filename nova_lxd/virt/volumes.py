@@ -1,0 +1,111 @@
+"""Cinder volumes through os-brick, passed into the container as block devices.
+
+os-brick connects the volume on this host (iSCSI, RBD, NFS, FC, local, ...) and hands back a
+host block device; the container gets it as a `unix-block` device at Nova's mountpoint
+(/dev/vdb ...), hot-added to a running container. The backend must be on this host for that
+path to mean anything (as with every LXD block device). os-brick runs its privileged steps
+through privsep ([privsep_osbrick] helper_command).
+"""
+import hashlib
+import os
+import shutil
+
+from os_brick.initiator import connector as brick_connector
+from oslo_log import log as logging
+
+from nova import exception
+from nova.i18n import _
+from nova import utils
+
+from nova_lxd.virt import conf
+
+CONF = conf.CONF
+LOG = logging.getLogger(__name__)
+
+
+def connector_properties():
+    """os-brick's real description of this host (IP, initiator, NQN, multipath...)."""
+    return brick_connector.get_connector_properties(
+        utils.get_root_helper(), CONF.my_ip, False, False, host=CONF.host)
+
+
+def _brick(connection_info):
+    protocol = connection_info['driver_volume_type'].upper()
+    try:
+        return brick_connector.InitiatorConnector.factory(
+            protocol, utils.get_root_helper(), use_multipath=False, device_scan_attempts=3,
+            # where os-brick mounts NFS shares (RemoteFsConnector refuses to start without)
+            nfs_mount_point_base=os.path.join(CONF.instances_path, 'mnt'))
+    except ValueError:
+        raise exception.VolumeDriverNotFound(driver_type=protocol)
+
+
+def _device_key(mountpoint):
+    return 'volume-%s' % hashlib.sha256(mountpoint.encode()).hexdigest()[:12]
+
+
+def _device_of(container, mountpoint):
+    for key, dev in container.devices.items():
+        if dev.get('type') == 'unix-block' and dev.get('path') == mountpoint:
+            return key
+    return None
+
+
+def connect(connection_info):
+    """Connect through os-brick; records the host device in connection_info['data']."""
+    info = _brick(connection_info).connect_volume(connection_info['data'])
+    connection_info['data']['device_path'] = info['path']
+    return info['path']
+
+
+def disconnect(connection_info):
+    _brick(connection_info).disconnect_volume(connection_info['data'], None)
+
+
+def attach(container, connection_info, mountpoint):
+    if _device_of(container, mountpoint):
+        raise exception.InvalidInput(reason=_('%(container)s already has a volume at %(mp)s') %
+                                     {'container': container.name, 'mp': mountpoint})
+    path = connect(connection_info)
+    try:
+        container.devices = dict(container.devices, **{_device_key(mountpoint): {
+            'type': 'unix-block', 'source': path, 'path': mountpoint}})
+        container.save(wait=True)
+    except Exception:
+        container.sync()
+        disconnect(connection_info)
+        raise
+
+
+def detach(container, connection_info, mountpoint):
+    key = _device_of(container, mountpoint)
+    if key:
+        container.devices = {k: v for k, v in container.devices.items() if k != key}
+        container.save(wait=True)
+    disconnect(connection_info)
+
+
+def extend(connection_info):
+    """The host device's new size in bytes (the container sees it at once: same device)."""
+    return _brick(connection_info).extend_volume(connection_info['data'])
+
+
+def swap(container, old_connection_info, new_connection_info, mountpoint, resize_to):
+    """Copy old onto new, then the container's device at mountpoint points at new."""
+    key = _device_of(container, mountpoint)
+    if key is None:
+        raise exception.VolumeNotFound(volume_id=mountpoint)
+    new_path = connect(new_connection_info)
+    try:
+        with open(old_connection_info['data']['device_path'], 'rb') as src, \
+                open(new_path, 'r+b') as dst:
+            shutil.copyfileobj(src, dst, 4 * 1024 * 1024)
+        devices = dict(container.devices)
+        devices[key] = dict(devices[key], source=new_path)
+        container.devices = devices
+        container.save(wait=True)
+    except Exception:
+        container.sync()
+        disconnect(new_connection_info)
+        raise
+    disconnect(old_connection_info)
