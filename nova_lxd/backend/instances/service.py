@@ -7,6 +7,7 @@ lives in the storage pool of the root disk. liblxc calls block, so they run in w
 start/stop in lifecycle.py (mixins of InstanceService).
 """
 import asyncio
+import collections
 import logging
 import os
 
@@ -28,6 +29,10 @@ LOG = logging.getLogger(__name__)
 _LXC_STATES = {'RUNNING': RUNNING, 'STOPPED': STOPPED, 'FROZEN': FROZEN, 'FREEZING': RUNNING,
                'THAWED': RUNNING, 'STARTING': STARTING, 'STOPPING': STOPPING,
                'ABORTING': STOPPING}
+
+
+# what _observe read once: the db document, its expansion, liblxc's view, the root pool
+_Observed = collections.namedtuple('_Observed', 'doc config devices container code pool')
 
 
 class InstanceService(CreationMixin, LifecycleMixin):
@@ -198,13 +203,24 @@ class InstanceService(CreationMixin, LifecycleMixin):
                 if profile in (doc.get('profiles') or []) and not doc.get('_creating')]
 
     # -- the API object ---------------------------------------------------------------------------
-    def _status(self, name, container=None):
+    def _observe(self, name):
+        """One db read, profile expansion and liblxc state query of an instance.
+
+        Its view and its state share them: the recursion=2 listing needs both for each instance.
+        """
         doc = self._doc(name)
-        container = container or self.container(name)
+        config, devices = self.expanded(doc)
+        container = self.container(name)
         code = _LXC_STATES.get(container.state, STOPPED)
-        if code == STOPPED and not os.path.isdir(self._rootfs_of(doc)):
+        _, root = cfg.root_disk(devices)
+        try:
+            pool = self._pool(root['pool']) if root else None
+        except ApiError:
+            pool = None
+        if code == STOPPED and not (
+                pool and os.path.isdir(os.path.join(pool.instance_path(name), 'rootfs'))):
             code = ERROR
-        return code
+        return _Observed(doc, config, devices, container, code, pool)
 
     def _rootfs_of(self, doc):
         try:
@@ -215,12 +231,18 @@ class InstanceService(CreationMixin, LifecycleMixin):
 
     def get(self, name):
         """The instance as GET /1.0/instances/{name} shows it (blocking: liblxc state query)."""
-        doc = self._doc(name)
-        config, devices = self.expanded(doc)
-        code = self._status(name)
-        view = {k: v for k, v in doc.items() if not k.startswith('_')}
-        view.update({'expanded_config': config, 'expanded_devices': devices,
-                     'status': STATUS_NAMES[code], 'status_code': code,
+        return self._view(self._observe(name))
+
+    def get_with_state(self, name):
+        """(GET .../{name}, GET .../{name}/state) from one observation (blocking)."""
+        seen = self._observe(name)
+        return self._view(seen), self._state(seen)
+
+    @staticmethod
+    def _view(seen):
+        view = {k: v for k, v in seen.doc.items() if not k.startswith('_')}
+        view.update({'expanded_config': seen.config, 'expanded_devices': seen.devices,
+                     'status': STATUS_NAMES[seen.code], 'status_code': seen.code,
                      'location': 'none', 'project': 'default', 'type': 'container',
                      'stateful': False})
         return view
@@ -235,25 +257,29 @@ class InstanceService(CreationMixin, LifecycleMixin):
 
     def state(self, name):
         """GET .../state (blocking: reads cgroups and the container's netns)."""
-        doc = self._doc(name)
-        container = self.container(name)
-        code = self._status(name, container)
+        return self._state(self._observe(name))
+
+    @staticmethod
+    def _state(seen):
+        name, code = seen.doc['name'], seen.code
         result = {'status': STATUS_NAMES[code], 'status_code': code, 'pid': 0, 'processes': 0,
                   'cpu': {'usage': 0}, 'network': None,
                   'memory': {'usage': 0, 'usage_peak': 0, 'swap_usage': 0,
                              'swap_usage_peak': 0},
                   'disk': {}}
         try:
-            result['disk'] = {'root': {'usage': self.pool_of(name).instance_usage(name)}}
+            if seen.pool is not None:
+                result['disk'] = {'root': {'usage': seen.pool.instance_usage(name)}}
         except Exception as exc:  # usage is informative; never fail the state for it
             LOG.debug('Disk usage of %s: %s', name, exc)
         if code in (RUNNING, FROZEN):
-            pid = container.init_pid
+            pid = seen.container.init_pid
             result['pid'] = pid
             result.update(state.cgroup_state(pid))
             result['memory'].pop('total', None)
-            host_names = {dev['name']: doc['config'].get('volatile.%s.host_name' % dev_name, '')
-                          for dev_name, dev in self.expanded(doc)[1].items()
+            host_names = {dev['name']: seen.doc['config'].get('volatile.%s.host_name' % dev_name,
+                                                              '')
+                          for dev_name, dev in seen.devices.items()
                           if dev.get('type') == 'nic' and dev.get('name')}
             result['network'] = state.network_state(pid, host_names)
         return result
