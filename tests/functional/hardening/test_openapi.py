@@ -1,4 +1,4 @@
-"""The daemon's OpenAPI description: true to its routes, and schemathesis finds no 5xx through it."""
+"""The daemon's OpenAPI document: true to its routes; schemathesis finds no 5xx through it."""
 import collections
 import socket
 
@@ -15,8 +15,8 @@ from tests.backend_fixture import BackendDaemon
 
 # Fuzzed operations that would change the host beyond the private daemon's data dir (bridges,
 # dnsmasq, listening addresses, pools on loop devices) or pull from a remote: left out here; their
-# bad-input refusals have their own tests (tests/functional/backend/test_network.py, test_storage.py,
-# test_server.py, test_images.py).
+# bad-input refusals have their own tests (tests/functional/backend/test_network.py,
+# test_storage.py, test_server.py, test_images.py).
 NOT_FUZZED = {
     ('PUT', '/1.0'), ('PATCH', '/1.0'),
     ('POST', '/1.0/networks'), ('PUT', '/1.0/networks/{name}'),
@@ -146,7 +146,7 @@ def _pass(schema, session, base_url, aimed, statuses, failures):
             response = case.call(base_url=base_url, session=session, timeout=60)
             statuses[response.status_code] += 1
             _check(response, '%s %s %r %r' % (case.method, case.formatted_path,
-                                                case.query, case.body))
+                                               case.query, case.body))
 
         try:
             fuzz()
