@@ -145,8 +145,8 @@ def _pass(schema, session, base_url, aimed, statuses, failures):
         def fuzz(case):
             response = case.call(base_url=base_url, session=session, timeout=60)
             statuses[response.status_code] += 1
-            _check(response, '%s %s %r %r' % (case.method, case.formatted_path,
-                                               case.query, case.body))
+            label = '%s %s %r %r' % (case.method, case.formatted_path, case.query, case.body)
+            _check(response, label)
 
         try:
             fuzz()
