@@ -75,3 +75,16 @@ class OVS:
                         break
                     time.sleep(0.05)
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_shared = None
+
+
+def shared():
+    """One switch per test process: os-vif's OVS plugin keeps its ovsdb connection for good."""
+    global _shared
+    if _shared is None:
+        import atexit
+        _shared = OVS().start()
+        atexit.register(_shared.destroy)
+    return _shared

@@ -166,9 +166,9 @@ class _LXDServersOVS(_LXDServers):
     """Ports bound as `ovs` on a private Open vSwitch (userspace datapath): plain and hybrid."""
 
     def setUp(self):
-        self.ovs = ovs.OVS().start()
-        self.addCleanup(self.ovs.destroy)
+        self.ovs = ovs.shared()
         self.bridge = 'br-nlx%s' % uuid.uuid4().hex[:6]
+        self.addCleanup(self.ovs.vsctl, '--if-exists', 'del-br', self.bridge)
         super().setUp()
 
     def _bind_ports(self):
