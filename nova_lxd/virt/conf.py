@@ -57,7 +57,8 @@ def register_opts(conf):
 
 
 def list_opts():
-    return {lxd_group: lxd_opts}
+    # oslo-config-generator and sphinx's show-options want [(group, opts)]
+    return [(lxd_group, lxd_opts)]
 
 
 CONF = cfg.CONF
