@@ -148,10 +148,11 @@ class LifecycleMixin:
         """Blocking: clean shutdown within timeout (halt signal), then forced; devices cleaned."""
         doc = self._doc(name)
         container = self.container(name)
-        if not container.running:
+        lxc_state = container.state   # one query to the monitor, not two (running, then state)
+        if lxc_state == 'STOPPED':
             raise BadRequest('The instance is already stopped')
         clean = False
-        if container.state == 'FROZEN':
+        if lxc_state == 'FROZEN':
             container.unfreeze()
         if not force:
             if timeout is None or timeout < 0:
