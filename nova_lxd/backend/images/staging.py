@@ -4,10 +4,13 @@ LXD's fingerprint is the sha256 of the image file (unified) or of the metadata f
 rootfs file (split); the hash is taken while the bytes arrive, so nothing is read twice and nothing
 is held in memory.
 """
+import errno
 import hashlib
 import os
 import shutil
 import uuid
+
+from nova_lxd.backend.errors import ApiError
 
 CHUNK = 1 << 20
 
@@ -27,14 +30,21 @@ class Staging:
         """Write what `await read_chunk()` yields (until b'') to the part `name`."""
         path = self.file(name)
         size = 0
-        with open(path, 'wb') as out:
-            while True:
-                chunk = await read_chunk()
-                if not chunk:
-                    break
-                self.sha256.update(chunk)
-                out.write(chunk)
-                size += len(chunk)
+        try:
+            with open(path, 'wb') as out:
+                while True:
+                    chunk = await read_chunk()
+                    if not chunk:
+                        break
+                    self.sha256.update(chunk)
+                    out.write(chunk)
+                    size += len(chunk)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            # the caller discards the staging directory; the client sees why, not a 500
+            raise ApiError('Not enough disk space to store the image (%s received): %s'
+                           % (size, exc.strerror), status=507)
         self.files[name] = path
         self.sizes[name] = size
         return path
