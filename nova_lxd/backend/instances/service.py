@@ -10,6 +10,7 @@ import asyncio
 import collections
 import logging
 import os
+import shutil
 
 import lxc
 
@@ -384,6 +385,12 @@ class InstanceService(CreationMixin, LifecycleMixin):
     def _rename(self, name, new_name):
         if self.container(name).running:
             raise BadRequest('Renaming a running instance is not allowed')
+        if self.db.get('instance', new_name) is not None:
+            raise Conflict('An instance named %s already exists' % new_name)
+        # Logs of an earlier instance of that name are stale (its monitor can still write after
+        # the delete); they must not block the rename half-way, after the volume moved.
+        for base in (self.lxcpath, self.logs):
+            shutil.rmtree(os.path.join(base, new_name), ignore_errors=True)
         self.pool_of(name).rename_instance(name, new_name)
         for base in (self.lxcpath, self.logs):
             if os.path.exists(os.path.join(base, name)):

@@ -213,6 +213,23 @@ def test_rename_to_existing_is_refused(client, backend, instance):
         cleanup(other)
 
 
+def test_rename_over_stale_logs_of_a_deleted_instance(client, backend, instance):
+    """A log directory left by a deleted instance of the target name must not break the rename
+    half-way (the Nova driver's resize revert renames `<name>-resize` back to `<name>`)."""
+    target = unique('reused')
+    stale = os.path.join(backend.data_dir, 'logs', target)
+    os.makedirs(stale)
+    with open(os.path.join(stale, 'lxc.log'), 'w') as f:
+        f.write('left by an earlier instance\n')
+    instance.rename(target, wait=True)
+    renamed = client.instances.get(target)
+    try:
+        assert os.path.exists(rootfs_path(backend, target) + '/bin/busybox')
+        assert not os.path.exists(os.path.join(stale, 'lxc.log'))
+    finally:
+        cleanup(renamed)
+
+
 def test_templates_rendered_on_start(client, backend, instance):
     instance_dir = os.path.dirname(rootfs_path(backend, instance.name))
     os.makedirs(os.path.join(instance_dir, 'templates'))
