@@ -32,6 +32,8 @@ WINDOW = 60.0
 
 def load_certificate(data):
     """A certificate from PEM, base64 DER (as `lxc`/pylxd send it) or DER bytes."""
+    if not isinstance(data, (str, bytes)):
+        raise BadRequest('The certificate must be a string (PEM or base64 DER)')
     if isinstance(data, str):
         data = data.strip().encode()
     try:

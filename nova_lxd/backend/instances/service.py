@@ -144,6 +144,8 @@ class InstanceService(CreationMixin, LifecycleMixin):
     def _profiles(self, names):
         found = []
         for name in names:
+            if not isinstance(name, str):
+                raise BadRequest('Profile names must be strings, not %r' % (name,))
             profile = self.db.get('profile', name)
             if profile is None:
                 raise BadRequest('Profile %r not found' % name)

@@ -176,3 +176,19 @@ def test_schemathesis_finds_no_server_error(fuzz_daemon):
     # still serving, and still answering in LXD's shape
     assert client.host_info['api_version'] == '1.0'
     assert session.get(base_url + '/1.0/instances').json()['type'] == 'sync'
+
+
+@pytest.mark.parametrize('method,path,body,words', [
+    # found by schemathesis: both were unhandled 500s
+    ('PATCH', '/instances/{name}', {'profiles': [{}]}, 'Profile names must be strings'),
+    ('POST', '/certificates', {'certificate': True}, 'certificate must be a string'),
+])
+def test_fuzzer_findings_are_lxd_errors(fuzz_daemon, method, path, body, words):
+    client = fuzz_daemon.client()
+    if not client.instances.exists('finding'):
+        client.instances.create({'name': 'finding', 'source': {'type': 'none'}}, wait=True)
+    resp = client.api.session.request(method, client.api._api_endpoint
+                                      + path.format(name='finding'), json=body)
+    assert resp.status_code == 400, resp.text
+    assert resp.json()['error_code'] == 400 and words in resp.json()['error']
+    assert client.instances.get('finding').profiles == ['default']
