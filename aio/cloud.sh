@@ -23,8 +23,6 @@ BIN=$AIO_VENV/bin
 OVS_DB=tcp:127.0.0.1:6640
 # the demo tenant network (VLAN on physnet1) and server
 NET=demo-net SUBNET=demo-subnet CIDR=10.77.0.0/24 IMAGE=busybox FLAVOR=c1.tiny SERVER=demo
-# Neutron's bridges; br-int and br-phys are made by the OVS agent and by us
-BRIDGES=(br-int br-phys)
 
 log() { echo "aio: $*" >&2; }
 die() { log "$*"; exit 1; }
@@ -83,6 +81,7 @@ uwsgi() {
 render() {
     mkdir -p "$AIO_ETC"/{keystone,glance,placement,nova,neutron} "$AIO_LOGS" "$AIO_RUN" \
         "$AIO_DATA"/{glance,nova,neutron,backend}
+    # shellcheck disable=SC2016  # the names envsubst may replace, not their values
     local vars='${AIO_ROOT} ${AIO_ETC} ${AIO_LOGS} ${AIO_RUN} ${AIO_DATA} ${AIO_VENV} ${AIO_PASSWORD} ${AIO_HOST}'
     local t svc
     for t in "$AIO"/templates/*; do
@@ -187,7 +186,7 @@ start_nova() {
     nova_manage api_db sync
     cells=$(nova_manage cell_v2 list_cells 2>/dev/null || true)
     grep -q ' cell0 ' <<<"$cells" || nova_manage cell_v2 map_cell0 \
-        --database_connection "sqlite:///$AIO_DATA/nova_cell0.sqlite"
+        --database_connection "sqlite:///$AIO_DATA/nova_cell0.sqlite?timeout=60"
     grep -q ' cell1 ' <<<"$cells" || nova_manage cell_v2 create_cell --name cell1 >/dev/null
     nova_manage db sync
     sqlite_wal "$AIO_DATA"/nova_*.sqlite
