@@ -452,7 +452,12 @@ class LXDDriver(driver.ComputeDriver):
 
     @locked
     def snapshot(self, context, instance, image_id, update_task_state):
-        lxd_snapshot.snapshot(context, self._get(instance), image_id, update_task_state)
+        try:
+            container = self._get(instance)
+        except exception.InstanceNotFound:
+            # the compute manager (and the driver contract) read a vanished instance this way
+            raise exception.InstanceNotRunning(instance_id=instance.uuid)
+        lxd_snapshot.snapshot(context, container, image_id, update_task_state)
 
     @locked
     def migrate_disk_and_power_off(self, context, instance, dest, flavor, network_info,

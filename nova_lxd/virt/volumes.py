@@ -25,8 +25,9 @@ LOG = logging.getLogger(__name__)
 
 def connector_properties():
     """os-brick's real description of this host (IP, initiator, NQN, multipath...)."""
+    # storage traffic may have its own address, as for every Nova driver
     return brick_connector.get_connector_properties(
-        utils.get_root_helper(), CONF.my_ip, False, False, host=CONF.host)
+        utils.get_root_helper(), CONF.my_block_storage_ip, False, False, host=CONF.host)
 
 
 def _brick(connection_info):

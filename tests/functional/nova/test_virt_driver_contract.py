@@ -124,6 +124,30 @@ class _LXDDriverContract(test_virt_drivers._VirtDriverTestCase, test.TestCase):
 
     _overridden = False
 
+    # Nova's versions of these two attach a 'fake' volume type that only libvirt's own test
+    # volume driver knows. For this driver an unknown type must be refused, not "attached";
+    # real attach/detach/swap/extend through os-brick on loop devices: test_volumes.py.
+    _FAKE_VOLUME = {'driver_volume_type': 'fake', 'serial': 'fake_serial', 'data': {}}
+
+    def test_attach_detach_volume(self):
+        self._overridden = True
+        from nova import exception
+        instance, _nw = self._get_running_instance()
+        self.assertRaises(exception.VolumeDriverNotFound, self.connection.attach_volume,
+                          None, self._FAKE_VOLUME, instance, '/dev/sda')
+        self.assertRaises(exception.VolumeDriverNotFound, self.connection.detach_volume,
+                          None, self._FAKE_VOLUME, instance, '/dev/sda')
+
+    def test_swap_volume(self):
+        self._overridden = True
+        from nova import exception
+        instance, _nw = self._get_running_instance()
+        # nothing can be attached at /dev/sda (the 'fake' type is refused), so nothing to swap
+        self.assertRaises(exception.VolumeDriverNotFound, self.connection.attach_volume,
+                          None, self._FAKE_VOLUME, instance, '/dev/sda')
+        self.assertRaises(exception.VolumeNotFound, self.connection.swap_volume,
+                          None, self._FAKE_VOLUME, self._FAKE_VOLUME, instance, '/dev/sda', 2)
+
     # Nova's versions of these two reach into libvirt's internals (LibvirtLiveMigrateData,
     # active_migrations); the contract for a driver without live migration is NotImplementedError.
     def test_live_migration(self):
