@@ -156,9 +156,18 @@ def test_instances_are_snapshots_of_the_cached_image(backend, client):
                 wait=True)
         cached = _subvolume(os.path.join(pool_dir, 'images', image.fingerprint))
         assert 'readonly' in cached['Flags']
-        for name in names:
-            instance = _subvolume(os.path.join(pool_dir, 'containers', name))
-            assert instance['Parent UUID'] == cached['UUID']
+        # Unprivileged instances clone the image's copy shifted to their idmap (made once per
+        # image and idmap, itself a snapshot of the cached image), not the image itself.
+        variants = {}
+        for entry in os.listdir(os.path.join(pool_dir, 'images')):
+            if entry.startswith(image.fingerprint + '@'):
+                variant = _subvolume(os.path.join(pool_dir, 'images', entry))
+                assert 'readonly' in variant['Flags']
+                assert variant['Parent UUID'] == cached['UUID']
+                variants[variant['UUID']] = entry
+        parents = {_subvolume(os.path.join(pool_dir, 'containers', n))['Parent UUID']
+                   for n in names}
+        assert len(parents) == 1 and parents <= set(variants) | {cached['UUID']}
         volumes = client.storage_pools.get('default').volumes.all()
         kinds = {(v.type, v.name) for v in volumes}
         assert ('image', image.fingerprint) in kinds
