@@ -7,9 +7,18 @@ import pytest
 
 from nova_lxd.image import convert
 from tests import images
+from tests.backend_fixture import BackendDaemon
 from tests.functional.image import disks
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason='containers need root')
+
+@pytest.fixture(scope='module')
+def backend():
+    """A daemon of this module's own: the session's shared one may hold these images already
+    (other modules import the same cached tarballs), and an import must start from nothing."""
+    daemon = BackendDaemon()
+    daemon.start()
+    yield daemon
+    daemon.destroy()
 
 
 def _name(prefix):
