@@ -15,17 +15,9 @@ DEBS=(rabbitmq-server openvswitch-switch dnsmasq-base haproxy ethtool)
 PIPS=(nova==34.0.0 keystone==30.0.0 glance==33.0.0 openstack-placement==16.0.0 neutron==29.0.0
       python-openstackclient==10.5.0 uWSGI==2.0.31)
 
-missing=()
-for pkg in "${DEBS[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-    log "installing Debian packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    # no daemon starts here (no init system); cloud.sh starts each by hand
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=tools/debs.sh
+. "$REPO/tools/debs.sh"
+install_debs "${DEBS[@]}"
 
 VENV=$REPO/.venv-aio
 if [ ! -x "$VENV/bin/python" ]; then

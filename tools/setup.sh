@@ -10,16 +10,9 @@ quiet() { grep -v -E 'WARNING: Location|BuildBackendWarning|^ *(!!|\*+)?$|^ {2,}
 
 # 1. Debian packages (bindep.txt is the one list)
 mapfile -t wanted < <(sed -e 's/#.*//' -e 's/\[.*\]//' bindep.txt | awk 'NF {print $1}')
-missing=()
-for pkg in "${wanted[@]}"; do
-    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-done
-if ((${#missing[@]})); then
-    log "installing Debian packages: ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-fi
+# shellcheck source=tools/debs.sh
+. tools/debs.sh
+install_debs "${wanted[@]}"
 
 # 2. Subordinate ids: containers' root maps to host ids from 1000000 on (unprivileged containers)
 for f in /etc/subuid /etc/subgid; do
