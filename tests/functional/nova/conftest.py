@@ -13,6 +13,8 @@ import pytest  # noqa: E402
 import nova.test  # noqa: E402
 
 from tests.functional.nova import backends  # noqa: E402
+from tests.functional.nova import hosts  # noqa: E402
+from tests.functional.nova import ovs  # noqa: E402
 
 # nova.test.TestCase deletes its own attributes after each test, which pytest still needs.
 nova.test.TestCase._clear_attrs = lambda self: None
@@ -46,4 +48,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope='session', autouse=True)
 def _stop_backends():
     yield
+    # at session end, not only atexit: pytest-xdist workers leave with os._exit, skipping atexit
+    hosts.stop_all()
     backends.stop_all()
+    ovs.stop_shared()

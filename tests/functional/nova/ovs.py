@@ -84,7 +84,13 @@ def shared():
     """One switch per test process: os-vif's OVS plugin keeps its ovsdb connection for good."""
     global _shared
     if _shared is None:
-        import atexit
         _shared = OVS().start()
-        atexit.register(_shared.destroy)
     return _shared
+
+
+def stop_shared():
+    """Called at the end of the test session (pytest-xdist workers skip atexit)."""
+    global _shared
+    if _shared is not None:
+        _shared.destroy()
+        _shared = None
