@@ -12,6 +12,7 @@ import os
 import uuid
 
 import fixtures
+import pytest
 import os_vif
 from vif_plug_ovs import privsep as vif_plug_privsep
 
@@ -162,8 +163,13 @@ class _LXDServers(integrated_helpers.ProviderUsageBaseTestCase):
 base.for_each_backend(globals(), _LXDServers, 'TestLXDServers')
 
 
+@pytest.mark.isolated
 class _LXDServersOVS(_LXDServers):
-    """Ports bound as `ovs` on a private Open vSwitch (userspace datapath): plain and hybrid."""
+    """Ports bound as `ovs` on a private Open vSwitch (userspace datapath): plain and hybrid.
+
+    Isolated: os-vif keeps one ovsdb connection per process, so after other driver tests in the
+    same worker its bridge commands go astray; alone, in a fresh process, they are reliable.
+    """
 
     def setUp(self):
         self.ovs = ovs.shared()

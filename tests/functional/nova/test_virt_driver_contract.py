@@ -138,6 +138,17 @@ class _LXDDriverContract(test_virt_drivers._VirtDriverTestCase, test.TestCase):
         self.assertRaises(exception.VolumeDriverNotFound, self.connection.detach_volume,
                           None, self._FAKE_VOLUME, instance, '/dev/sda')
 
+    def test_attach_detach_different_power_states(self):
+        self._overridden = True
+        from nova import exception
+        instance, _nw = self._get_running_instance()
+        self.connection.power_off(instance)
+        self.assertRaises(exception.VolumeDriverNotFound, self.connection.attach_volume,
+                          None, self._FAKE_VOLUME, instance, '/dev/sda')
+        self.connection.power_on(self.ctxt, instance, _nw)
+        self.assertRaises(exception.VolumeDriverNotFound, self.connection.detach_volume,
+                          None, self._FAKE_VOLUME, instance, '/dev/sda')
+
     def test_swap_volume(self):
         self._overridden = True
         from nova import exception
