@@ -12,7 +12,7 @@ status=0
 pytest "$@" || status=$?
 # exit code 5: nothing selected (e.g. arguments that name no isolated test)
 isolated=0
-pytest -n 0 -m isolated "$@" || isolated=$?
+pytest -n 0 "$@" -m isolated || isolated=$?
 [ "$isolated" = 5 ] && isolated=0
 [ "$status" = 0 ] && status=$isolated
 exit "$status"
