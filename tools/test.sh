@@ -1,6 +1,6 @@
 #!/bin/bash
 # The whole test suite: sets the host up (tools/setup.sh), then runs every test: first the main
-# run on two workers, then the `isolated` tests, each file in a fresh process (they hold
+# run on two workers, then the `isolated` tests in a fresh process of their own (they hold
 # process-global state). pytest's summary line ends the output. Extra arguments go to pytest
 # (e.g. a path, -k, or `-m slow` for the all-in-one cloud test).
 set -euo pipefail
