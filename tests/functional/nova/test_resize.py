@@ -80,6 +80,8 @@ class _ResizeTest(moves_base.MovesTestBase):
         self._write_marker(container, 'kept')
         # 1.1 GiB of incompressible data: more than the 1 GB of the new flavor
         self._run(container, 'dd', 'if=/dev/urandom', 'of=/root/big', 'bs=1M', 'count=1100')
+        # on disk, so the pool's accounting (btrfs commits it with the transaction) counts it
+        self._run(container, 'sync')
         pid = container.state().pid
         exc = self.assertRaises(client.OpenStackApiException, self.api.post_server_action,
                                 server['id'], {'resize': {'flavorRef': tiny_disk}})
