@@ -213,7 +213,7 @@ class CreationMixin:
                 and d['config'].get('volatile.idmap.base', '0') != '0']
 
     def _render(self, doc, trigger, idmap):
-        owner = (idmaps._to_host(idmap, 'u', 0), idmaps._to_host(idmap, 'g', 0))
+        owner = (idmaps.to_host(idmap, 'u', 0), idmaps.to_host(idmap, 'g', 0))
         instance_dir = self._pool(self._root(doc)['pool']).instance_path(doc['name'])
         config, _ = self.expanded(doc)
         privileged = cfg.is_true(config.get('security.privileged', 'false'))

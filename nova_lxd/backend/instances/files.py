@@ -109,11 +109,11 @@ class InstanceFiles:
 
     # -- ids ---------------------------------------------------------------------------------
     def _to_container(self, kind, host_id):
-        ns_id = idmaps._to_ns(self.idmap, kind, host_id)
+        ns_id = idmaps.to_ns(self.idmap, kind, host_id)
         return OVERFLOW_ID if ns_id is None else ns_id
 
     def _to_host(self, kind, ns_id):
-        host_id = idmaps._to_host(self.idmap, kind, ns_id)
+        host_id = idmaps.to_host(self.idmap, kind, ns_id)
         if host_id is None:
             raise BadRequest('%sid %d is not mapped in this instance' % (kind, ns_id))
         return host_id

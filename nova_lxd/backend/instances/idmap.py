@@ -87,22 +87,23 @@ def lxc_lines(idmap):
     return [('lxc.idmap', '%s %d %d %d' % entry) for entry in idmap]
 
 
-def _to_ns(idmap, kind, host_id):
+def _translate(idmap, kind, value, from_host):
+    """An id through the map (host -> namespace or back); None if no range covers it."""
     if not idmap:
-        return host_id
+        return value
     for k, ns, host, count in idmap:
-        if k == kind and host <= host_id < host + count:
-            return ns + host_id - host
+        start, other = (host, ns) if from_host else (ns, host)
+        if k == kind and start <= value < start + count:
+            return other + value - start
     return None
 
 
-def _to_host(idmap, kind, ns_id):
-    if not idmap:
-        return ns_id
-    for k, ns, host, count in idmap:
-        if k == kind and ns <= ns_id < ns + count:
-            return host + ns_id - ns
-    return None
+def to_ns(idmap, kind, host_id):
+    return _translate(idmap, kind, host_id, from_host=True)
+
+
+def to_host(idmap, kind, ns_id):
+    return _translate(idmap, kind, ns_id, from_host=False)
 
 
 def shift_rootfs(path, old, new):
@@ -118,9 +119,9 @@ def shift_rootfs(path, old, new):
 
     def shift(p, st):
         nonlocal changed
-        uid, gid = _to_ns(old, 'u', st.st_uid), _to_ns(old, 'g', st.st_gid)
-        new_uid = _to_host(new, 'u', uid) if uid is not None else None
-        new_gid = _to_host(new, 'g', gid) if gid is not None else None
+        uid, gid = to_ns(old, 'u', st.st_uid), to_ns(old, 'g', st.st_gid)
+        new_uid = to_host(new, 'u', uid) if uid is not None else None
+        new_gid = to_host(new, 'g', gid) if gid is not None else None
         new_uid = st.st_uid if new_uid is None else new_uid
         new_gid = st.st_gid if new_gid is None else new_gid
         if (new_uid, new_gid) == (st.st_uid, st.st_gid):
