@@ -79,8 +79,17 @@ class RawLXC:
         return lxc.Container(name, self.lxcpath)
 
     def start(self, container):
-        """Start until init runs (the same definition of 'launched' as for the daemons)."""
-        self.check(container.start(), 'lxc-start of %s failed' % container.name)
+        """Start until init runs (the same definition of 'launched' as for the daemons).
+
+        From a forked child: Container.start() moves its caller into the monitor's cgroup, which
+        can then never be removed while this process lives.
+        """
+        child = os.fork()
+        if child == 0:
+            os._exit(0 if container.start() else 1)
+        _, status = os.waitpid(child, 0)
+        self.check(os.waitstatus_to_exitcode(status) == 0,
+                   'lxc-start of %s failed' % container.name)
         self.check(container.wait('RUNNING', 30), '%s never reached RUNNING' % container.name)
         self.check(host.is_container_init(container.init_pid),
                    '%s has no container init' % container.name)

@@ -193,20 +193,13 @@ class LXDDriver(driver.ComputeDriver):
         self._force_stop(container)
 
     @staticmethod
-    def _force_stop(container, busy_timeout=30):
+    def _force_stop(container):
         """Forced stop; a clean stop the backend is still finishing is waited for."""
-        deadline = time.monotonic() + busy_timeout
-        while True:
+        def stop():
             container.sync()
-            if container.status == 'Stopped':
-                return
-            try:
+            if container.status != 'Stopped':
                 container.stop(force=True, wait=True)
-                return
-            except lxd_exceptions.LXDAPIException as exc:
-                if 'busy' not in str(exc).lower() or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
+        _when_not_busy(stop)
 
     def _start(self, instance, network_info):
         container = self._get(instance)
@@ -215,7 +208,7 @@ class LXDDriver(driver.ComputeDriver):
         elif container.status != 'Running':
             self._plug(instance, network_info)
             lxd_vif.wait_for_stale_host_ends(network_info)
-            container.start(wait=True)
+            _start_container(container)
 
     def _plug(self, instance, network_info):
         for vif in network_info or []:
@@ -261,7 +254,7 @@ class LXDDriver(driver.ComputeDriver):
                                        **{configdrive.DEVICE: configdrive.device(instance)})
                 created.save(wait=True)
             if power_on:
-                created.start(wait=True)
+                _start_container(created)
         except Exception:
             if created is not None:
                 _rollback(instance, self._delete_container, created)
@@ -273,7 +266,8 @@ class LXDDriver(driver.ComputeDriver):
 
     def _delete_container(self, container):
         self._force_stop(container)
-        container.delete(wait=True)
+        # LXD finishes its own stop bookkeeping after a failed start before a delete may run
+        _when_not_busy(lambda: container.delete(wait=True))
 
     @locked
     def destroy(self, context, instance, network_info, block_device_info=None,
@@ -566,6 +560,32 @@ class LXDDriver(driver.ComputeDriver):
 
     def extend_volume(self, context, connection_info, instance, requested_size):
         return lxd_volumes.extend(connection_info)
+
+
+def _when_not_busy(action, timeout=30):
+    """Run action, again while the backend says the instance is busy with another operation."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return action()
+        except lxd_exceptions.LXDAPIException as exc:
+            if 'busy' not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def _start_container(container):
+    """Start; when the backend cannot, its LXC log of the instance says why (in our log)."""
+    try:
+        container.start(wait=True)
+    except lxd_exceptions.LXDAPIException:
+        try:
+            log = container.client.api.instances[container.name].logs['lxc.log'].get().text
+        except Exception as exc:   # the start error matters more than a missing log
+            log = 'no LXC log (%s)' % exc
+        LOG.error('Starting %s failed; the end of its LXC log:\n%s', container.name,
+                  '\n'.join(log.splitlines()[-15:]))
+        raise
 
 
 def _rollback(instance, func, *args):

@@ -13,7 +13,7 @@ import uuid
 from nova_lxd.backend.errors import ApiError, BadRequest, Conflict, NotFound
 from nova_lxd.backend.instances import config as cfg
 from nova_lxd.backend.instances import idmap as idmaps
-from nova_lxd.backend.instances import state, templates
+from nova_lxd.backend.instances import templates
 from nova_lxd.backend.instances.common import check_name, daemon_owned, now
 
 LOG = logging.getLogger(__name__)
@@ -226,7 +226,6 @@ class CreationMixin:
             self._pool(self._root(doc)['pool']).delete_instance(name)
         except ApiError as exc:
             LOG.warning('Deleting the volume of %s: %s', name, exc.message)
-        state.prune_monitor_cgroups(name)
         # never Container.destroy(): it deletes the rootfs even outside the lxcpath
         shutil.rmtree(os.path.join(self.lxcpath, name), ignore_errors=True)
         shutil.rmtree(os.path.join(self.logs, name), ignore_errors=True)

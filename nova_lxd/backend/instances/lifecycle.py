@@ -13,7 +13,7 @@ from nova_lxd.backend.errors import ApiError, BadRequest
 from nova_lxd.backend.instances import config as cfg
 from nova_lxd.backend.instances import devices as device_registry
 from nova_lxd.backend.instances import idmap as idmaps
-from nova_lxd.backend.instances import lxcconf, state
+from nova_lxd.backend.instances import lxcconf
 from nova_lxd.backend.instances.common import now
 from nova_lxd.backend.instances.paths import resolve_in_rootfs
 
@@ -133,7 +133,6 @@ class LifecycleMixin:
                                 stderr=subprocess.PIPE, close_fds=True, timeout=120,
                                 env=LXC_START_ENV)
         if result.returncode != 0 or not self.container(name).running:
-            state.prune_monitor_cgroups(name)
             raise ApiError('Failed to start instance %s: %s' % (name, self._lxc_log_tail(name)))
 
     def _lxc_log_tail(self, name):
@@ -166,12 +165,6 @@ class LifecycleMixin:
         return clean
 
     def _after_stop(self, name):
-        for _ in range(50):   # the monitor exits a moment after the container
-            state.prune_monitor_cgroups(name)
-            if not any(os.path.exists('/sys/fs/cgroup/%s/lxc.monitor.%s' % (h, name))
-                       for h in ('memory', 'pids')):
-                break
-            time.sleep(0.01)
         doc = self._doc(name)
         config, devices = self.expanded(doc)
         ctx = self._device_context(doc, config, self.idmap(name))

@@ -2,7 +2,6 @@
 import ctypes
 import logging
 import os
-import re
 import socket
 
 from pyroute2 import IPRoute
@@ -34,28 +33,6 @@ def cgroup_paths(pid):
     except OSError:
         pass
     return paths
-
-
-def prune_monitor_cgroups(name):
-    """Remove the empty lxc.monitor.<name>[-N] cgroups liblxc leaves behind.
-
-    When liblxc is driven through the python bindings its monitor fails to remove its own
-    cgroup (EBUSY) after the container stopped; rmdir only succeeds on empty cgroups, so a
-    running container of the same name elsewhere is never touched.
-    """
-    pattern = re.compile(r'^lxc\.monitor\.%s(-\d+)?$' % re.escape(name))
-    for hierarchy in os.listdir('/sys/fs/cgroup'):
-        base = os.path.join('/sys/fs/cgroup', hierarchy)
-        try:
-            entries = os.listdir(base)
-        except OSError:
-            continue
-        for entry in entries:
-            if pattern.match(entry):
-                try:
-                    os.rmdir(os.path.join(base, entry))
-                except OSError:
-                    pass
 
 
 def _read_int(path, default=0):

@@ -107,9 +107,7 @@ class _LXDDriverContract(test_virt_drivers._VirtDriverTestCase, test.TestCase):
         client = backends.get(self.backend_name).client()
         for inst in client.instances.all():
             if 'user.nova.uuid' in inst.config:
-                if inst.status != 'Stopped':
-                    inst.stop(force=True, wait=True)
-                inst.delete(wait=True)
+                self.connection._delete_container(inst)
 
     def tearDown(self):
         name = self._testMethodName
