@@ -100,8 +100,6 @@ class InstanceService(CreationMixin, LifecycleMixin):
                 LOG.info('Instance %s is running', name)
                 if recorded != 'RUNNING':
                     self._set_volatile(name, {'volatile.last_state.power': 'RUNNING'})
-            else:
-                state.prune_monitor_cgroups(name)
             if not running and recorded == 'RUNNING':
                 LOG.warning('Instance %s was running and its container is gone: now Stopped', name)
                 self._set_volatile(name, {'volatile.last_state.power': 'STOPPED'})
