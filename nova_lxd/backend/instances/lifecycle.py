@@ -14,6 +14,7 @@ from nova_lxd.backend.instances import config as cfg
 from nova_lxd.backend.instances import devices as device_registry
 from nova_lxd.backend.instances import idmap as idmaps
 from nova_lxd.backend.instances import lxcconf
+from nova_lxd.backend.instances import reboot
 from nova_lxd.backend.instances.common import now
 from nova_lxd.backend.instances.paths import resolve_in_rootfs
 
@@ -176,6 +177,25 @@ class LifecycleMixin:
         ctx.volatile['volatile.last_state.power'] = 'STOPPED'
         self._set_volatile(name, ctx.volatile)
 
+    def _restart_in_place(self, name, timeout):
+        """Blocking: a clean restart with the image's reboot signal; False if it has none.
+
+        Not back within timeout: forced, as a clean stop is (see reboot.py).
+        """
+        config = self.expanded(self._doc(name))[0]
+        if not reboot.wanted(config):
+            return False
+        if timeout is None or timeout < 0:
+            timeout = int(config.get('boot.host_shutdown_timeout', DEFAULT_STOP_TIMEOUT))
+        if reboot.reboot_in_place(self.container(name), timeout):
+            return True
+        if self.container(name).running:
+            self._stop(name, True, 0)
+        else:
+            self._after_stop(name)     # its init halted instead of rebooting
+        self._start(name)
+        return True
+
     async def change_state(self, name, body):
         """PUT .../state: returns the operation."""
         action = body.get('action')
@@ -195,6 +215,9 @@ class LifecycleMixin:
                 if action == 'start':
                     await op.run_blocking(self._start, name)
                     self._event('instance-started', source)
+                elif action == 'restart' and not force and await op.run_blocking(
+                        self._restart_in_place, name, timeout):
+                    self._event('instance-restarted', source)
                 elif action in ('stop', 'restart'):
                     clean = await op.run_blocking(self._stop, name, force, timeout)
                     self._event(

@@ -1,6 +1,7 @@
 """The one place that turns an instance (expanded config + devices) into an LXC config file."""
 import signal
 
+from nova_lxd.backend.errors import BadRequest
 from nova_lxd.backend.instances import idmap as idmaps
 from nova_lxd.backend.instances import limits
 from nova_lxd.backend.instances.config import is_true
@@ -22,15 +23,59 @@ def halt_signal(config, init_kind):
     return {'busybox': 'SIGUSR1', 'systemd': 'SIGRTMIN+3'}.get(init_kind, 'SIGPWR')
 
 
+def reboot_signal(config):
+    """The signal that makes the image's init reboot cleanly, or None (liblxc's SIGINT)."""
+    return config.get('image.reboot_signal') or None
+
+
+def init_cmd(config):
+    """The image's init command line, or None for liblxc's default (/sbin/init)."""
+    return (config.get('image.init_cmd') or '').strip() or None
+
+
 def _signal_number(name):
-    if name.startswith('SIGRTMIN+'):
-        return int(signal.SIGRTMIN) + int(name[len('SIGRTMIN+'):])
-    return int(getattr(signal, name))
+    """Number of a signal named like SIGTERM, TERM, SIGRTMIN+3 or 15."""
+    name = str(name).strip().upper()
+    if name.isdigit():
+        number = int(name)
+    else:
+        if not name.startswith('SIG'):
+            name = 'SIG' + name
+        if name.startswith('SIGRTMIN+') and name[len('SIGRTMIN+'):].isdigit():
+            number = int(signal.SIGRTMIN) + int(name[len('SIGRTMIN+'):])
+        elif name.startswith('SIGRTMAX-') and name[len('SIGRTMAX-'):].isdigit():
+            number = int(signal.SIGRTMAX) - int(name[len('SIGRTMAX-'):])
+        elif isinstance(getattr(signal, name, None), signal.Signals):
+            number = int(getattr(signal, name))
+        else:
+            raise ValueError('unknown signal %r' % name)
+    if not 0 < number <= int(signal.SIGRTMAX):
+        raise ValueError('signal %d out of range' % number)
+    return number
+
+
+def check(config):
+    """The image.* keys that become LXC config, checked; returns [problem, ...]."""
+    problems = []
+    for key in ('image.halt_signal', 'image.reboot_signal'):
+        if config.get(key):
+            try:
+                _signal_number(config[key])
+            except ValueError as exc:
+                problems.append('%s: %s' % (key, exc))
+    cmd = init_cmd(config)
+    if cmd and ('\n' in cmd or not cmd.startswith('/')):
+        problems.append('image.init_cmd: an absolute path (with arguments) on one line, not %r'
+                        % cmd)
+    return problems
 
 
 def build(name, rootfs, config, idmap, console_log, lxc_log, init_kind, lxcfs_dir,
           device_lines):
     """The LXC config of an instance as text. device_lines come from the device registry."""
+    problems = check(config)
+    if problems:
+        raise BadRequest('Cannot start instance %s: %s' % (name, '; '.join(problems)))
     nesting = is_true(config.get('security.nesting', 'false'))
     lines = [
         ('lxc.uts.name', name),
@@ -49,6 +94,7 @@ def build(name, rootfs, config, idmap, console_log, lxc_log, init_kind, lxcfs_di
         ('lxc.log.file', lxc_log),
         ('lxc.log.level', 'warn'),
         ('lxc.signal.halt', str(_signal_number(halt_signal(config, init_kind)))),
+        ('lxc.signal.reboot', str(_signal_number(reboot_signal(config) or 'SIGINT'))),
         ('lxc.cap.drop', 'sys_time sys_module sys_rawio mac_admin mac_override'),
         ('lxc.seccomp.profile', SECCOMP),
         ('lxc.cgroup.devices.deny', 'a'),
@@ -65,6 +111,8 @@ def build(name, rootfs, config, idmap, console_log, lxc_log, init_kind, lxcfs_di
     if lxcfs_dir:
         lines += [('lxc.mount.entry', '%s/%s %s none bind,create=file,optional 0 0'
                    % (lxcfs_dir, path, path)) for path in LXCFS_FILES]
+    if init_cmd(config):
+        lines.append(('lxc.init.cmd', init_cmd(config)))
     lines += idmaps.lxc_lines(idmap)
     for key, value in sorted(config.items()):
         if key.startswith('environment.'):
