@@ -120,6 +120,9 @@ def main(argv=None):
                             'elapsed_s': time.monotonic() - t0,
                             'results': {k: v.to_dict() for k, v in side_results.items()}})
     finally:
+        # State some scenarios share across the run (Nova's harness) goes before the daemons.
+        for close_shared in {getattr(type(s), 'close_shared', None) for s in chosen} - {None}:
+            close_shared()
         if raw is not None:
             raw.close()
         for side in sides:

@@ -108,6 +108,11 @@ def run_scenario(scenario, targets, raw=None, verbose=False):
                 _log('  teardown of %r on %s failed: %s' % (scenario.name, target.name, exc))
             if isinstance(state, dict):
                 results[target.name].details = state.get('details', {})
+    # Metrics computed from all of a side's samples (a p95 beside the median), when asked.
+    derive = getattr(scenario, 'derive', None)
+    for result in results.values():
+        if derive is not None and result.status == 'ok' and result.metrics:
+            result.metrics.update(derive(result.metrics))
     for side, result in results.items():
         _log('  %-9s %s%s'
              % (side, result.status, (' (%s)' % result.error) if result.error else ''))

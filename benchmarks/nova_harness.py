@@ -1,0 +1,291 @@
+"""Nova's in-process harness for the Nova benchmark scenarios, started once per run.
+
+It is the move tests' harness (tests/functional/nova/moves_base.py, itself Nova's
+ProviderUsageBaseTestCase) with no compute host at start: the benchmark adds hosts as scenarios
+ask for them, each on a benchmark daemon (a side's own, or a second daemon of the same kind for
+migrations), reachable over HTTPS with the tests' client certificate and its server certificate
+pinned. The test case is driven by hand (setUp, then its cleanups at close): no test runner.
+Nova's own wait helpers poll every 0.5 s, too coarse for a boot of about a second: the waits here
+poll every 20 ms.
+"""
+import contextlib
+import logging
+import os
+import shutil
+import socket
+import sys
+import tempfile
+import time
+import uuid
+import warnings
+
+# Nova's TestCase would arm a SIGALRM timeout or capture stdout/stderr (the progress lines) when
+# a test runner's variables are in the environment: not in a benchmark.
+for _var in ('OS_TEST_TIMEOUT', 'OS_STDOUT_CAPTURE', 'OS_STDERR_CAPTURE'):
+    os.environ.pop(_var, None)
+os.environ.setdefault('OS_NOVA_DISABLE_EVENTLET_PATCHING', '1')
+
+# Monkey patching policy, TestCase fixes and the nova.virt.lxd alias, as in the driver's tests.
+from tests.functional.nova import conftest  # noqa: E402,F401,I100
+from tests.functional.nova import hosts as test_hosts  # noqa: E402
+from tests.functional.nova import moves_base  # noqa: E402
+
+from nova.tests.functional.api import client as api_client  # noqa: E402
+import pylxd  # noqa: E402
+
+from benchmarks import host as bench_host  # noqa: E402
+from benchmarks.targets import CheckFailed  # noqa: E402
+from nova_lxd.virt import conf as lxd_conf  # noqa: E402
+
+FLOW_TIMEOUT = 300      # a Nova flow slower than this on the shared machine counts as failed
+POLL = 0.02
+
+
+def wait(predicate, what, timeout=FLOW_TIMEOUT, interval=POLL):
+    if not bench_host.wait_for(predicate, timeout, interval):
+        raise CheckFailed('%s: still not done after %d s' % (what, timeout))
+
+
+class Harness(moves_base.MovesTestBase):
+    host_count = 0      # hosts are added by host()
+
+    def runTest(self):
+        """testtools needs a test method to exist; the benchmark calls setUp and close itself."""
+
+    def setUp(self):
+        super().setUp()
+        # A deployment runs at INFO; Nova's fixture formats every DEBUG message.
+        logging.getLogger().setLevel(logging.INFO)
+        # Nova's warnings fixture reset the filters; pylxd warns about every unknown API field.
+        warnings.filterwarnings('ignore', category=UserWarning, module='pylxd')
+        self.names = {}          # (side, index) -> compute host name
+        self.images = {}         # benchmark image path -> Glance image id
+        self.warmed = set()
+        self.uploaded = {}       # Glance image id -> when its data finished uploading
+        self._flavors = None
+        self.cert_dir = tempfile.mkdtemp(prefix='nova-lxd-bench-nova-', dir='/var/tmp')
+        self.addCleanup(shutil.rmtree, self.cert_dir, ignore_errors=True)
+        self._time_uploads()
+
+    def _time_uploads(self):
+        kept = self.glance.update
+
+        def update(context, image_id, metadata, data=None, purge_props=False):
+            result = kept(context, image_id, metadata, data=data, purge_props=purge_props)
+            if data is not None:
+                self.uploaded[image_id] = time.perf_counter()
+            return result
+        self.glance.update = update
+
+    def close(self):
+        """Delete what servers remain through the API, then run the test case's cleanups."""
+        try:
+            self.delete_all(self.api.get_servers(detail=False))
+        except Exception as exc:
+            print('nova harness: deleting servers failed: %s' % exc, file=sys.stderr)
+        # the thread pools log their shutdown after the log fixture is gone: to the terminal
+        logging.getLogger('nova.thread_pool_factory').setLevel(logging.WARNING)
+        while self._cleanups:
+            function, args, kwargs = self._cleanups.pop()
+            try:
+                function(*args, **kwargs)
+            except Exception as exc:
+                print('nova harness: clean-up %s failed: %s'
+                      % (getattr(function, '__name__', function), exc), file=sys.stderr)
+
+    # -- hosts and images -----------------------------------------------------------------------
+
+    def host(self, target, index=0):
+        """The compute host number `index` of a side, started on first use."""
+        key = (target.name, index)
+        if key not in self.names:
+            daemon = target if index == 0 else target.spawn_peer()
+            name = '%s-%d' % (target.name, index + 1)
+            url, cert = self._https(daemon, name)
+            lxd = lxd_conf.CONF.lxd
+            self.flags(migration_endpoints=dict(lxd.migration_endpoints, **{name: url}),
+                       migration_server_certs=dict(lxd.migration_server_certs, **{name: cert}),
+                       group='lxd')
+            # the driver connects in init_host: the endpoint is read as the service starts
+            self.flags(endpoint=daemon.socket, group='lxd')
+            self.clients[name] = pylxd.Client(endpoint=daemon.socket)
+            self.computes[name] = self._start_host(name)
+            self.names[key] = name
+        return self.names[key]
+
+    def _https(self, daemon, name):
+        """(url, pinned server certificate) of a daemon trusting the tests' client certificate."""
+        client = pylxd.Client(endpoint=daemon.socket)
+        crt, _key = test_hosts.client_cert()
+        with open(crt) as f:
+            pem = f.read().strip()
+        if not any(c.certificate.strip() == pem for c in client.certificates.all()):
+            client.certificates.create('', pem.encode())
+        address = client.api.get().json()['metadata']['config'].get('core.https_address')
+        if not address:
+            with socket.socket() as probe:
+                probe.bind(('127.0.0.1', 0))
+                address = '127.0.0.1:%d' % probe.getsockname()[1]
+            client.api.patch(json={'config': {'core.https_address': address}})
+        cert = os.path.join(self.cert_dir, name + '.crt')
+        with open(cert, 'w') as f:
+            f.write(pylxd.Client(endpoint=daemon.socket).host_info['environment']['certificate'])
+        return 'https://' + address, cert
+
+    def glance_image(self, bench_image):
+        """The Glance image id of a benchmark image (uploaded with its real bytes once)."""
+        if bench_image.path not in self.images:
+            with open(bench_image.path, 'rb') as data:
+                image = self.glance.create(None, {
+                    'name': bench_image.alias, 'container_format': 'bare', 'disk_format': 'raw',
+                    'size': bench_image.size, 'properties': {'lxd_image_format': 'unified'}},
+                    data=data)
+            self.images[bench_image.path] = image['id']
+        return self.images[bench_image.path]
+
+    def warm(self, host_name, image_id):
+        """One untimed boot, so the host's backend has the image cached for the timed ones."""
+        if (host_name, image_id) not in self.warmed:
+            server = self.wait_for(self.post_server(host_name, image_id), 'ACTIVE')
+            self.delete(server)
+            self.warmed.add((host_name, image_id))
+
+    def flavors(self):
+        """(small, large) flavor ids for the resize: 1 and 2 vCPUs."""
+        if self._flavors is None:
+            self._flavors = tuple(
+                self.api.post_flavor({'flavor': {
+                    'name': 'bench-%s-%s' % (size, uuid.uuid4().hex[:6]), 'vcpus': vcpus,
+                    'ram': ram, 'disk': 2}})['id']
+                for size, vcpus, ram in (('small', 1, 256), ('large', 2, 512)))
+        return self._flavors
+
+    # -- servers --------------------------------------------------------------------------------
+
+    def post_server(self, host_name, image_id, flavor='1'):
+        body = self._build_server(name='bench-%s' % uuid.uuid4().hex[:8], image_uuid=image_id,
+                                  flavor_id=flavor, networks='none', host=host_name)
+        return self.api.post_server({'server': body})
+
+    def boot(self, host_name, image_id, flavor=None):
+        return self.wait_for(self.post_server(host_name, image_id, flavor or '1'), 'ACTIVE')
+
+    def _matches(self, server, status, expected):
+        if server['status'] == 'ERROR' and status != 'ERROR':
+            raise CheckFailed('server %s went to ERROR: %s%s'
+                              % (server['id'], server.get('fault', {}).get('message'),
+                                 self._first_error(server['id'])))
+        return all(server.get(k) == v for k, v in expected.items())
+
+    def _first_error(self, server_id):
+        """The first ERROR Nova logged about a server (its fault says only 'retries')."""
+        output = self.stdlog.logger.output
+        for line in output.splitlines():
+            if ' ERROR ' in line and server_id in line:
+                start = output.index(line)
+                return '; first error: ' + output[start:start + 3000]
+        return ''
+
+    def wait_for(self, server, status, **params):
+        """The server once it has `status` (and OS-EXT-STS:task_state, if given)."""
+        expected = {'status': status}
+        if 'task_state' in params:
+            expected['OS-EXT-STS:task_state'] = params['task_state']
+        latest = [server]
+
+        def reached():
+            latest[0] = self.api.get_server(server['id'])
+            return self._matches(latest[0], status, expected)
+        wait(reached, 'server %s to be %s' % (server['id'], expected))
+        return latest[0]
+
+    def wait_for_all(self, servers, status):
+        wanted = {s['id'] for s in servers}
+        latest = {}
+
+        def reached():
+            for server in self.api.get_servers(detail=True):
+                if server['id'] in wanted:
+                    latest[server['id']] = server
+            return (len(latest) == len(wanted)
+                    and all(self._matches(s, status, {'status': status})
+                            for s in list(latest.values())))
+        wait(reached, '%d servers to be %s' % (len(wanted), status), interval=0.05)
+        return [latest[s['id']] for s in servers]
+
+    def delete(self, server):
+        self.delete_all([server])
+
+    def delete_all(self, servers):
+        for server in servers:
+            try:
+                self.api.delete_server(server['id'])
+            except api_client.OpenStackApiNotFoundException:
+                pass
+        for server in servers:
+            wait(lambda: self._gone(server), 'deleting server %s' % server['id'], interval=0.05)
+
+    def _gone(self, server):
+        try:
+            self.api.get_server(server['id'])
+        except api_client.OpenStackApiNotFoundException:
+            return True
+        return False
+
+    def action(self, server, body):
+        return self.api.post_server_action(server['id'], body)
+
+    def confirm(self, server):
+        """Confirm a resize or migration: ACTIVE, and no revert copy left on any host."""
+        self.action(server, {'confirmResize': None})
+        server = self.wait_for(server, 'ACTIVE', task_state=None)
+        revert = server['OS-EXT-SRV-ATTR:instance_name'] + '-resize'
+        wait(lambda: not any(revert in self.containers(h) for h in self.clients),
+             'removal of %s after confirm' % revert, interval=0.05)
+        return server
+
+    def snapshot(self, server):
+        """createImage: (image id, seconds from the request until Glance has the data)."""
+        start = time.perf_counter()
+        image_id = self.action(server, {'createImage': {'name': 'bench-snapshot'}})['image_id']
+        wait(lambda: image_id in self.uploaded, 'upload of snapshot %s' % image_id)
+        return image_id, self.uploaded[image_id] - start
+
+    def glance_data(self, image_id):
+        return self.glance._imagedata[image_id]
+
+    def forget_image(self, image_id):
+        self.glance.images.pop(image_id, None)
+        self.glance._imagedata.pop(image_id, None)
+        self.uploaded.pop(image_id, None)
+
+    @contextlib.contextmanager
+    def only_host(self, host_name):
+        """The other compute services disabled, so a resize stays on host_name."""
+        others = [s for s in self.api.get_services(binary='nova-compute')
+                  if s['host'] != host_name and s['status'] == 'enabled']
+        for service in others:
+            self.api.put_service(service['id'], {'status': 'disabled'})
+        try:
+            yield
+        finally:
+            for service in others:
+                self.api.put_service(service['id'], {'status': 'enabled'})
+
+    # -- backends -------------------------------------------------------------------------------
+
+    def container(self, host_name, server):
+        return self._container(host_name, server)
+
+    def containers(self, host_name):
+        return self._nova_containers(host_name)
+
+
+def start():
+    case = Harness()
+    try:
+        case.setUp()
+    except BaseException:
+        case.close()
+        raise
+    return case
