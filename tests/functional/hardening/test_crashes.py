@@ -3,10 +3,19 @@
 Afterwards: the containers that were running still run, every instance, snapshot and image the
 API lists is whole and nothing half-made is on disk or listed, and the interrupted operation is
 reported failed (the restarted daemon logs it as interrupted; it is never left running).
+
+Migration: the source or the target daemon is SIGKILLed mid-transfer of a stopped container with
+a snapshot and data; the other side fails its operation and cleans up, the restarted one reports
+its operation interrupted; the source's instance is whole and usable (and migrates afterwards),
+the target has no trace of it, no staging volume, mount or database row is left on either host.
 """
+import glob
 import os
 import signal
+import sqlite3
+import time
 
+import pylxd
 import pytest
 
 from tests.backend_fixture import BackendDaemon
@@ -116,3 +125,165 @@ def test_sigkill_during_an_operation(own_backend, action):
         if inst.status != 'Running':
             inst.start(wait=True)
         assert attach(own_backend, target, 'echo', 'up') == 'up\n'
+
+
+# -- SIGKILL mid-migration ------------------------------------------------------------------------
+# Two daemons trusting each other over HTTPS; a stopped container with a snapshot and data is
+# pulled from host a (source) to host b (target). The source's volume sender (`btrfs send` or
+# `tar`, a child of the daemon) is suspended as soon as it runs, so the kill lands mid-transfer
+# deterministically: the target has reserved the instance and started receiving.
+
+@pytest.fixture(scope='module')
+def hosts():
+    from tests.functional.backend.migration_hosts import Hosts
+    pair = Hosts()
+    yield pair
+    pair.destroy()
+
+
+def _children(pid):
+    found = []
+    for entry in os.listdir('/proc'):
+        try:
+            with open('/proc/%s/stat' % entry) as f:
+                ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+            with open('/proc/%s/cmdline' % entry, 'rb') as f:
+                argv = f.read().split(b'\0')
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == pid:
+            found.append((int(entry), [a.decode(errors='replace') for a in argv]))
+    return found
+
+
+def _suspend_sender(daemon, timeout=60):
+    """SIGSTOP the daemon's volume sender as soon as it exists; its pid."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for pid, argv in _children(daemon.process.pid):
+            if argv[:2] == ['btrfs', 'send'] or argv[:1] == ['tar']:
+                try:
+                    os.kill(pid, signal.SIGSTOP)
+                    return pid
+                except ProcessLookupError:
+                    pass    # a small volume already sent: catch the next one
+        time.sleep(0.002)
+    raise AssertionError('the source never started sending; log:\n' + daemon.log())
+
+
+def _mounts(daemon):
+    with open('/proc/mounts') as f:
+        return sorted(line.split()[1] for line in f if daemon.data_dir in line)
+
+
+def _rows(daemon, name):
+    db = sqlite3.connect('file:%s?mode=ro' % os.path.join(daemon.data_dir, 'nova-lxd.db'),
+                         uri=True)
+    try:
+        return db.execute('SELECT kind, name FROM resources WHERE name LIKE ?',
+                          (name + '%',)).fetchall()
+    finally:
+        db.close()
+
+
+def _pool_entries(daemon, name):
+    pools = os.path.join(daemon.data_dir, 'storage-pools', '*')
+    return glob.glob(os.path.join(pools, 'containers', name)) + \
+        glob.glob(os.path.join(pools, 'containers-snapshots', name, '*')) + \
+        glob.glob(os.path.join(pools, 'containers', '.migrate-*'))
+
+
+def _no_operation_running(client):
+    ops = client.api.operations.get(params={'recursion': 1}).json()['metadata'] or {}
+    return all(op['status'] != 'Running' for group in ops.values() for op in group)
+
+
+def _wait_failed(client, op_id):
+    """The operation ended in failure (or was never known to this daemon's new life)."""
+    try:
+        client.operations.wait_for_operation(op_id)
+    except pylxd.exceptions.NotFound:
+        return 'gone'
+    except pylxd.exceptions.LXDAPIException as exc:
+        return str(exc)
+    raise AssertionError('operation %s succeeded' % op_id)
+
+
+@pytest.mark.parametrize('killed', ['source', 'target'])
+def test_sigkill_during_migration(hosts, killed):
+    a, b = hosts.a, hosts.b
+    name = unique('migkill')
+    inst = create_busybox(a.local, a.daemon, name)
+    root = glob.glob(os.path.join(a.daemon.data_dir, 'storage-pools', '*', 'containers', name,
+                                  'rootfs'))[0]
+    owner = os.stat(os.path.join(root, 'root'))
+    with open(os.path.join(root, 'root', 'data'), 'w') as f:
+        f.write('before')
+    inst.snapshots.create('s1', wait=True)
+    with open(os.path.join(root, 'root', 'data'), 'w') as f:
+        f.write('after')
+    with open(os.path.join(root, 'root', 'blob'), 'wb') as f:
+        for _ in range(64):
+            f.write(b'\0' * (1 << 20))
+    for path in ('data', 'blob'):
+        os.chown(os.path.join(root, 'root', path), owner.st_uid, owner.st_gid)
+    mounts = {a: _mounts(a.daemon), b: _mounts(b.daemon)}
+    source_rows = _rows(a.daemon, name)
+
+    src = a.remote.api.instances[name].post(json={'migration': True}).json()
+    source_op = src['metadata']['id']
+    target_op = b.local.api.instances.post(json={'name': name, 'source': {
+        'type': 'migration', 'mode': 'pull', 'certificate': a.certificate(),
+        'operation': a.url + src['operation'],
+        'secrets': src['metadata']['metadata']}}).json()['metadata']['id']
+    sender = _suspend_sender(a.daemon)
+    try:
+        # mid-transfer: the target has reserved the instance and is receiving
+        assert _rows(b.daemon, name), 'the target reserved nothing'
+        victim, survivor = (a, b) if killed == 'source' else (b, a)
+        survivor_op, victim_op = (target_op, source_op) if killed == 'source' \
+            else (source_op, target_op)
+        victim.daemon.stop(signal.SIGKILL)
+    finally:
+        try:
+            os.kill(sender, signal.SIGKILL if killed == 'source' else signal.SIGCONT)
+        except ProcessLookupError:
+            pass    # orphaned with its killed daemon, the kernel hung it up already
+    # the survivor reports its side failed (the peer went away) and cleans up at once
+    assert _wait_failed(survivor.local, survivor_op) != 'gone'
+    victim.local = victim.daemon.start()
+    # the restarted daemon reports its interrupted operation failed and never runs it again
+    assert 'Operation %s (' % victim_op in victim.daemon.log()
+    assert 'was interrupted by a daemon restart: failed' in victim.daemon.log()
+    assert _wait_failed(victim.local, victim_op) == 'gone'
+    for host in (a, b):
+        assert _no_operation_running(host.local)
+
+    # the target shows no half-made instance, on the API, in its pool or in its database
+    assert not b.local.instances.exists(name)
+    assert b.local.instances.all() == []
+    assert _rows(b.daemon, name) == []
+    # the source is whole: record, snapshot, data; nothing left of the transfer
+    assert _rows(a.daemon, name) == source_rows
+    assert _pool_entries(b.daemon, name) == []
+    assert [os.path.basename(p) for p in _pool_entries(a.daemon, name)] == [name, 's1']
+    for host in (a, b):
+        assert _mounts(host.daemon) == mounts[host]
+    moved = a.local.instances.get(name)
+    assert moved.status == 'Stopped'
+    assert [s.name for s in moved.snapshots.all()] == ['s1']
+    # and usable: it starts, sees its data, and still migrates
+    moved.start(wait=True)
+    try:
+        assert attach(a.daemon, name, 'cat', '/root/data') == 'after'
+        assert attach(a.daemon, name, 'wc', '-c', '/root/blob').split()[0] == str(64 << 20)
+    finally:
+        moved.stop(force=True, wait=True)
+    a.remote.instances.get(name).migrate(b.local, wait=True)
+    assert b.local.instances.get(name).status == 'Stopped'
+    b.local.instances.get(name).delete(wait=True)
+    # pylxd's migrate() deletes the source without waiting for it
+    deadline = time.monotonic() + 60
+    while a.local.instances.exists(name) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not a.local.instances.exists(name)
