@@ -29,6 +29,9 @@ lxd_opts = [
     cfg.StrOpt('config_drive_path', default='/config-drive',
                help='Where the config drive appears (read-only) inside a container; cloud-init\'s '
                     'ConfigDrive datasource reads it there.'),
+    cfg.StrOpt('rescue_path', default='/mnt/rescue',
+               help='Where a rescued instance\'s root filesystem appears (read-write) inside '
+                    'its rescue container (nova_lxd/virt/rescue.py).'),
     cfg.BoolOpt('listen_events', default=True,
                 help='Follow the backend\'s lifecycle events so that containers stopped or '
                      'started behind Nova\'s back are reported to Nova at once.'),

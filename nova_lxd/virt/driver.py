@@ -36,6 +36,7 @@ from nova_lxd.virt import interfaces as lxd_interfaces
 from nova_lxd.virt import migration as lxd_migration
 from nova_lxd.virt import snapshot as lxd_snapshot
 from nova_lxd.virt import volumes as lxd_volumes
+from nova_lxd.virt import rescue as lxd_rescue
 
 CONF = conf.CONF
 LOG = logging.getLogger(__name__)
@@ -151,7 +152,8 @@ class LXDDriver(driver.ComputeDriver):
         return lxd_host.cpu_stats()
 
     def _nova_instances(self):
-        return [i for i in self._connect().instances.all() if lxd_flavor.UUID_KEY in i.config]
+        return [i for i in self._connect().instances.all() if lxd_flavor.UUID_KEY in i.config
+                and not lxd_rescue.is_rescue_container(i.config)]
 
     def list_instances(self):
         return [i.name for i in self._nova_instances()]
@@ -272,6 +274,7 @@ class LXDDriver(driver.ComputeDriver):
     @locked
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
+        lxd_rescue.remove(self._connect(), instance, self._delete_container)
         try:
             self._delete_container(self._get(instance))
         except exception.InstanceNotFound:
@@ -343,12 +346,38 @@ class LXDDriver(driver.ComputeDriver):
                                   block_device_info=None):
         self._start(instance, network_info)
 
+    # -- rescue, soft delete (issue 7: rescue.py) ----------------------------------------------
+
+    @locked
+    def rescue(self, context, instance, network_info, image_meta, rescue_password,
+               block_device_info, share_info):
+        lxd_rescue.rescue(self._connect(), context, instance, self._get(instance), image_meta,
+                          rescue_password, self._stop, self._delete_container, _start_container)
+
+    @locked
+    def unrescue(self, context, instance):
+        lxd_rescue.remove(self._connect(), instance, self._delete_container)
+        self._start(instance, instance.get_network_info())
+
+    @locked
+    def soft_delete(self, instance):
+        """Kept, stopped: restore() starts it again, the reclaim task destroys it."""
+        container = self._get(instance)
+        if container.status != 'Stopped':
+            self._stop(container, CONF.shutdown_timeout, 10)
+
+    @locked
+    def restore(self, instance):
+        self._start(instance, instance.get_network_info())
+
     def poll_rebooting_instances(self, timeout, instances):
         """Nothing to poll: reboot() returns only once the container runs again."""
         return None
 
     def get_info(self, instance, use_cache=True):
         container = self._get(instance)
+        if container.status == 'Stopped':   # while rescued, the rescue container's state counts
+            container = lxd_rescue.find(self._connect(), instance) or container
         return hardware.InstanceInfo(state=POWER_STATES.get(container.status,
                                                             power_state.NOSTATE),
                                      internal_id=container.name)

@@ -22,9 +22,6 @@ NOT_APPLICABLE = {
     'test_live_migration_force_complete': 'live migration belongs to the migration issue',
     'test_live_migration_abort': 'live migration belongs to the migration issue',
     'test_get_instance_disk_info': 'only used by live migration (migration issue)',
-    'test_rescue': 'rescue belongs to the rescue issue',
-    'test_unrescue_unrescued_instance': 'rescue belongs to the rescue issue',
-    'test_unrescue_rescued_instance': 'rescue belongs to the rescue issue',
     # operations with no meaning for system containers
     'test_get_vnc_console': 'containers have no graphical console (VNC)',
     'test_get_spice_console': 'containers have no graphical console (SPICE)',
@@ -33,9 +30,6 @@ NOT_APPLICABLE = {
     'test_trigger_crash_dump': 'no NMI for containers: there is no guest kernel to dump',
     'test_block_stats': 'block_stats is a libvirt volume-usage hook; containers share the '
                         'host block layer',
-    'test_soft_delete': 'soft delete is an optional Nova feature (libvirt does not either)',
-    'test_restore_running': 'soft delete is an optional Nova feature (libvirt does not either)',
-    'test_restore_soft_deleted': 'soft delete is an optional Nova feature',
     'test_set_host_enabled': 'host enable/disable is the XenAPI-era host API; Nova no longer '
                              'calls it',
     'test_host_power_action_reboot': 'power actions on the host are not a driver duty here',
