@@ -63,8 +63,11 @@ class Harness(moves_base.MovesTestBase):
         self.warmed = set()
         self.uploaded = {}       # Glance image id -> when its data finished uploading
         self._flavors = None
-        self.cert_dir = tempfile.mkdtemp(prefix='nova-lxd-bench-nova-', dir='/var/tmp')
-        self.addCleanup(shutil.rmtree, self.cert_dir, ignore_errors=True)
+        self.work_dir = tempfile.mkdtemp(prefix='nova-lxd-bench-nova-', dir='/var/tmp')
+        self.addCleanup(shutil.rmtree, self.work_dir, ignore_errors=True)
+        # Nova's default instances_path (under site-packages) is shared by every Nova test
+        # process on the machine; a compute starting there removes others' partial downloads.
+        self.flags(instances_path=os.path.join(self.work_dir, 'instances'))
         self._time_uploads()
 
     def _time_uploads(self):
@@ -127,7 +130,7 @@ class Harness(moves_base.MovesTestBase):
                 probe.bind(('127.0.0.1', 0))
                 address = '127.0.0.1:%d' % probe.getsockname()[1]
             client.api.patch(json={'config': {'core.https_address': address}})
-        cert = os.path.join(self.cert_dir, name + '.crt')
+        cert = os.path.join(self.work_dir, name + '.crt')
         with open(cert, 'w') as f:
             f.write(pylxd.Client(endpoint=daemon.socket).host_info['environment']['certificate'])
         return 'https://' + address, cert
