@@ -253,6 +253,11 @@ def configure_rootfs(rootfs, packages):
              '/lib/systemd/system/systemd-networkd.service')
     _symlink(rootfs, '/etc/systemd/system/sockets.target.wants/systemd-networkd.socket',
              '/lib/systemd/system/systemd-networkd.socket')
+    if 'cloud-init' in packages:
+        # cloud-init's locale module regenerates (with locale-gen from the absent `locales`
+        # package) any locale but the one already configured, and fails the whole boot's
+        # status: configure C.UTF-8, which glibc ships built in
+        _write(rootfs, '/etc/default/locale', 'LANG=C.UTF-8\n')
     if 'openssh-server' in packages:
         _clean_tree(rootfs, '/etc/ssh/ssh_host_*')
         _write(rootfs, '/etc/systemd/system/nova-lxd-ssh-keygen.service', SSH_KEYGEN_UNIT)
