@@ -3,8 +3,11 @@
 Image properties the bundled backend honours (metadata.yaml `properties`, and the same names as
 Glance image properties):
   halt_signal    signal that stops the container cleanly (busybox: SIGUSR1, systemd: SIGRTMIN+3)
-  reboot_signal  signal that reboots it (busybox: SIGTERM, systemd: SIGINT)
-  init_cmd       init command inside the rootfs (default /sbin/init)
+  reboot_signal  signal that reboots it in place on a clean restart (busybox: SIGTERM,
+                 systemd: SIGINT); without it a clean restart is a stop and a start
+  init_cmd       init command line inside the rootfs (default /sbin/init), an absolute path
+The Nova driver also takes them from the Glance properties of root-tar, squashfs and disk
+images (a unified tarball brings its own metadata.yaml).
 Glance convention (nova_lxd.image.formats): container_format=bare, disk_format=raw,
 lxd_image_format=unified, hypervisor_type=lxc, architecture, os_distro.
 """

@@ -60,8 +60,20 @@ def detect_format(path):
     return ROOT_TAR
 
 
-def metadata_tarball(image_meta):
-    """metadata.yaml for a root-tar or squashfs image, generated from the Glance properties."""
+def container_properties(context, image_id):
+    """halt_signal, reboot_signal and init_cmd among the Glance image's own properties.
+
+    They are not ImageMetaProps fields (nova drops them from image_meta): read the record.
+    """
+    props = IMAGE_API.get(context, image_id).get('properties') or {}
+    return {key: str(props[key]) for key in formats.CONTAINER_PROPERTIES if props.get(key)}
+
+
+def metadata_tarball(image_meta, extra=None):
+    """metadata.yaml for a root-tar or squashfs image, generated from the Glance properties.
+
+    extra: more metadata properties (the image's container_properties).
+    """
     props = image_meta.properties
 
     def prop(name):
@@ -78,6 +90,7 @@ def metadata_tarball(image_meta):
             'os': prop('os_distro') or 'unknown',
         },
     }
+    meta['properties'].update(extra or {})
     data = yaml.safe_dump(meta).encode()
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode='w') as tar:
@@ -92,13 +105,16 @@ def _disk_format(image_meta):
     return image_meta.disk_format if 'disk_format' in image_meta else None
 
 
-def _convert_disk(image_meta, path, cache_dir):
-    """A raw or qcow2 disk image's Linux root filesystem as a unified tarball (issue 8)."""
+def _convert_disk(image_meta, path, cache_dir, properties):
+    """A raw or qcow2 disk image's Linux root filesystem as a unified tarball (issue 8).
+
+    properties (the image's container_properties) override what the conversion recognises.
+    """
     from nova_lxd.image import convert
     from nova_lxd.image import errors as image_errors
     out = path + '.unified.tar.gz'
     try:
-        convert.disk_to_unified(path, out, workdir=cache_dir)
+        convert.disk_to_unified(path, out, properties=properties, workdir=cache_dir)
     except image_errors.ConvertRefused as exc:
         raise exception.ImageUnacceptable(
             image_id=image_meta.id,
@@ -131,7 +147,7 @@ def _sha256(path):
     return digest.hexdigest()
 
 
-def _import(client, path, fmt, image_meta):
+def _import(client, path, fmt, image_meta, properties):
     if fmt == UNIFIED:
         # the same bytes may already be there under another Glance id: share them
         fingerprint = _sha256(path)
@@ -140,7 +156,7 @@ def _import(client, path, fmt, image_meta):
     with open(path, 'rb') as data:
         if fmt == UNIFIED:
             return client.images.create(data)
-        return client.images.create(data, metadata=metadata_tarball(image_meta))
+        return client.images.create(data, metadata=metadata_tarball(image_meta, properties))
 
 
 def ensure_image(client, context, instance, image_meta):
@@ -159,8 +175,10 @@ def ensure_image(client, context, instance, image_meta):
                                trusted_certs=instance.trusted_certs
                                if 'trusted_certs' in instance else None)
             fmt = detect_format(path)
+            # a unified tarball carries its own metadata.yaml; other formats get these
+            properties = container_properties(context, image_id) if fmt != UNIFIED else {}
             if fmt is None and _disk_format(image_meta) in formats.CONVERTIBLE_DISK_FORMATS:
-                path = _convert_disk(image_meta, path, cache_dir)
+                path = _convert_disk(image_meta, path, cache_dir, properties)
                 fmt = UNIFIED
             if fmt is None:
                 raise exception.ImageUnacceptable(
@@ -170,7 +188,7 @@ def ensure_image(client, context, instance, image_meta):
                                                  'supported': SUPPORTED})
             LOG.info('Importing Glance image %s (%s) into the backend', image_id, fmt,
                      instance=instance)
-            image = _import(client, path, fmt, image_meta)
+            image = _import(client, path, fmt, image_meta, properties)
             try:
                 image.add_alias(image_id, CACHE_DESCRIPTION % image_id)
             except Exception:

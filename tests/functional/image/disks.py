@@ -5,6 +5,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+import tempfile
 
 MIB = 1 << 20
 
@@ -127,3 +128,56 @@ def read_member(tarball, name):
 def copytree(src, dst):
     shutil.copytree(src, dst, symlinks=True)
     return dst
+
+
+# -- cached disk images of the busybox rootfs, for the driver's tests ----------------------------
+DISK_MARKER = ('/etc/nova-lxd-disk-marker', 'from a partitioned disk image\n')
+
+
+def _build_disks(out_dir):
+    """The three disks of cached_disks(), built from the busybox image in a scratch dir."""
+    from tests import images
+    scratch = tempfile.mkdtemp(prefix='.disks-', dir=out_dir)
+    try:
+        root = extract_rootfs(images.busybox_image(), os.path.join(scratch, 'root'))
+        with open(os.path.join(root, DISK_MARKER[0].lstrip('/')), 'w') as f:
+            f.write(DISK_MARKER[1])
+        fs = make_ext4(os.path.join(scratch, 'root.ext4'), root, 32)
+        # GPT with an empty partition first (where an EFI system partition would be)
+        gpt = make_disk(os.path.join(scratch, 'gpt.raw'), [(None, 4), (fs, 32)], 'gpt')
+        to_qcow2(gpt, os.path.join(scratch, 'gpt.qcow2'))
+        make_disk(os.path.join(scratch, 'mbr.raw'), [(fs, 32)], 'mbr')
+        data = os.path.join(scratch, 'data')
+        os.makedirs(os.path.join(data, 'photos'))
+        with open(os.path.join(data, 'photos', 'README'), 'w') as f:
+            f.write('no operating system here\n')
+        nofs = make_ext4(os.path.join(scratch, 'data.ext4'), data, 8, label='data')
+        make_disk(os.path.join(scratch, 'noroot.raw'), [(nofs, 8)], 'gpt')
+        for name, kind in CACHED_DISKS.items():
+            os.rename(os.path.join(scratch, kind), os.path.join(out_dir, name))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+CACHED_DISKS = {'busybox-disk-v1-gpt.qcow2': 'gpt.qcow2', 'busybox-disk-v1-mbr.raw': 'mbr.raw',
+                'busybox-disk-v1-noroot.raw': 'noroot.raw'}
+
+
+def cached_disks():
+    """Paths of the cached busybox disks, by kind.
+
+    'qcow2': the busybox rootfs + DISK_MARKER on GPT, as qcow2; 'raw': the same on MBR, raw;
+    'noroot': a raw GPT disk whose only filesystem holds data, no Linux root.
+    Built once per machine into tests/images.py's cache (under a lock: xdist workers).
+    """
+    import fcntl
+    from tests import images
+    os.makedirs(images.CACHE_DIR, exist_ok=True)
+    paths = {name: os.path.join(images.CACHE_DIR, name) for name in CACHED_DISKS}
+    if not all(os.path.exists(p) for p in paths.values()):
+        with open(os.path.join(images.CACHE_DIR, '.busybox-disks.lock'), 'w') as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            if not all(os.path.exists(p) for p in paths.values()):
+                _build_disks(images.CACHE_DIR)
+    names = dict(zip(('qcow2', 'raw', 'noroot'), CACHED_DISKS))
+    return {kind: paths[name] for kind, name in names.items()}
