@@ -37,6 +37,7 @@ from nova_lxd.virt import migration as lxd_migration
 from nova_lxd.virt import snapshot as lxd_snapshot
 from nova_lxd.virt import volumes as lxd_volumes
 from nova_lxd.virt import rescue as lxd_rescue
+from nova_lxd.virt import device_metadata
 
 CONF = conf.CONF
 LOG = logging.getLogger(__name__)
@@ -72,7 +73,8 @@ class LXDDriver(driver.ComputeDriver):
         supports_trusted_certs=True,   # Glance signature verification on download
         supports_multiattach=False,
         supports_attach_interface=True,   # test_interfaces
-        supports_device_tagging=False,
+        supports_device_tagging=True,   # tagged NICs: device_metadata.py (test_device_tagging)
+        supports_tagged_attach_interface=True,
         supports_evacuate=True,   # rebuilt from the image: pools are not shared (test_evacuate)
         supports_migrate_to_same_host=False,
         supports_image_type_raw=True,  # raw in Glance's terms: the container tarballs we accept
@@ -249,6 +251,7 @@ class LXDDriver(driver.ComputeDriver):
             definition['devices'].update(
                 storage.create_ephemeral(client, instance, CONF.lxd.pool, pool_driver))
             created = client.instances.create(definition, wait=True)
+            instance.device_metadata = device_metadata.build(context, instance, network_info)
             if configdrive.required(instance):
                 configdrive.build(instance, injected_files, admin_password, network_info,
                                   owner=configdrive.root_owner(created.config))
@@ -562,10 +565,18 @@ class LXDDriver(driver.ComputeDriver):
     @locked
     def attach_interface(self, context, instance, image_meta, vif):
         lxd_interfaces.attach(self._get(instance), instance, vif)
+        self._update_device_metadata(context, instance)
 
     @locked
     def detach_interface(self, context, instance, vif):
         lxd_interfaces.detach(self._get(instance), instance, vif)
+        self._update_device_metadata(context, instance, leaving=[vif['address']])
+
+    @staticmethod
+    def _update_device_metadata(context, instance, leaving=()):
+        instance.device_metadata = device_metadata.build(
+            context, instance, instance.get_network_info(), leaving)
+        instance.save()
 
     # -- volumes (issue 7: volumes.py, os-brick) ------------------------------------------------
 

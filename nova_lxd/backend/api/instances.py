@@ -32,7 +32,7 @@ async def _blocking(request, func, *args):
 def _full(service, name, level):
     if level < 2:
         return service.get(name)
-    view, view_state = service.get_with_state(name)
+    view, view_state = service.get_with_state(name, walk_disk=False)
     snapshots = getattr(service.daemon, 'snapshots', None)
     view.update({'state': view_state, 'snapshots': snapshots.list(name) if snapshots else None,
                  'backups': None})

@@ -131,7 +131,7 @@ class CreationMixin:
         trigger = 'create'
         previous = []
         config, _ = self.expanded(doc)
-        wanted, base = idmaps.wanted_map(config, self._isolated_bases(name))
+        wanted, base = self._wanted_map(config, name)
         if kind == 'image':
             # the pool keeps one copy of the image shifted to this id map and clones it, so a
             # copy-on-write pool still creates an unprivileged instance in O(1)
@@ -191,7 +191,7 @@ class CreationMixin:
         """
         name = doc['name']
         if wanted is None:
-            wanted, base = idmaps.wanted_map(self.expanded(doc)[0], self._isolated_bases(name))
+            wanted, base = self._wanted_map(self.expanded(doc)[0], name)
         rootfs = os.path.join(pool.instance_path(name), 'rootfs')
         idmaps.shift_rootfs(rootfs, previous, wanted)
         os.chmod(pool.instance_path(name), 0o711)
@@ -205,6 +205,13 @@ class CreationMixin:
     def _idmap_volatile(self, idmap, base):
         return {'volatile.idmap.base': str(base or 0), 'volatile.idmap.current':
                 idmaps.to_json(idmap), 'volatile.idmap.next': idmaps.to_json(idmap)}
+
+    def _wanted_map(self, config, name, current=None):
+        """idmaps.wanted_map for instance name; the other instances are read only when its map
+        is isolated (reading them all made every launch O(number of instances))."""
+        isolated = cfg.is_true(config.get('security.idmap.isolated', 'false'))
+        return idmaps.wanted_map(config, self._isolated_bases(name) if isolated else [],
+                                 current)
 
     def _isolated_bases(self, exclude):
         return [int(d['config'].get('volatile.idmap.base', '0')) for d in self.db.list('instance')

@@ -26,6 +26,8 @@ LXC_START = shutil.which('lxc-start') or '/usr/bin/lxc-start'
 # environment from liblxc either way.
 LXC_START_ENV = {'PATH': '/nonexistent'}
 LXC_LOG_LIMIT = 1024 * 1024
+FREEZE_TIMEOUT = 10.0
+FREEZE_POLL = 0.002
 
 
 def _load_kernel_modules(value):
@@ -46,6 +48,35 @@ def _rotate(path, limit=LXC_LOG_LIMIT):
             os.replace(path, path + '.1')
     except FileNotFoundError:
         pass
+
+
+def _freezer_state(container):
+    try:
+        return (container.get_cgroup_item('freezer.state') or '').strip()
+    except ValueError:
+        # the bindings ask for the length, then the value: FREEZING became FROZEN in between
+        return 'FREEZING'
+
+
+def _freeze_v1(container):
+    """Freeze through the cgroup v1 freezer, polled every few ms; None where there is none.
+
+    liblxc's freeze() reads freezer.state once after writing FROZEN and, if the kernel still
+    says FREEZING, sleeps a whole second before looking again: a snapshot of a running
+    container (frozen for its instant) cost 1 s most of the time.
+    """
+    if not container.set_cgroup_item('freezer.state', 'FROZEN'):
+        return None        # no v1 freezer (cgroup2): liblxc's freeze waits on events there
+    deadline = time.monotonic() + FREEZE_TIMEOUT
+    # reading freezer.state is what makes the kernel notice that every task is frozen
+    while _freezer_state(container) != 'FROZEN':
+        if time.monotonic() > deadline:
+            container.set_cgroup_item('freezer.state', 'THAWED')
+            return False
+        time.sleep(FREEZE_POLL)
+    # liblxc's own freeze now finds FROZEN at its first read: it records the state in the
+    # monitor (container.state says FROZEN) and tells its state listeners, without the sleep
+    return container.freeze()
 
 
 class LifecycleMixin:
@@ -77,8 +108,7 @@ class LifecycleMixin:
         rootfs = self._rootfs_of(doc)
         if not os.path.isdir(rootfs):
             raise BadRequest('The instance\'s rootfs %s is missing' % rootfs)
-        wanted, base = idmaps.wanted_map(config, self._isolated_bases(name),
-                                         doc['config'].get('volatile.idmap.base'))
+        wanted, base = self._wanted_map(config, name, doc['config'].get('volatile.idmap.base'))
         current = idmaps.from_json(doc['config'].get('volatile.last_state.idmap', ''))
         if current != wanted:
             if cfg.is_true(config.get('security.protection.shift', 'false')):
@@ -242,12 +272,18 @@ class LifecycleMixin:
 
     def _freeze(self, name):
         container = self.container(name)
-        if not container.running:
+        lxc_state = container.state   # one query to the monitor, not two (running, then state)
+        if lxc_state == 'STOPPED':
             raise BadRequest('The instance isn\'t running')
-        if container.state == 'FROZEN':
+        if lxc_state == 'FROZEN':
             raise BadRequest('The instance is already frozen')
-        if not container.freeze():
+        began = time.monotonic()
+        frozen = _freeze_v1(container)
+        if frozen is None:
+            frozen = container.freeze()
+        if not frozen:
             raise ApiError('Failed to freeze instance %s' % name)
+        LOG.debug('Froze %s in %.3fs', name, time.monotonic() - began)
 
     def _unfreeze(self, name):
         container = self.container(name)

@@ -234,10 +234,14 @@ class InstanceService(CreationMixin, LifecycleMixin):
         """The instance as GET /1.0/instances/{name} shows it (blocking: liblxc state query)."""
         return self._view(self._observe(name))
 
-    def get_with_state(self, name):
-        """(GET .../{name}, GET .../{name}/state) from one observation (blocking)."""
+    def get_with_state(self, name, walk_disk=True):
+        """(GET .../{name}, GET .../{name}/state) from one observation (blocking).
+
+        walk_disk=False (the recursion=2 listing): no disk usage where only reading the whole
+        rootfs would give it (btrfs without quotas, dir), as LXD lists it there.
+        """
         seen = self._observe(name)
-        return self._view(seen), self._state(seen)
+        return self._view(seen), self._state(seen, walk_disk)
 
     @staticmethod
     def _view(seen):
@@ -261,7 +265,7 @@ class InstanceService(CreationMixin, LifecycleMixin):
         return self._state(self._observe(name))
 
     @staticmethod
-    def _state(seen):
+    def _state(seen, walk_disk=True):
         name, code = seen.doc['name'], seen.code
         result = {'status': STATUS_NAMES[code], 'status_code': code, 'pid': 0, 'processes': 0,
                   'cpu': {'usage': 0}, 'network': None,
@@ -269,8 +273,9 @@ class InstanceService(CreationMixin, LifecycleMixin):
                              'swap_usage_peak': 0},
                   'disk': {}}
         try:
-            if seen.pool is not None:
-                result['disk'] = {'root': {'usage': seen.pool.instance_usage(name)}}
+            usage = seen.pool.instance_usage(name, walk_disk) if seen.pool is not None else None
+            if usage is not None:
+                result['disk'] = {'root': {'usage': usage}}
         except Exception as exc:  # usage is informative; never fail the state for it
             LOG.debug('Disk usage of %s: %s', name, exc)
         if code in (RUNNING, FROZEN):

@@ -171,13 +171,13 @@ class BtrfsDriver(tree.TreeDriver):
         row = self._qgroup(path)
         return int(row[3]) if row and row[3].isdigit() else None
 
-    def _usage(self, path):
+    def _usage(self, path, walk=True):
         # sysfs and two ioctls, not `btrfs qgroup show`: GET .../state and the recursion=2
         # listing ask this for every instance, and a process per instance dominated them
         exclusive = _qgroup_exclusive(path)
         if exclusive is not None:
             return exclusive          # exclusive bytes: what this volume adds
-        return system.du_bytes(path)
+        return system.du_bytes(path) if walk else None
 
 
 _IOC_SNAP_DESTROY = 0x5000940f  # _IOW(0x94, 15, struct btrfs_ioctl_vol_args), 4096 bytes

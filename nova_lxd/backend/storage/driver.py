@@ -103,8 +103,12 @@ class StorageDriver(abc.ABC):
         """Apply a root disk size (bytes; None removes the limit) or raise if not possible."""
 
     @abc.abstractmethod
-    def instance_usage(self, name):
-        """Bytes used by an instance's volume."""
+    def instance_usage(self, name, walk=True):
+        """Bytes used by an instance's volume.
+
+        walk=False: None when only walking the whole tree would tell (LXD reports no usage
+        there), so that listing many instances does not read every file of every one.
+        """
 
     @abc.abstractmethod
     def list_instances(self):

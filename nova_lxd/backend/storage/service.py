@@ -133,10 +133,13 @@ class StorageService:
 
     def pool(self, name):
         """The driver of a pool (StorageDriver)."""
+        # Pools are created, updated and deleted only here, which keeps _drivers in step with
+        # the db: no db read for each instance a listing or a start looks at.
+        driver = self._drivers.get(name) if isinstance(name, str) else None
+        if driver is not None:
+            return driver
         doc = self._doc(name)
-        driver = self._drivers.get(name)
-        if driver is None or driver.name != doc['driver']:
-            driver = self._drivers[name] = self._make_driver(name, doc['driver'], doc['config'])
+        driver = self._drivers[name] = self._make_driver(name, doc['driver'], doc['config'])
         return driver
 
     @staticmethod

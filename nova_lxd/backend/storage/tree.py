@@ -10,6 +10,7 @@ import logging
 import os
 import shutil
 import threading
+import time
 import uuid
 
 from nova_lxd.backend.errors import BadRequest, Conflict, NotFound
@@ -43,8 +44,8 @@ class TreeDriver(driver.StorageDriver):
     def _set_limit(self, path, size):
         """Limit the volume at path to size bytes (None: no limit), or raise BadRequest."""
 
-    def _usage(self, path):
-        return system.du_bytes(path)
+    def _usage(self, path, walk=True):
+        return system.du_bytes(path) if walk else None
 
     def _get_limit(self, path):
         """The size limit of the volume at path (None: none, or not enforced)."""
@@ -203,8 +204,8 @@ class TreeDriver(driver.StorageDriver):
     def set_instance_size(self, name, size):
         self._set_limit(self.instance_path(name), size)
 
-    def instance_usage(self, name):
-        return self._usage(self.instance_path(name))
+    def instance_usage(self, name, walk=True):
+        return self._usage(self.instance_path(name), walk)
 
     # -- snapshots ----------------------------------------------------------------------------
     def list_snapshots(self, name):
@@ -215,11 +216,13 @@ class TreeDriver(driver.StorageDriver):
         if os.path.lexists(path):
             raise Conflict('Snapshot %s/%s already exists' % (name, snapshot))
         os.makedirs(os.path.dirname(path), mode=0o711, exist_ok=True)
+        began = time.monotonic()
         try:
             self._clone(self.instance_path(name), path, readonly=True)
         except BaseException:
             self._remove(path)
             raise
+        LOG.debug('Snapshot %s/%s taken in %.3fs', name, snapshot, time.monotonic() - began)
         return path
 
     def delete_snapshot(self, name, snapshot):
