@@ -207,8 +207,11 @@ class CreationMixin:
                 idmaps.to_json(idmap), 'volatile.idmap.next': idmaps.to_json(idmap)}
 
     def _wanted_map(self, config, name, current=None):
-        """idmaps.wanted_map for instance name; the other instances are read only when its map
-        is isolated (reading them all made every launch O(number of instances))."""
+        """idmaps.wanted_map for instance name.
+
+        The other instances are read only when its map is isolated: reading them all made every
+        launch O(number of instances).
+        """
         isolated = cfg.is_true(config.get('security.idmap.isolated', 'false'))
         return idmaps.wanted_map(config, self._isolated_bases(name) if isolated else [],
                                  current)
