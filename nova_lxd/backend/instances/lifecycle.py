@@ -15,6 +15,7 @@ from nova_lxd.backend.instances import devices as device_registry
 from nova_lxd.backend.instances import idmap as idmaps
 from nova_lxd.backend.instances import lxcconf
 from nova_lxd.backend.instances import reboot
+from nova_lxd.backend.instances import shutdown
 from nova_lxd.backend.instances.common import now
 from nova_lxd.backend.instances.paths import resolve_in_rootfs
 
@@ -188,7 +189,7 @@ class LifecycleMixin:
             if timeout is None or timeout < 0:
                 timeout = int(cfg.expand(doc, self._profiles(doc.get('profiles') or []))[0]
                               .get('boot.host_shutdown_timeout', DEFAULT_STOP_TIMEOUT))
-            clean = container.shutdown(timeout)
+            clean = shutdown.clean_shutdown(container, timeout)
         if not clean and container.running:
             if not container.stop():
                 raise ApiError('Failed to stop instance %s' % name)
