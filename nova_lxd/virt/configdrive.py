@@ -2,7 +2,11 @@
 
 cloud-init's ConfigDrive datasource reads /config-drive as well as a `config-2` filesystem, so a
 directory tree (openstack/latest/meta_data.json, user_data, network_data.json, vendor data ...)
-bind-mounted there serves containers without an ISO or a block device.
+bind-mounted there serves containers without an ISO or a block device. ds-identify (cloud-init's
+systemd generator, which decides whether cloud-init runs at all) enables the datasource when it
+finds /config-drive/openstack/<YYYY-MM-DD>/meta_data.json: Nova's metadata classes write every
+dated version, so a stock cloud-init image needs nothing more ([lxd] config_drive_path must stay
+/config-drive for it).
 """
 import json
 import os
