@@ -1,6 +1,24 @@
-"""The driver's pylxd client: the only way the driver reaches its backend."""
+"""The driver's pylxd client: the only way the driver reaches its backend.
+
+The backend may restart under a running nova-compute (an upgrade, a crash). The client then
+reconnects by itself (pylxd's connection pool opens a new connection for a dead one); what this
+module adds is waiting, for at most RECONNECT_TIMEOUT seconds, while the backend is down:
+- a request that never reached the backend (its socket absent or refusing) is sent again;
+- a request lost on the way (the connection died after it was sent) is sent again only if
+  repeating it cannot do harm: GET/HEAD (reads, and waits on operations) and DELETE (a second
+  one finds nothing and says 404);
+- anything else, and a backend that does not come back in time, raises BackendUnavailable (a
+  HypervisorUnavailable naming the endpoint). Callers whose action is idempotent by its effect
+  (stop a stopped instance, delete a deleted one) re-run it with retry_lost().
+"""
+import time
+
 import pylxd
 from pylxd import exceptions as lxd_exceptions
+import requests
+from urllib3 import exceptions as urllib3_exceptions
+
+from oslo_log import log as logging
 
 from nova import exception
 from nova.i18n import _
@@ -8,6 +26,14 @@ from nova.i18n import _
 from nova_lxd.virt import conf
 
 CONF = conf.CONF
+LOG = logging.getLogger(__name__)
+RECONNECT_TIMEOUT = 60.0      # seconds a restarting backend is waited for
+RETRY_INTERVAL = 0.5
+RESENDABLE = frozenset(['GET', 'HEAD', 'OPTIONS', 'DELETE'])
+
+
+class BackendUnavailable(exception.HypervisorUnavailable):
+    msg_fmt = _('The LXD API at %(host)s is unavailable: %(reason)s')
 
 
 def endpoint():
@@ -22,15 +48,103 @@ def connect():
         if CONF.lxd.client_cert:
             kwargs['cert'] = (CONF.lxd.client_cert, CONF.lxd.client_key)
         kwargs['verify'] = CONF.lxd.server_cert or True
-    try:
-        client = pylxd.Client(endpoint=target, **kwargs)
-    except lxd_exceptions.ClientConnectionFailed as exc:
-        raise exception.HypervisorUnavailable(
-            host=target, reason=_('cannot reach the LXD API at %(target)s (%(error)s); start '
-                                  'nova-lxd-backend or set [lxd] endpoint') %
-            {'target': target, 'error': exc})
+    deadline = time.monotonic() + RECONNECT_TIMEOUT
+    while True:
+        try:
+            client = pylxd.Client(endpoint=target, **kwargs)
+            break
+        except (lxd_exceptions.ClientConnectionFailed, requests.RequestException) as exc:
+            # (pylxd takes a socket path that does not exist yet for a URL without a scheme)
+            if time.monotonic() >= deadline:
+                raise BackendUnavailable(
+                    host=target, reason=_('cannot reach it (%s); start nova-lxd-backend or set '
+                                          '[lxd] endpoint') % exc)
+            LOG.warning('The LXD API at %s does not answer (%s); retrying', target, exc)
+            time.sleep(RETRY_INTERVAL)
     if not client.trusted:
-        raise exception.HypervisorUnavailable(
-            host=target, reason=_('the LXD API at %s does not trust this client; add '
-                                  '[lxd] client_cert to its trust store') % target)
+        raise BackendUnavailable(
+            host=target, reason=_('it does not trust this client; add [lxd] client_cert to its '
+                                  'trust store'))
+    client.api.session.request = _Reconnecting(client.api.session.request, target)
     return client
+
+
+def _never_sent(exc):
+    """Whether a connection error happened before the request reached the backend."""
+    seen, todo = set(), [exc]
+    while todo:
+        err = todo.pop()
+        if err is None or id(err) in seen:
+            continue
+        seen.add(id(err))
+        if isinstance(err, (FileNotFoundError, ConnectionRefusedError,
+                            urllib3_exceptions.NewConnectionError, requests.ConnectTimeout)):
+            return True
+        todo += [a for a in getattr(err, 'args', ()) if isinstance(a, BaseException)]
+        todo += [getattr(err, 'reason', None), err.__cause__, err.__context__]
+    return False
+
+
+class _Reconnecting:
+    """Session.request, waiting out a restarting backend (see the module docstring)."""
+
+    def __init__(self, request, target):
+        self._request = request
+        self._target = target
+
+    def __call__(self, method, url, *args, **kwargs):
+        deadline = None
+        while True:
+            try:
+                return self._request(method, url, *args, **kwargs)
+            except requests.ConnectionError as exc:
+                if deadline is None:
+                    deadline = time.monotonic() + RECONNECT_TIMEOUT
+                    LOG.warning('Lost the LXD API at %s (%s %s: %s)', self._target, method,
+                                url, exc)
+                if method.upper() not in RESENDABLE and not _never_sent(exc):
+                    raise BackendUnavailable(host=self._target, reason=_(
+                        'the connection broke during %(method)s %(url)s (%(error)s)') % {
+                        'method': method, 'url': url, 'error': exc}) from exc
+                if time.monotonic() >= deadline:
+                    raise BackendUnavailable(host=self._target, reason=_(
+                        'no answer for %(seconds)ds (%(error)s)') % {
+                        'seconds': RECONNECT_TIMEOUT, 'error': exc}) from exc
+                time.sleep(RETRY_INTERVAL)
+
+
+def _lost_operation(exc):
+    """A 404 for an operation: the backend restarted and forgot it (it was interrupted)."""
+    url = getattr(getattr(exc, 'response', None), 'url', '') or ''
+    return isinstance(exc, lxd_exceptions.NotFound) and '/operations/' in url
+
+
+def retry_lost(what, action):
+    """Run action (`what` names it in the log) to its end, even if the backend restarts.
+
+    action must be idempotent by its effect and check the state before acting (sync, then stop
+    if still running): a request lost with the backend, or an operation the restarted backend
+    no longer knows, makes it run again (for at most RECONNECT_TIMEOUT).
+    """
+    deadline = time.monotonic() + RECONNECT_TIMEOUT
+    while True:
+        try:
+            return action()
+        except (BackendUnavailable, lxd_exceptions.NotFound) as exc:
+            if isinstance(exc, lxd_exceptions.NotFound) and not _lost_operation(exc):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+            LOG.warning("The backend restarted during %s (%s): running it again", what,
+                        exc)
+            time.sleep(RETRY_INTERVAL)
+
+
+def delete_instance(container):
+    """Delete the instance; one already gone (our earlier request did it) counts as deleted."""
+    try:
+        container.delete(wait=True)
+    except lxd_exceptions.NotFound as exc:
+        if _lost_operation(exc):
+            raise
+        LOG.debug('Instance %s was already deleted', container.name)

@@ -203,7 +203,8 @@ class LXDDriver(driver.ComputeDriver):
             container.sync()
             if container.status != 'Stopped':
                 container.stop(force=True, wait=True)
-        _when_not_busy(stop)
+        # a stop lost with a restarting backend is checked and sent again
+        lxd_client.retry_lost('stopping %s' % container.name, lambda: _when_not_busy(stop))
 
     def _start(self, instance, network_info):
         container = self._get(instance)
@@ -272,7 +273,8 @@ class LXDDriver(driver.ComputeDriver):
     def _delete_container(self, container):
         self._force_stop(container)
         # LXD finishes its own stop bookkeeping after a failed start before a delete may run
-        _when_not_busy(lambda: container.delete(wait=True))
+        lxd_client.retry_lost('deleting %s' % container.name, lambda: _when_not_busy(
+            lambda: lxd_client.delete_instance(container)))
 
     @locked
     def destroy(self, context, instance, network_info, block_device_info=None,
