@@ -152,8 +152,7 @@ class TestDriverAcrossBackendRestarts(test.TestCase):
         deadline = time.monotonic() + 60
         while not _running_operations(client) and time.monotonic() < deadline:
             time.sleep(0.05)
-        self.assertTrue(_running_operations(client), ('the clean stop never started', failure,
-                                                       done.is_set()))
+        self.assertTrue(_running_operations(client), ('the clean stop never started', failure))
         _restart(self.daemon, signal.SIGKILL)
         thread.join(120)
         self.assertTrue(done.is_set())
