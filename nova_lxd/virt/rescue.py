@@ -88,8 +88,8 @@ def _definition(instance, original, pool, alias):
     base = original.config.get('volatile.idmap.base')
     if config.get('security.idmap.isolated') == 'true' and base and base != '0':
         config['security.idmap.base'] = base   # the instance's own map: files keep owners
-    definition['devices'][DEVICE] = {'type': 'disk', 'source': rootfs_path(pool, instance),
-                                      'path': CONF.lxd.rescue_path}
+    definition['devices'][DEVICE] = {
+        'type': 'disk', 'source': rootfs_path(pool, instance), 'path': CONF.lxd.rescue_path}
     definition['source'] = {'type': 'image', 'alias': alias}
     return definition
 
