@@ -177,6 +177,7 @@ class LifecycleMixin:
 
     def _stop(self, name, force, timeout):
         """Blocking: clean shutdown within timeout (halt signal), then forced; devices cleaned."""
+        began = time.monotonic()
         doc = self._doc(name)
         container = self.container(name)
         lxc_state = container.state   # one query to the monitor, not two (running, then state)
@@ -193,7 +194,11 @@ class LifecycleMixin:
         if not clean and container.running:
             if not container.stop():
                 raise ApiError('Failed to stop instance %s' % name)
+        stopped = time.monotonic()
         self._after_stop(name)
+        LOG.debug('Stopped %s in %.3fs (%s %.3fs, clean-up %.3fs)', name,
+                  time.monotonic() - began, 'shutdown' if clean else 'kill', stopped - began,
+                  time.monotonic() - stopped)
         return clean
 
     def _after_stop(self, name):
