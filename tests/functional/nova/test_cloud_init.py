@@ -8,6 +8,7 @@ import base64
 import io
 import time
 
+from nova_lxd.virt import image as lxd_image
 from tests import images
 from tests.functional.nova import base
 from tests.functional.nova import test_servers
@@ -28,6 +29,13 @@ class _CloudInit(test_servers._LXDServers):
         self.image = self.glance.create(None, {
             'name': 'debian-cloud', 'container_format': 'bare', 'disk_format': 'raw',
             'properties': {'lxd_image_format': 'unified'}}, data=io.BytesIO(data))
+        self.addCleanup(self._remove_cached_image)
+
+    def _remove_cached_image(self):
+        """The shared backend keeps cached images for the session: this one is large."""
+        cached = lxd_image.cached_images(self.client).get(self.image['id'])
+        if cached is not None:
+            cached.delete(wait=True)
 
     def _cloud_init_status(self, container):
         """`cloud-init status --wait` once systemd runs.
