@@ -119,6 +119,29 @@ class _RescueTest(moves_base.MovesTestBase):
         self._delete_server(server)
         self.assertEqual([], self._all_containers())
 
+    def test_rescue_of_an_isolated_instance_keeps_file_owners(self):
+        flavor = self._flavor('isolated')
+        self.admin_api.post_extra_spec(flavor, {'extra_specs': {'lxd:isolated': 'true'}})
+        server = self._boot('host1', flavor_id=flavor)
+        original = self._container('host1', server)
+        self._write_marker(original, 'isolated')
+        self._run(original, 'chown', '1000:1000', '/root/marker')
+        base_id = original.config['volatile.idmap.base']
+        self.assertNotEqual('0', base_id)    # a map of its own
+        self.api.post_server_action(server['id'], {'rescue': None})
+        server = self._wait_for_state_change(server, 'RESCUE')
+        rescue = self._rescue_container(server)
+        self.assertEqual(base_id, rescue.config['volatile.idmap.base'])
+        self.assertEqual('1000:1000', self._run(rescue, 'stat', '-c', '%u:%g',
+                                                RESCUE_PATH + '/root/marker'))
+        self.assertEqual('isolated', self._run(rescue, 'cat', RESCUE_PATH + '/root/marker'))
+        self.api.post_server_action(server['id'], {'unrescue': None})
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        original = self._container('host1', server)
+        self.assertEqual(base_id, original.config['volatile.idmap.base'])
+        self.assertEqual('1000:1000', self._run(original, 'stat', '-c', '%u:%g', '/root/marker'))
+        self._delete_server(server)
+
     def test_failed_rescue_removes_the_rescue_container(self):
         # an image without an init cannot start: the rescue container fails at start
         broken = self._upload('no-init', _repacked(base.busybox_bytes(),
