@@ -19,6 +19,9 @@ export AIO_ETC=$AIO_ROOT/etc AIO_LOGS=$AIO_ROOT/logs AIO_RUN=$AIO_ROOT/run AIO_D
 export AIO_VENV=$REPO/.venv-aio
 export AIO_PASSWORD=${AIO_PASSWORD:-nova-lxd-aio}
 export AIO_HOST=${AIO_HOST:-aio}
+export AIO_DEBUG=${AIO_DEBUG:-False}
+# every service's SQLite transactions begin IMMEDIATE (nova_lxd/aio/sqlite_immediate.py)
+export NOVA_LXD_AIO_SQLITE_IMMEDIATE=1
 BIN=$AIO_VENV/bin
 OVS_DB=tcp:127.0.0.1:6640
 # the demo tenant network (VLAN on physnet1) and server
@@ -82,7 +85,7 @@ render() {
     mkdir -p "$AIO_ETC"/{keystone,glance,placement,nova,neutron} "$AIO_LOGS" "$AIO_RUN" \
         "$AIO_DATA"/{glance,nova,neutron,backend}
     # shellcheck disable=SC2016  # the names envsubst may replace, not their values
-    local vars='${AIO_ROOT} ${AIO_ETC} ${AIO_LOGS} ${AIO_RUN} ${AIO_DATA} ${AIO_VENV} ${AIO_PASSWORD} ${AIO_HOST}'
+    local vars='${AIO_ROOT} ${AIO_ETC} ${AIO_LOGS} ${AIO_RUN} ${AIO_DATA} ${AIO_VENV} ${AIO_PASSWORD} ${AIO_HOST} ${AIO_DEBUG}'
     local t svc
     for t in "$AIO"/templates/*; do
         case ${t##*/} in

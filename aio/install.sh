@@ -34,3 +34,8 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$digest" ]; then
         || { log "the OpenStack install in $VENV is incomplete"; exit 1; }
     echo "$digest" > "$stamp"
 fi
+# SQLite transactions that queue for the write lock instead of failing (nova_lxd/aio/sqlite_immediate.py),
+# loaded into each Python process of the venv that runs with NOVA_LXD_AIO_SQLITE_IMMEDIATE set
+pth=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nova_lxd_aio_sqlite.pth
+line="import os; os.environ.get('NOVA_LXD_AIO_SQLITE_IMMEDIATE') and __import__('nova_lxd.aio.sqlite_immediate').aio.sqlite_immediate.install()"
+[ "$(cat "$pth" 2>/dev/null)" = "$line" ] || echo "$line" > "$pth"
