@@ -349,7 +349,8 @@ class LXDDriver(driver.ComputeDriver):
     @locked
     def resume_state_on_host_boot(self, context, instance, network_info, share_info,
                                   block_device_info=None):
-        self._start(instance, network_info)
+        if not lxd_rescue.resume(self._connect(), instance, _start_container):
+            self._start(instance, network_info)
 
     # -- rescue, soft delete (issue 7: rescue.py) ----------------------------------------------
 

@@ -149,3 +149,16 @@ def remove(client, instance, delete):
     if container is not None:
         delete(container)
         LOG.info('Rescue container %s removed', container.name, instance=instance)
+
+
+def resume(client, instance, start):
+    """After a host reboot: a rescued instance's rescue container runs again, not the instance.
+
+    Returns whether the instance is rescued (then the instance's own container stays stopped).
+    """
+    container = find(client, instance)
+    if container is None:
+        return False
+    if container.status != 'Running':
+        start(container)
+    return True

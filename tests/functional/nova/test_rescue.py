@@ -11,6 +11,9 @@ import io
 import tarfile
 import warnings
 
+from nova import context as nova_context
+from nova import objects
+
 from tests.functional.nova import base
 from tests.functional.nova import moves_base
 
@@ -140,6 +143,21 @@ class _RescueTest(moves_base.MovesTestBase):
         original = self._container('host1', server)
         self.assertEqual(base_id, original.config['volatile.idmap.base'])
         self.assertEqual('1000:1000', self._run(original, 'stat', '-c', '%u:%g', '/root/marker'))
+        self._delete_server(server)
+
+    def test_host_boot_resumes_the_rescue_container_not_the_instance(self):
+        server = self._boot('host1')
+        self.api.post_server_action(server['id'], {'rescue': None})
+        server = self._wait_for_state_change(server, 'RESCUE')
+        self._rescue_container(server).stop(force=True, wait=True)   # the host went down
+        ctxt = nova_context.get_admin_context()
+        instance = objects.Instance.get_by_uuid(ctxt, server['id'])
+        self.computes['host1'].driver.resume_state_on_host_boot(ctxt, instance, [], None)
+        self.assertEqual('Running', self._rescue_container(server).status)
+        self.assertEqual('Stopped', self._container('host1', server).status)
+        self.api.post_server_action(server['id'], {'unrescue': None})
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        self.assertEqual('Running', self._container('host1', server).status)
         self._delete_server(server)
 
     def test_failed_rescue_removes_the_rescue_container(self):
