@@ -7,13 +7,21 @@ repairs made from the rescue container). Deleting a rescued server removes both 
 rescue that fails removes what it created and the instance can be brought back with a hard
 reboot.
 """
+import hashlib
 import io
+import os
 import tarfile
+import types
+import uuid
 import warnings
+
+import pytest
 
 from nova import context as nova_context
 from nova import objects
 
+from nova_lxd.virt import rescue
+from tests.functional.nova import backends
 from tests.functional.nova import base
 from tests.functional.nova import moves_base
 
@@ -185,3 +193,32 @@ class _RescueTest(moves_base.MovesTestBase):
 
 
 base.for_each_backend(globals(), _RescueTest, 'TestRescue')
+
+
+@pytest.mark.parametrize('backend_name', backends.selected())
+def test_rootfs_is_found_in_a_btrfs_pool_on_the_backends_loop_file(backend_name):
+    """Where rescue finds an instance's root filesystem in a loop-file btrfs pool."""
+    client = backends.get(backend_name).client()
+    pool_name = 'rescue%s' % uuid.uuid4().hex[:8]
+    pool = client.storage_pools.create({'name': pool_name, 'driver': 'btrfs',
+                                        'config': {'size': '1GiB'}})
+    data = base.busybox_bytes()
+    fingerprint = hashlib.sha256(data).hexdigest()
+    ours = not client.images.exists(fingerprint)   # the driver's cache may hold it already
+    container = None
+    try:
+        if ours:
+            client.images.create(data, wait=True)
+        container = client.instances.create({
+            'name': 'rescue-path-' + pool_name,
+            'source': {'type': 'image', 'fingerprint': fingerprint},
+            'devices': {'root': {'type': 'disk', 'path': '/', 'pool': pool_name}}}, wait=True)
+        path = rescue.rootfs_path(client.storage_pools.get(pool_name),
+                                  types.SimpleNamespace(name=container.name, uuid='-'))
+        assert os.path.lexists(os.path.join(path, 'sbin', 'init')), path
+    finally:
+        if container is not None:
+            container.delete(wait=True)
+        if ours and client.images.exists(fingerprint):
+            client.images.get(fingerprint).delete(wait=True)
+        pool.delete()
