@@ -157,6 +157,9 @@ def test_debian_cloud_init_image_cached():
     with tarfile.open(path) as tar:
         status = tar.extractfile('rootfs/var/lib/dpkg/status').read().decode()
         names = set(tar.getnames())
+        # cloud-init's locale module keeps a configured locale that needs no `locales` package
+        locale = tar.extractfile('rootfs/etc/default/locale').read().decode()
+    assert locale == 'LANG=C.UTF-8\n'
     installed = {block.split('\n')[0][len('Package: '):]: block for block in status.split('\n\n')
                  if block.startswith('Package: ')}
     for package in ('cloud-init', 'python3-cryptography', 'systemd-sysv'):
