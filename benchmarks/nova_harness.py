@@ -9,9 +9,11 @@ Nova's own wait helpers poll every 0.5 s, too coarse for a boot of about a secon
 poll every 20 ms.
 """
 import contextlib
+import faulthandler
 import logging
 import os
 import shutil
+import signal
 import socket
 import sys
 import tempfile
@@ -24,6 +26,8 @@ import warnings
 for _var in ('OS_TEST_TIMEOUT', 'OS_STDOUT_CAPTURE', 'OS_STDERR_CAPTURE'):
     os.environ.pop(_var, None)
 os.environ.setdefault('OS_NOVA_DISABLE_EVENTLET_PATCHING', '1')
+# `kill -USR1 <pid>` prints every thread's stack: a Nova flow that hangs can be diagnosed.
+faulthandler.register(signal.SIGUSR1)
 
 # Monkey patching policy, TestCase fixes and the nova.virt.lxd alias, as in the driver's tests.
 from tests.functional.nova import conftest  # noqa: E402,F401,I100
@@ -68,6 +72,9 @@ class Harness(moves_base.MovesTestBase):
         # Nova's default instances_path (under site-packages) is shared by every Nova test
         # process on the machine; a compute starting there removes others' partial downloads.
         self.flags(instances_path=os.path.join(self.work_dir, 'instances'))
+        # Ten concurrent one-vCPU boots on a 2-core host: Nova's initial ratio (4) leaves room
+        # for 8; containers share cores, as operators overcommit them.
+        self.flags(cpu_allocation_ratio=16.0)
         self._time_uploads()
 
     def _time_uploads(self):
@@ -165,10 +172,15 @@ class Harness(moves_base.MovesTestBase):
 
     # -- servers --------------------------------------------------------------------------------
 
-    def post_server(self, host_name, image_id, flavor='1'):
+    def post_server(self, host_name, image_id, flavor='1', **extra):
         body = self._build_server(name='bench-%s' % uuid.uuid4().hex[:8], image_uuid=image_id,
                                   flavor_id=flavor, networks='none', host=host_name)
-        return self.api.post_server({'server': body})
+        return self.api.post_server({'server': dict(body, **extra)})
+
+    def post_servers(self, host_name, image_id, count):
+        """One request for `count` servers (Nova's multi-create); returns its reservation id."""
+        return self.post_server(host_name, image_id, min_count=count, max_count=count,
+                                return_reservation_id=True)['reservation_id']
 
     def boot(self, host_name, image_id, flavor=None):
         return self.wait_for(self.post_server(host_name, image_id, flavor or '1'), 'ACTIVE')
@@ -202,19 +214,21 @@ class Harness(moves_base.MovesTestBase):
         wait(reached, 'server %s to be %s' % (server['id'], expected))
         return latest[0]
 
-    def wait_for_all(self, servers, status):
-        wanted = {s['id'] for s in servers}
-        latest = {}
+    def wait_for_reservation(self, reservation_id, count, status):
+        """The `count` servers of one request, once all have `status`."""
+        latest = []
 
         def reached():
-            for server in self.api.get_servers(detail=True):
-                if server['id'] in wanted:
-                    latest[server['id']] = server
-            return (len(latest) == len(wanted)
-                    and all(self._matches(s, status, {'status': status})
-                            for s in list(latest.values())))
-        wait(reached, '%d servers to be %s' % (len(wanted), status), interval=0.05)
-        return [latest[s['id']] for s in servers]
+            latest[:] = self.api.get_servers(
+                detail=True, search_opts={'reservation_id': reservation_id})
+            return (len(latest) == count
+                    and all([self._matches(s, status, {'status': status}) for s in latest]))
+        try:
+            wait(reached, '%d servers to be %s' % (count, status), interval=0.05)
+        except CheckFailed:
+            self.delete_all(latest)
+            raise
+        return list(latest)
 
     def delete(self, server):
         self.delete_all([server])
@@ -225,8 +239,10 @@ class Harness(moves_base.MovesTestBase):
                 self.api.delete_server(server['id'])
             except api_client.OpenStackApiNotFoundException:
                 pass
+        deadline = time.monotonic() + FLOW_TIMEOUT
         for server in servers:
-            wait(lambda: self._gone(server), 'deleting server %s' % server['id'], interval=0.05)
+            wait(lambda: self._gone(server), 'deleting server %s' % server['id'],
+                 max(1, deadline - time.monotonic()), interval=0.05)
 
     def _gone(self, server):
         try:
