@@ -135,6 +135,9 @@ def main(argv=None):
                  machine['cpus'], machine['memory_gib'], machine['load_average_at_start'][0],
                  bundled_pool, lxd_pool, ' - QUICK (smoke) run' if args.quick else ''))
     print(report.format_table(table, header))
+    limits = targets.limits_report(table)
+    if limits:
+        print('\n' + limits)
     details = report.format_details(results)
     if details:
         print('\n' + details)

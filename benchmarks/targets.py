@@ -26,6 +26,25 @@ class CheckFailed(Exception):
     """A scenario's result was wrong: the measurement is void, whatever its speed."""
 
 
+# Absolute targets, beside the ratios: metric -> (side, limit in seconds, where it is asked).
+LIMITS = {
+    'nova boot p50': ('nova-lxd', 1.0, 'issue 6: Nova boot p50 under 1 s with the bundled backend'),
+}
+
+
+def limits_report(table):
+    """One line per absolute target whose metric was measured: the median, met or not."""
+    lines = []
+    for row in table:
+        if row['metric'] in LIMITS:
+            side, limit, source = LIMITS[row['metric']]
+            measured = row['sides'].get(side, {}).get('median')
+            if measured is not None:
+                lines.append('%s: %.3f s on %s: %s' % (
+                    source, measured, side, 'met' if measured < limit else 'NOT met'))
+    return '\n'.join(lines)
+
+
 class BenchLXD(LXDDaemon):
     """The test fixture's LXD, its default profile's root disk on a pool of the given driver.
 
