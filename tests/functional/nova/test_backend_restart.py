@@ -75,6 +75,8 @@ class TestDriverAcrossBackendRestarts(test.TestCase):
         return inst
 
     def _remove(self, inst):
+        if self.daemon.process is None:     # a test failed while its backend was down
+            self.daemon.start()
         client = self.daemon.client()
         if client.instances.exists(inst.name):
             container = client.instances.get(inst.name)
