@@ -14,6 +14,7 @@ from nova_lxd.backend.instances import config as cfg
 from nova_lxd.backend.instances import devices as device_registry
 from nova_lxd.backend.instances import idmap as idmaps
 from nova_lxd.backend.instances import lxcconf
+from nova_lxd.backend.instances import monitor
 from nova_lxd.backend.instances import reboot
 from nova_lxd.backend.instances import shutdown
 from nova_lxd.backend.instances.common import now
@@ -160,11 +161,14 @@ class LifecycleMixin:
         liblxc moves the calling process into the container's monitor cgroup, and the calling
         process must be the throwaway monitor, not the daemon.
         """
+        monitor.wait_gone(self.lxcpath, name, LXC_START)   # of the previous start or stop
         result = subprocess.run([LXC_START, '-P', self.lxcpath, '-n', name],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, close_fds=True, timeout=120,
                                 env=LXC_START_ENV)
         if result.returncode != 0 or not self.container(name).running:
+            # reported once liblxc has removed what it made (its monitor still tears down)
+            monitor.wait_gone(self.lxcpath, name, LXC_START, always=True)
             raise ApiError('Failed to start instance %s: %s' % (name, self._lxc_log_tail(name)))
 
     def _lxc_log_tail(self, name):
