@@ -100,6 +100,8 @@ def _footprint(daemon, prefix, names, network, host_ends):
                      and _cmdline(pid).startswith('dnsmasq') and daemon.data_dir in _cmdline(pid))
     files = []
     for root, dirs, entries in os.walk(daemon.data_dir):
+        if root == daemon.data_dir and 'lxcfs' in dirs:
+            dirs.remove('lxcfs')    # lxcfs's FUSE view of the host's /proc and cgroups
         files += [os.path.join(root, n) for n in dirs + entries if prefix in n]
     db = sqlite3.connect(os.path.join(daemon.data_dir, 'nova-lxd.db'))
     rows = db.execute('SELECT kind, name FROM resources WHERE name LIKE ? OR doc LIKE ?',
@@ -149,8 +151,9 @@ def _inject(client, name, step, rng, nic):
             inst.config['raw.lxc'] = 'lxc.mount.entry = /nonexistent-%s mnt none bind 0 0' % name
             inst.save(wait=True)
             _refused(inst.start, wait=True)
-            inst.sync()
-            assert inst.status == 'Stopped', inst.status
+            assert client.instances.get(name).status == 'Stopped'
+            # reported failed only once liblxc removed what it had made
+            assert _cgroups({name}) == []
             del inst.config['raw.lxc']
             inst.save(wait=True)
         else:
