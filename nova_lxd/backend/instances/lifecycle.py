@@ -167,8 +167,10 @@ class LifecycleMixin:
                                 stderr=subprocess.PIPE, close_fds=True, timeout=120,
                                 env=LXC_START_ENV)
         if result.returncode != 0 or not self.container(name).running:
+            returned = time.time()
             # reported once liblxc has removed what it made (its monitor still tears down)
             monitor.wait_gone(self.lxcpath, name, LXC_START, always=True)
+            monitor.remove_orphaned_cgroups(name, returned)
             raise ApiError('Failed to start instance %s: %s' % (name, self._lxc_log_tail(name)))
 
     def _lxc_log_tail(self, name):
