@@ -16,8 +16,11 @@ with pinned certificates, and kept snapshot uploads as the driver's functional t
 Servers boot with `networks='none'` (no Neutron port; the driver's profile is what it is on both
 sides). Nova's DEBUG logging is turned down to INFO after start-up, as a deployment would run.
 """
+import contextlib
+import io
 import os
 import statistics
+import tarfile
 import threading
 import time
 import uuid
@@ -78,11 +81,19 @@ class _Nova(Scenario):
         nova.warm(names[0], image_id)
         return {'hosts': names, 'image_id': image_id}
 
-    def boot(self, target, state, flavor=None):
-        """Untimed: a server on the side's first host, ACTIVE, its container running."""
+    @contextlib.contextmanager
+    def server(self, target, state, flavor=None):
+        """Untimed: (server, container, token) of a server ACTIVE on the side's first host.
+
+        A fresh token is written in its container; the server is deleted afterwards.
+        """
         nova = harness()
         server = nova.boot(state['hosts'][0], state['image_id'], flavor=flavor)
-        return server, self.check_server(target, server, state['hosts'][0])
+        try:
+            container = self.check_server(target, server, state['hosts'][0])
+            yield server, container, self.write_token(target, container)
+        finally:
+            nova.delete(server)
 
     def check_server(self, target, server, host_name, status='ACTIVE'):
         nova = harness()
@@ -143,6 +154,120 @@ class NovaBoot(_Nova):
 
 
 @register
+class NovaSnapshot(_Nova):
+    name = 'nova snapshot 200 MB'
+    description = ('createImage of a running server holding 200 MB until the image is uploaded '
+                   'to Glance; and how long the instance was frozen meanwhile')
+    image = staticmethod(images.big)
+    units = {'nova snapshot pause': 's'}
+
+    def measure(self, target, state):
+        nova = harness()
+        with self.server(target, state) as (server, container, token):
+            pid = target.init_pid(container)
+            with FreezeWatch(pid) as frozen:
+                image_id, seconds = nova.snapshot(server)
+            try:
+                server = nova.wait_for(server, 'ACTIVE', task_state=None)
+                container = self.check_server(target, server, state['hosts'][0])
+                target.check(target.init_pid(container) == pid, '%s: the instance restarted '
+                             'during its snapshot' % target.name)
+                target.check(frozen.error is None and frozen.samples > 0,
+                             '%s: freezer not watched: %s' % (target.name, frozen.error))
+                check_image(target, nova.glance_data(image_id), token)
+            finally:
+                nova.forget_image(image_id)   # 200 MB in the Glance fixture's memory
+        return {self.name: seconds, 'nova snapshot pause': frozen.seconds}
+
+
+@register
+class RetiredSnapshot(Scenario):
+    """The retired nova-lxd's snapshot, for issue 7's comparison: stop, publish, start, export.
+
+    Measured through pylxd on both daemons (no Nova: the retired driver's calls in its order).
+    The instance is down from the stop until it runs again.
+    """
+    name = 'retired snapshot 200 MB'
+    description = ("the retired nova-lxd's snapshot of a running 200 MB container through pylxd: "
+                   'stop, publish, start, export (no Nova); and its downtime')
+    reps = (1, 3)
+
+    def setup(self, target):
+        return {'instance': target.launch(images.big())}
+
+    def measure(self, target, state):
+        instance = state['instance']
+        token = uuid.uuid4().hex
+        instance.files.put('/root/bench-token', (token + '\n').encode())
+        image = None
+        try:
+            with stopwatch() as t:
+                with stopwatch() as down:
+                    instance.stop(wait=True)
+                    image = instance.publish(wait=True)
+                    instance.start(wait=True)
+                data = image.export().read()
+            target.check_running(instance)
+            check_image(target, data, token)
+        finally:
+            if image is not None:
+                image.delete(wait=True)
+        return {self.name: t.seconds, 'retired snapshot downtime': down.seconds}
+
+    def teardown(self, target, state):
+        target.remove(state['instance'])
+
+
+@register
+class NovaColdMigration(_Nova):
+    name = 'nova cold migration 200 MB'
+    description = ('migrate a running 200 MB server to a second compute host with its own '
+                   'backend (HTTPS between the backends), until VERIFY_RESIZE')
+    image = staticmethod(images.big)
+    hosts = 2
+
+    def measure(self, target, state):
+        nova = harness()
+        source, dest = state['hosts']
+        with self.server(target, state) as (server, container, token):
+            with stopwatch() as t:
+                nova.action(server, {'migrate': {'host': dest}})
+                server = nova.wait_for(server, 'VERIFY_RESIZE', task_state=None)
+            moved = self.check_server(target, server, dest, 'VERIFY_RESIZE')
+            self.check_big_data(target, moved, token)
+            server = nova.confirm(server)
+            target.check(not nova.containers(source), '%s: %s still holds %s after confirm'
+                         % (target.name, source, nova.containers(source)))
+        return {self.name: t.seconds}
+
+
+@register
+class NovaResize(_Nova):
+    name = 'nova resize 200 MB'
+    description = ('resize a running 200 MB server to a flavor with 2 vCPUs on the same host, '
+                   'until VERIFY_RESIZE with the new limits')
+    image = staticmethod(images.big)
+
+    def measure(self, target, state):
+        nova = harness()
+        host_name = state['hosts'][0]
+        small, large = nova.flavors()
+        with self.server(target, state, flavor=small) as (server, container, token):
+            target.check(self.run_in(target, container, 'nproc') == '1',
+                         '%s: the small flavor does not give 1 CPU' % target.name)
+            with nova.only_host(host_name), stopwatch() as t:
+                nova.action(server, {'resize': {'flavorRef': large}})
+                server = nova.wait_for(server, 'VERIFY_RESIZE', task_state=None)
+            container = self.check_server(target, server, host_name, 'VERIFY_RESIZE')
+            target.check(self.run_in(target, container, 'nproc') == '2',
+                         '%s: after the resize the container sees %s CPUs'
+                         % (target.name, self.run_in(target, container, 'nproc')))
+            self.check_big_data(target, container, token)
+            nova.confirm(server)
+        return {self.name: t.seconds}
+
+
+@register
 class NovaConcurrentBoots(_Nova):
     name = 'nova 10 concurrent boots'
     description = ('10 servers in one POST /servers (min_count=10) until all are ACTIVE with '
@@ -166,115 +291,26 @@ class NovaConcurrentBoots(_Nova):
         return {self.name: t.seconds}
 
 
-@register
-class NovaSnapshot(_Nova):
-    name = 'nova snapshot 200 MB'
-    description = ('createImage of a running server holding 200 MB until the image is uploaded '
-                   'to Glance; and how long the instance was frozen meanwhile')
-    image = staticmethod(images.big)
-    units = {'nova snapshot pause': 's'}
-
-    def measure(self, target, state):
-        nova = harness()
-        server, container = self.boot(target, state)
-        image_id = None
-        try:
-            token = self.write_token(target, container)
-            pid = target.init_pid(container)
-            with FreezeWatch(pid) as frozen:
-                image_id, seconds = nova.snapshot(server)
-            server = nova.wait_for(server, 'ACTIVE', task_state=None)
-            container = self.check_server(target, server, state['hosts'][0])
-            target.check(target.init_pid(container) == pid, '%s: the instance restarted during '
-                         'its snapshot' % target.name)
-            target.check(frozen.error is None and frozen.samples > 0, '%s: freezer not watched: %s'
-                         % (target.name, frozen.error))
-            self.check_image(target, nova.glance_data(image_id), token)
-        finally:
-            if image_id is not None:
-                nova.forget_image(image_id)
-            nova.delete(server)
-        return {self.name: seconds, 'nova snapshot pause': frozen.seconds}
-
-    def check_image(self, target, data, token):
-        """The uploaded image is a unified tarball with the token and the 200 MB blob."""
-        import io
-        import tarfile
-        found = {}
-        wanted = {'rootfs/root/bench-token', 'rootfs/' + images.BIG_BLOB_PATH}
-        with tarfile.open(fileobj=io.BytesIO(data), mode='r:*') as tar:
-            for member in tar:
-                name = member.name[2:] if member.name.startswith('./') else member.name
-                if name == 'metadata.yaml':
-                    found[name] = True
-                if name in wanted:
-                    found[name] = (tar.extractfile(member).read().strip()
-                                   if name.endswith('token') else member.size)
-        target.check('metadata.yaml' in found, '%s: the snapshot image has no metadata.yaml'
-                     % target.name)
-        target.check(found.get('rootfs/root/bench-token') == token.encode(),
-                     '%s: the snapshot image holds token %r, not %r'
-                     % (target.name, found.get('rootfs/root/bench-token'), token))
-        target.check(found.get('rootfs/' + images.BIG_BLOB_PATH) == 200 * MB,
-                     '%s: the snapshot image\'s blob has %r bytes'
-                     % (target.name, found.get('rootfs/' + images.BIG_BLOB_PATH)))
-
-
-@register
-class NovaColdMigration(_Nova):
-    name = 'nova cold migration 200 MB'
-    description = ('migrate a running 200 MB server to a second compute host with its own '
-                   'backend (HTTPS between the backends), until VERIFY_RESIZE')
-    image = staticmethod(images.big)
-    hosts = 2
-
-    def measure(self, target, state):
-        nova = harness()
-        source, dest = state['hosts']
-        server, container = self.boot(target, state)
-        try:
-            token = self.write_token(target, container)
-            with stopwatch() as t:
-                nova.action(server, {'migrate': {'host': dest}})
-                server = nova.wait_for(server, 'VERIFY_RESIZE', task_state=None)
-            moved = self.check_server(target, server, dest, 'VERIFY_RESIZE')
-            self.check_big_data(target, moved, token)
-            server = nova.confirm(server)
-            target.check(not nova.containers(source), '%s: %s still holds %s after confirm'
-                         % (target.name, source, nova.containers(source)))
-        finally:
-            nova.delete(server)
-        return {self.name: t.seconds}
-
-
-@register
-class NovaResize(_Nova):
-    name = 'nova resize 200 MB'
-    description = ('resize a running 200 MB server to a flavor with 2 vCPUs on the same host, '
-                   'until VERIFY_RESIZE with the new limits')
-    image = staticmethod(images.big)
-
-    def measure(self, target, state):
-        nova = harness()
-        host_name = state['hosts'][0]
-        small, large = nova.flavors()
-        server, container = self.boot(target, state, flavor=small)
-        try:
-            token = self.write_token(target, container)
-            target.check(self.run_in(target, container, 'nproc') == '1',
-                         '%s: the small flavor does not give 1 CPU' % target.name)
-            with nova.only_host(host_name), stopwatch() as t:
-                nova.action(server, {'resize': {'flavorRef': large}})
-                server = nova.wait_for(server, 'VERIFY_RESIZE', task_state=None)
-            container = self.check_server(target, server, host_name, 'VERIFY_RESIZE')
-            target.check(self.run_in(target, container, 'nproc') == '2',
-                         '%s: after the resize the container sees %s CPUs'
-                         % (target.name, self.run_in(target, container, 'nproc')))
-            self.check_big_data(target, container, token)
-            server = nova.confirm(server)
-        finally:
-            nova.delete(server)
-        return {self.name: t.seconds}
+def check_image(target, data, token):
+    """The image is a unified tarball holding the token and the 200 MB blob."""
+    found = {}
+    wanted = {'rootfs/root/bench-token', 'rootfs/' + images.BIG_BLOB_PATH}
+    with tarfile.open(fileobj=io.BytesIO(data), mode='r:*') as tar:
+        for member in tar:
+            name = member.name[2:] if member.name.startswith('./') else member.name
+            if name == 'metadata.yaml':
+                found[name] = True
+            if name in wanted:
+                found[name] = (tar.extractfile(member).read().strip()
+                               if name.endswith('token') else member.size)
+    target.check('metadata.yaml' in found, '%s: the snapshot image has no metadata.yaml'
+                 % target.name)
+    target.check(found.get('rootfs/root/bench-token') == token.encode(),
+                 '%s: the snapshot image holds token %r, not %r'
+                 % (target.name, found.get('rootfs/root/bench-token'), token))
+    target.check(found.get('rootfs/' + images.BIG_BLOB_PATH) == 200 * MB,
+                 '%s: the snapshot image\'s blob has %r bytes'
+                 % (target.name, found.get('rootfs/' + images.BIG_BLOB_PATH)))
 
 
 class FreezeWatch(threading.Thread):

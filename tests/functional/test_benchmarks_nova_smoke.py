@@ -1,11 +1,11 @@
 """A short run of the Nova benchmark scenarios (benchmarks/scenarios/nova.py), so they never rot.
 
 They need Nova's in-process harness, 200 MB images and two compute hosts per side, so a run takes
-minutes, not the seconds of the cheap smoke run (tests/functional/test_benchmarks_smoke.py): it
-runs them here once, one repetition each, through the real entry command. It checks that each
-scenario measured on both sides (the bundled backend and LXD 5.0.2) and checked its result while
-doing so, that the derived p95 is there, and that nothing is left behind; never how fast anything
-is.
+minutes, not the seconds of the cheap smoke run (tests/functional/test_benchmarks_smoke.py): they
+run here once, with the retired driver's snapshot they are compared with, one repetition each,
+through the real entry command. It checks that each scenario measured on both sides (the bundled
+backend and LXD 5.0.2) and checked its result while doing so, that the derived p95 is there, and
+that nothing is left behind; never how fast anything is.
 """
 import json
 import os
@@ -23,6 +23,7 @@ SCENARIOS = {
     'nova snapshot 200 MB': {'nova snapshot 200 MB', 'nova snapshot pause'},
     'nova cold migration 200 MB': {'nova cold migration 200 MB'},
     'nova resize 200 MB': {'nova resize 200 MB'},
+    'retired snapshot 200 MB': {'retired snapshot 200 MB', 'retired snapshot downtime'},
 }
 # metrics that may be 0: a freeze shorter than the watch's sampling period
 MAY_BE_ZERO = {'nova snapshot pause'}
