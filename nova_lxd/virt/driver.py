@@ -236,13 +236,14 @@ class LXDDriver(driver.ComputeDriver):
         client = self._connect()
         if client.instances.exists(instance.name):
             raise exception.InstanceExists(name=instance.name)
+        lxd_volumes.refuse_root_volume(block_device_info)
         pool_driver = client.storage_pools.get(CONF.lxd.pool).driver
         definition = lxd_flavor.instance_config(
             instance, instance.flavor, CONF.lxd.pool, pool_driver,
             nics=lxd_vif.nic_devices(network_info))
         alias = lxd_image.ensure_image(client, context, instance, image_meta)
         definition['source'] = {'type': 'image', 'alias': alias}
-        created = None
+        created = volumes = None
         try:
             timeout = CONF.vif_plugging_timeout
             with self.virtapi.wait_for_instance_event(
@@ -251,6 +252,8 @@ class LXDDriver(driver.ComputeDriver):
                 self._plug(instance, network_info)
             definition['devices'].update(
                 storage.create_ephemeral(client, instance, CONF.lxd.pool, pool_driver))
+            definition['devices'].update(lxd_volumes.connect_at_boot(block_device_info))
+            volumes = block_device_info
             created = client.instances.create(definition, wait=True)
             instance.device_metadata = device_metadata.build(context, instance, network_info)
             if configdrive.required(instance):
@@ -264,6 +267,8 @@ class LXDDriver(driver.ComputeDriver):
         except Exception:
             if created is not None:
                 _rollback(instance, self._delete_container, created)
+            if volumes:
+                _rollback(instance, lxd_volumes.disconnect_all, volumes)
             _rollback(instance, storage.delete_ephemeral, client, instance, CONF.lxd.pool)
             _rollback(instance, self._unplug, instance, network_info)
             _rollback(instance, configdrive.remove, instance)
@@ -284,6 +289,7 @@ class LXDDriver(driver.ComputeDriver):
             self._delete_container(self._get(instance))
         except exception.InstanceNotFound:
             LOG.debug('Container already gone', instance=instance)
+        lxd_volumes.disconnect_all(block_device_info)
         self._cleanup(instance, network_info, destroy_disks)
 
     def cleanup(self, context, instance, network_info, block_device_info=None,

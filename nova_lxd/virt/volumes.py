@@ -5,6 +5,9 @@ host block device; the container gets it as a `unix-block` device at Nova's moun
 (/dev/vdb ...), hot-added to a running container. The backend must be on this host for that
 path to mean anything (as with every LXD block device). os-brick runs its privileged steps
 through privsep ([privsep_osbrick] helper_command).
+
+Volumes given at boot (block_device_info) are connected the same way and become devices of the
+container before it first starts; a root volume is refused: containers boot from images.
 """
 import hashlib
 import os
@@ -16,6 +19,7 @@ from oslo_log import log as logging
 from nova import exception
 from nova.i18n import _
 from nova import utils
+from nova.virt import driver as virt_driver
 
 from nova_lxd.virt import conf
 
@@ -41,8 +45,21 @@ def _brick(connection_info):
         raise exception.VolumeDriverNotFound(driver_type=protocol)
 
 
+class RootVolumeNotSupported(exception.InvalidBDM, exception.InvalidInput):
+    # an InvalidInput: the compute manager aborts the build rather than rescheduling it to a
+    # host that would refuse it the same way
+    msg_fmt = _('Volume %(volume)s at %(device)s is the root disk: containers boot from '
+                'images, not root volumes; boot from an image and attach the volume as a '
+                'data volume')
+
+
 def _device_key(mountpoint):
     return 'volume-%s' % hashlib.sha256(mountpoint.encode()).hexdigest()[:12]
+
+
+def _device(path, mountpoint):
+    """The container's device (key and config) for the host device path at mountpoint."""
+    return {_device_key(mountpoint): {'type': 'unix-block', 'source': path, 'path': mountpoint}}
 
 
 def _device_of(container, mountpoint):
@@ -69,8 +86,7 @@ def attach(container, connection_info, mountpoint):
                                      {'container': container.name, 'mp': mountpoint})
     path = connect(connection_info)
     try:
-        container.devices = dict(container.devices, **{_device_key(mountpoint): {
-            'type': 'unix-block', 'source': path, 'path': mountpoint}})
+        container.devices = dict(container.devices, **_device(path, mountpoint))
         container.save(wait=True)
     except Exception:
         container.sync()
@@ -110,3 +126,56 @@ def swap(container, old_connection_info, new_connection_info, mountpoint, resize
         disconnect(new_connection_info)
         raise
     disconnect(old_connection_info)
+
+
+# -- volumes given at boot (block_device_info) ---------------------------------------------------
+
+def refuse_root_volume(block_device_info):
+    """Boot from volume is refused: the root disk of a container comes from an image."""
+    root = virt_driver.block_device_info_get_root_device(block_device_info)
+    for bdm in virt_driver.block_device_info_get_mapping(block_device_info):
+        if bdm.get('boot_index') == 0 or (root and bdm.get('mount_device') == root):
+            raise RootVolumeNotSupported(volume=bdm.get('volume_id') or
+                                         (bdm.get('connection_info') or {}).get('serial'),
+                                         device=bdm.get('mount_device'))
+
+
+def connect_at_boot(block_device_info):
+    """Connect every volume of block_device_info; their devices, for the container's definition.
+
+    Each is connected and placed as attach() does it. The host device path is saved in the
+    mapping's connection_info (as libvirt does), so that detach and swap find it later. If one
+    fails, those already connected are disconnected.
+    """
+    refuse_root_volume(block_device_info)
+    devices, connected = {}, []
+    try:
+        for bdm in virt_driver.block_device_info_get_mapping(block_device_info):
+            mountpoint = bdm.get('mount_device')
+            if not mountpoint or _device_key(mountpoint) in devices:
+                raise exception.InvalidBDM(
+                    _('volume %(volume)s: no device name, or one used twice (%(mp)s)') %
+                    {'volume': bdm.get('volume_id'), 'mp': mountpoint})
+            path = connect(bdm['connection_info'])
+            connected.append(bdm)
+            devices.update(_device(path, mountpoint))
+            if hasattr(bdm, 'save'):   # a plain dict (not Nova's driver BDM) has nothing to save
+                bdm.save()
+    except Exception:
+        disconnect_all({'block_device_mapping': connected})
+        raise
+    return devices
+
+
+def disconnect_all(block_device_info):
+    """Disconnect every volume of block_device_info from this host (the container is gone).
+
+    A failure is logged and the others are still disconnected, as Nova's libvirt driver does
+    when an instance is deleted: the delete must go on.
+    """
+    for bdm in virt_driver.block_device_info_get_mapping(block_device_info):
+        try:
+            disconnect(bdm['connection_info'])
+        except Exception:
+            LOG.exception('Disconnecting volume %s at %s failed', bdm.get('volume_id'),
+                          bdm.get('mount_device'))

@@ -1,0 +1,163 @@
+"""Volumes given at boot (block_device_info), the driver called as the compute manager calls it.
+
+Nova's own block device mappings (saved in its database, turned into the driver's format by
+nova.virt.driver.get_block_device_info) carry os-brick local connections to loop devices: spawn
+connects them and the container starts with them; destroy disconnects them; a failed spawn
+leaves nothing; a root volume is refused. os-brick's local connector has nothing to undo on
+disconnect, so its disconnect_volume is wrapped (still run) to see that the driver calls it.
+"""
+import subprocess
+import uuid
+
+import fixtures
+from os_brick.initiator.connectors import local as brick_local
+from oslo_serialization import jsonutils
+
+from nova import exception
+from nova import objects
+from nova.virt import driver as virt_driver
+
+from tests.functional.nova import base
+from tests.functional.nova import test_volumes
+
+MARKER_B = b'boot-volume-b'
+MARKER_C = b'boot-volume-c'
+
+
+class _VolumesAtBootTest(test_volumes._VolumesTest):
+    __test__ = False
+
+    def setUp(self):
+        super().setUp()
+        self.disconnected = []
+        real = brick_local.LocalConnector.disconnect_volume
+
+        def recording_disconnect(connector, props, device_info, *args, **kwargs):
+            self.disconnected.append(props['device_path'])
+            return real(connector, props, device_info, *args, **kwargs)
+        self.useFixture(fixtures.MonkeyPatch(
+            'os_brick.initiator.connectors.local.LocalConnector.disconnect_volume',
+            recording_disconnect))
+        self.image_id = self._image(base.busybox_bytes())
+
+    def _bdm(self, inst, dev, device_name, boot_index=None):
+        bdm = objects.BlockDeviceMapping(
+            self.ctxt, instance_uuid=inst.uuid, source_type='volume',
+            destination_type='volume', volume_id=str(uuid.uuid4()), device_name=device_name,
+            boot_index=boot_index, connection_info=jsonutils.dumps(self._info(dev)),
+            delete_on_termination=False, volume_size=1)
+        bdm.create()
+        return bdm
+
+    def _block_device_info(self, inst, bdms):
+        return virt_driver.get_block_device_info(
+            inst, objects.BlockDeviceMappingList(objects=bdms))
+
+    def _new_instance(self):
+        inst = self._instance(self.image_id)
+        inst.root_device_name = '/dev/vda'
+        inst.save()
+        return inst
+
+    def _boot(self, inst, block_device_info, network_info=None):
+        meta = objects.ImageMeta.from_dict(self.glance.show(self.ctxt, self.image_id))
+        self.driver.spawn(self.ctxt, inst, meta, [], None, {}, network_info=network_info,
+                          block_device_info=block_device_info)
+
+    def _loop_of(self, path):
+        """The loop devices backed by path (the test's own, detached only by its cleanup)."""
+        out = subprocess.run(['losetup', '-j', path], check=True, capture_output=True,
+                             text=True).stdout
+        return [line.split(':')[0] for line in out.splitlines()]
+
+    def _volume_devices(self, name):
+        return {k: v for k, v in self.client.instances.get(name).devices.items()
+                if v.get('type') == 'unix-block'}
+
+    def test_volumes_given_at_boot_are_there_when_it_starts_and_go_with_destroy(self):
+        inst = self._new_instance()
+        path_b, dev_b = self._loop('volb', 16, MARKER_B)
+        path_c, dev_c = self._loop('volc', 16, MARKER_C)
+        bdm_b = self._bdm(inst, dev_b, '/dev/vdb')
+        bdm_c = self._bdm(inst, dev_c, '/dev/vdc')
+        self._boot(inst, self._block_device_info(inst, [bdm_b, bdm_c]))
+
+        self.assertEqual('Running', self.client.instances.get(inst.name).status)
+        self.assertEqual({('/dev/vdb', dev_b), ('/dev/vdc', dev_c)},
+                         {(d['path'], d['source'])
+                          for d in self._volume_devices(inst.name).values()})
+        self.assertEqual(MARKER_B.decode(),
+                         self._exec(inst, 'head', '-c', str(len(MARKER_B)), '/dev/vdb'))
+        self.assertEqual(MARKER_C.decode(),
+                         self._exec(inst, 'head', '-c', str(len(MARKER_C)), '/dev/vdc'))
+        # the host device is recorded in Nova's mapping, as libvirt records it
+        saved = objects.BlockDeviceMapping.get_by_volume_and_instance(
+            self.ctxt, bdm_b.volume_id, inst.uuid)
+        self.assertEqual(dev_b, jsonutils.loads(saved.connection_info)['data']['device_path'])
+
+        # a boot-time volume is a device like an attached one: detach_volume finds it
+        self.driver.detach_volume(self.ctxt, self._info(dev_c), inst, '/dev/vdc')
+        self.assertEqual(['/dev/vdb'], [d['path']
+                                        for d in self._volume_devices(inst.name).values()])
+        result = self.client.instances.get(inst.name).execute(['test', '-e', '/dev/vdc'])
+        self.assertNotEqual(0, result.exit_code)
+        self.assertEqual([dev_c], self.disconnected)
+
+        # Nova deletes the server with the mappings it still has
+        self.driver.destroy(self.ctxt, inst, [],
+                            block_device_info=self._block_device_info(inst, [bdm_b]))
+        self.assertFalse(self.client.instances.exists(inst.name))
+        self.assertEqual([dev_c, dev_b], self.disconnected)
+        # the loop devices are still the test's own, untouched
+        self.assertEqual([dev_b], self._loop_of(path_b))
+        self.assertEqual([dev_c], self._loop_of(path_c))
+
+    def test_failed_start_after_volumes_were_connected_leaves_nothing(self):
+        inst = self._new_instance()
+        _path, dev = self._loop('volb', 16, MARKER_B)
+        bdi = self._block_device_info(inst, [self._bdm(inst, dev, '/dev/vdb')])
+        nw = self._network_info()
+        # the nic's host-side name is taken, so the backend cannot start the container
+        subprocess.run(['ip', 'link', 'add', nw[0]['devname'], 'type', 'veth', 'peer', 'name',
+                        nw[0]['devname'] + 'p'], check=True)
+        self.addCleanup(subprocess.run, ['ip', 'link', 'del', nw[0]['devname']],
+                        capture_output=True)
+        self.assertRaises(Exception, self._boot, inst, bdi, nw)  # noqa: H202
+        self.assertFalse(self.client.instances.exists(inst.name))
+        self.assertEqual([dev], self.disconnected)
+
+    def test_a_volume_that_cannot_be_connected_undoes_the_others(self):
+        inst = self._new_instance()
+        _path, dev = self._loop('volb', 16, MARKER_B)
+        broken = self._bdm(inst, dev, '/dev/vdc')
+        broken.connection_info = jsonutils.dumps({'driver_volume_type': 'local', 'data': {}})
+        broken.save()
+        bdi = self._block_device_info(inst, [self._bdm(inst, dev, '/dev/vdb'), broken])
+        # os-brick's local connector refuses a connection without a device path
+        self.assertRaises(ValueError, self._boot, inst, bdi)
+        self.assertFalse(self.client.instances.exists(inst.name))
+        self.assertEqual([dev], self.disconnected)
+
+    def test_root_volume_is_refused_before_anything_is_made(self):
+        inst = self._new_instance()
+        _path, dev = self._loop('root', 16)
+        connected = []
+        self.useFixture(fixtures.MonkeyPatch(
+            'os_brick.initiator.connectors.local.LocalConnector.connect_volume',
+            lambda connector, props: connected.append(props)))
+        bdi = self._block_device_info(inst, [self._bdm(inst, dev, '/dev/vda', boot_index=0)])
+        error = self.assertRaises(exception.InvalidBDM, self._boot, inst, bdi)
+        # an InvalidInput too: Nova aborts the build instead of rescheduling it
+        self.assertIsInstance(error, exception.InvalidInput)
+        self.assertIn('containers boot from images, not root volumes', str(error))
+        self.assertIn('/dev/vda', str(error))
+        self.assertFalse(self.client.instances.exists(inst.name))
+        self.assertEqual([], connected)
+
+
+# Only the helpers of the bases are wanted here, not their tests.
+for _name in dir(test_volumes._VolumesTest):
+    if _name.startswith('test_') and _name not in vars(_VolumesAtBootTest):
+        setattr(_VolumesAtBootTest, _name, None)
+
+base.for_each_backend(globals(), _VolumesAtBootTest, 'TestVolumesAtBoot')
