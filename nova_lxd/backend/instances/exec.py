@@ -1,10 +1,11 @@
 """Commands inside a running instance: POST /1.0/instances/{name}/exec, LXD's exec protocol.
 
 The command runs through liblxc attach (all of the instance's namespaces and cgroups, as the
-container's own uid, mapped to the host by the instance's idmap). Its stdio is either a set of
-pipes mirrored to websockets "0", "1", "2" with a "control" socket (non-interactive), a pty
-mirrored to websocket "0" plus "control" (interactive), or /dev/null and optional log files
-(`wait-for-websocket: false`).
+container's own uid, mapped to the host by the instance's idmap), started by a helper process
+(attach.py: never attach from the daemon's own threads). Its stdio is either a set of pipes
+mirrored to websockets "0", "1", "2" with a "control" socket (non-interactive), a pty of the
+container's own devpts mirrored to websocket "0" plus "control" (interactive; terminal.py), or
+/dev/null and optional log files (`wait-for-websocket: false`).
 
 Everything a session opens (pipes, pty, pidfd, websockets, tasks) is owned by one ExecSession
 and released in one place, whatever way the session ends: the command exits, a client
@@ -12,17 +13,15 @@ disappears mid-stream (the command's process group is killed), or the sockets ne
 """
 import asyncio
 import errno
-import fcntl
 import json
 import logging
 import os
-import signal
-import struct
-import termios
 
 from aiohttp import WSMsgType, web
 
 from nova_lxd.backend.errors import BadRequest, NotFound
+from nova_lxd.backend.instances import attach
+from nova_lxd.backend.instances import terminal
 
 LOG = logging.getLogger(__name__)
 
@@ -30,8 +29,6 @@ CONNECT_TIMEOUT = 15.0   # LXD gives clients a few seconds to connect every sock
 DRAIN_TIMEOUT = 2.0      # output still flowing after the command exited (background children)
 CHUNK = 128 * 1024
 DEFAULT_PATH = '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
-EXIT_NOT_FOUND = 127
-INHERITED_IGNORES = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 class ExecRequest:
@@ -88,75 +85,6 @@ class ExecRequest:
         return ['%s=%s' % item for item in env.items()]
 
 
-# -- the process -----------------------------------------------------------------------------
-
-def _attached_main(spec):
-    """Runs inside the container, in liblxc's forked child: no logging, no imports here."""
-    argv, env, tty = spec
-    try:
-        for sig in INHERITED_IGNORES:   # Python ignores these; the command must not
-            signal.signal(sig, signal.SIG_DFL)
-    except (ValueError, OSError):
-        pass
-    try:
-        if os.getsid(0) != os.getpid():
-            os.setsid()   # its own process group: a vanished client's command dies whole
-        if tty:
-            fcntl.ioctl(0, termios.TIOCSCTTY, 0)
-        os.execvpe(argv[0], argv, dict(item.split('=', 1) for item in env))
-    except OSError as exc:
-        os.write(2, ('exec %s: %s\n' % (argv[0], exc.strerror)).encode())
-    return EXIT_NOT_FOUND
-
-
-def spawn(container, req, env, cwd, stdin, stdout, stderr, tty=False):
-    """Start the command in the container (blocking, quick); returns its host pid."""
-    pid = container.attach(
-        _attached_main, (req.command, env, tty), uid=req.user, gid=req.group,
-        initial_cwd=cwd, stdin=stdin, stdout=stdout, stderr=stderr,
-        env_policy=_lxc().LXC_ATTACH_CLEAR_ENV, extra_env_vars=env)
-    if pid <= 0:
-        raise BadRequest('Failed to run the command in the instance (liblxc attach: %s)'
-                         % os.strerror(-pid if pid < 0 else errno.EIO))
-    return pid
-
-
-def _lxc():
-    import lxc   # the bindings load liblxc; only needed where commands really run
-    return lxc
-
-
-class Process:
-    """An attached command, watched through a pidfd (no pid reuse races, no blocking waits)."""
-
-    def __init__(self, pid):
-        self.pid = pid
-        self.pidfd = os.pidfd_open(pid)
-        self.returncode = None
-
-    async def wait(self):
-        if self.returncode is None:
-            await _readable(self.pidfd)
-            _, status = os.waitpid(self.pid, 0)
-            code = os.waitstatus_to_exitcode(status)
-            self.returncode = 128 - code if code < 0 else code   # LXD: 128 + signal number
-            os.close(self.pidfd)
-        return self.returncode
-
-    def send_signal(self, sig):
-        if self.returncode is None:
-            signal.pidfd_send_signal(self.pidfd, sig)
-
-    def kill_group(self):
-        """SIGKILL the command and everything it started in its group (unreaped: pgid valid)."""
-        if self.returncode is None:
-            try:
-                os.killpg(self.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            self.send_signal(signal.SIGKILL)
-
-
 # -- non-blocking fd I/O on the event loop ----------------------------------------------------
 
 async def _readable(fd):
@@ -204,10 +132,6 @@ async def write_fd(fd, data):
 def _set_nonblocking(fd):
     os.set_blocking(fd, False)
     return fd
-
-
-def set_window_size(fd, width, height):
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack('HHHH', height, width, 0, 0))
 
 
 # -- a session -------------------------------------------------------------------------------
@@ -258,9 +182,11 @@ class ExecSession:
                 return dict(op.metadata or {}, **{'return': code})
             return await self._run_detached(op)
         finally:
-            if self.process is not None and self.process.returncode is None:
-                self.process.kill_group()   # cancelled, failed: never leave the command behind
-                await self.process.wait()
+            if self.process is not None:
+                if self.process.returncode is None:
+                    self.process.kill_group()   # cancelled, failed: never leave it behind
+                    await self.process.wait()
+                self.process.close()
             for fd in list(self._fds):
                 self._close(fd)
             self._finished.set()
@@ -274,14 +200,17 @@ class ExecSession:
             self._fds.discard(fd)
             os.close(fd)
 
-    async def _spawn(self, op, stdin, stdout, stderr, tty=False):
+    async def _spawn(self, stdin, stdout, stderr, tty=False):
         instances = self.daemon.instances
-        container = instances.container(self.name)
         env = self.req.env_list(instances.get(self.name).get('expanded_config') or {})
         cwd = self.req.cwd or self._default_cwd()
-        pid = await op.run_blocking(spawn, container, self.req, env, cwd,
-                                    stdin, stdout, stderr, tty)
-        self.process = Process(pid)
+        try:
+            self.process = await attach.ATTACHER.spawn(
+                instances.lxcpath, self.name, self.req.command, env, self.req.user,
+                self.req.group, cwd, stdin, stdout, stderr, tty)
+        except attach.AttachError as exc:
+            raise BadRequest('Failed to run the command in the instance (liblxc attach: %s)'
+                             % exc)
 
     def _default_cwd(self):
         root_home = os.path.join(self.daemon.instances.rootfs(self.name), 'root')
@@ -291,7 +220,7 @@ class ExecSession:
         stdin_r, stdin_w = self._own(*os.pipe())
         out_r, out_w = self._own(*os.pipe())
         err_r, err_w = self._own(*os.pipe())
-        await self._spawn(op, stdin_r, out_w, err_w)
+        await self._spawn(stdin_r, out_w, err_w)
         for fd in (stdin_r, out_w, err_w):   # the command holds its ends now
             self._close(fd)
         for fd in (stdin_w, out_r, err_r):
@@ -306,10 +235,9 @@ class ExecSession:
         return await self._finish(outputs, helpers)
 
     async def _run_interactive(self, op):
-        master, slave = self._own(*os.openpty())
-        set_window_size(master, self.req.width, self.req.height)
-        os.fchown(slave, *self._tty_owner())
-        await self._spawn(op, slave, slave, slave, tty=True)
+        master, slave = self._own(*await self._open_terminal(op))
+        terminal.set_window_size(master, self.req.width, self.req.height)
+        await self._spawn(slave, slave, slave, tty=True)
         self._close(slave)
         _set_nonblocking(master)
         ws = self.sockets['0']
@@ -328,7 +256,7 @@ class ExecSession:
             out = self._own(os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))[0]
             err = self._own(os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))[0]
             metadata['output'] = {'1': logs.url(out_path), '2': logs.url(err_path)}
-        await self._spawn(op, null, out, err)
+        await self._spawn(null, out, err)
         for fd in list(self._fds):
             self._close(fd)
         metadata['return'] = await self.process.wait()
@@ -421,13 +349,24 @@ class ExecSession:
         kind = command.get('command')
         if kind == 'window-resize' and tty is not None:
             args = command.get('args') or {}
-            set_window_size(tty, int(args.get('width', 80)), int(args.get('height', 25)))
+            terminal.set_window_size(tty, int(args.get('width', 80)),
+                                     int(args.get('height', 25)))
         elif kind == 'signal':
             self.process.send_signal(int(command['signal']))
 
-    def _tty_owner(self):
-        """The container's root owns the command's terminal, as in LXD."""
-        return self._host_root_ids()
+    async def _open_terminal(self, op):
+        """A pty in the container's devpts, owned by its root (as in LXD); the host's if the
+        container has no devpts of its own."""
+        owner = self._host_root_ids()
+        init_pid = await op.run_blocking(self.daemon.instances.init_pid, self.name)
+        if init_pid is None:
+            raise BadRequest('Instance is not running')
+        try:
+            return terminal.open_in_container(init_pid, owner)
+        except terminal.NoDevpts as exc:
+            LOG.warning('exec in %s: no devpts of its own (%s); using a host pty',
+                        self.name, exc)
+            return terminal.open_on_host(owner)
 
     def _host_root_ids(self):
         uid = gid = 0
