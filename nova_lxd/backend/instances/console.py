@@ -33,6 +33,8 @@ class ConsoleSession(instance_exec.ExecSession):
     control socket reach the console through it (SIGWINCH).
     """
 
+    terminal_in_container = False   # lxc-console runs on the host
+
     async def _spawn(self, op, stdin, stdout, stderr, tty=False):
         container = self.daemon.instances.container(self.name)
         argv = ['lxc-console', '-q', '-P', container.get_config_path(), '-n', self.name,

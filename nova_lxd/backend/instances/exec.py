@@ -16,6 +16,7 @@ import errno
 import json
 import logging
 import os
+import signal
 
 from aiohttp import WSMsgType, web
 
@@ -85,6 +86,44 @@ class ExecRequest:
         return ['%s=%s' % item for item in env.items()]
 
 
+class Process:
+    """A command the daemon started itself on the host (the console's lxc-console).
+
+    Its own child, watched through a pidfd (no pid reuse races, no blocking waits).
+    """
+
+    def __init__(self, pid):
+        self.pid = pid
+        self.pidfd = os.pidfd_open(pid)
+        self.returncode = None
+
+    async def wait(self):
+        if self.returncode is None:
+            await _readable(self.pidfd)
+            _, status = os.waitpid(self.pid, 0)
+            code = os.waitstatus_to_exitcode(status)
+            self.returncode = 128 - code if code < 0 else code   # LXD: 128 + signal number
+        return self.returncode
+
+    def send_signal(self, sig):
+        if self.returncode is None:
+            signal.pidfd_send_signal(self.pidfd, sig)
+
+    def kill_group(self):
+        """SIGKILL the command and everything it started in its group (unreaped: pgid valid)."""
+        if self.returncode is None:
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self.send_signal(signal.SIGKILL)
+
+    def close(self):
+        if self.pidfd is not None:
+            os.close(self.pidfd)
+            self.pidfd = None
+
+
 # -- non-blocking fd I/O on the event loop ----------------------------------------------------
 
 async def _readable(fd):
@@ -138,6 +177,8 @@ def _set_nonblocking(fd):
 
 class ExecSession:
     """One exec request, from the POST to the last byte of output."""
+
+    terminal_in_container = True   # False: a host pty, for a command that runs on the host
 
     def __init__(self, daemon, name, req):
         self.daemon = daemon
@@ -200,7 +241,7 @@ class ExecSession:
             self._fds.discard(fd)
             os.close(fd)
 
-    async def _spawn(self, stdin, stdout, stderr, tty=False):
+    async def _spawn(self, op, stdin, stdout, stderr, tty=False):
         instances = self.daemon.instances
         env = self.req.env_list(instances.get(self.name).get('expanded_config') or {})
         cwd = self.req.cwd or self._default_cwd()
@@ -220,7 +261,7 @@ class ExecSession:
         stdin_r, stdin_w = self._own(*os.pipe())
         out_r, out_w = self._own(*os.pipe())
         err_r, err_w = self._own(*os.pipe())
-        await self._spawn(stdin_r, out_w, err_w)
+        await self._spawn(op, stdin_r, out_w, err_w)
         for fd in (stdin_r, out_w, err_w):   # the command holds its ends now
             self._close(fd)
         for fd in (stdin_w, out_r, err_r):
@@ -237,7 +278,7 @@ class ExecSession:
     async def _run_interactive(self, op):
         master, slave = self._own(*await self._open_terminal(op))
         terminal.set_window_size(master, self.req.width, self.req.height)
-        await self._spawn(slave, slave, slave, tty=True)
+        await self._spawn(op, slave, slave, slave, tty=True)
         self._close(slave)
         _set_nonblocking(master)
         ws = self.sockets['0']
@@ -256,7 +297,7 @@ class ExecSession:
             out = self._own(os.open(out_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))[0]
             err = self._own(os.open(err_path, os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC, 0o600))[0]
             metadata['output'] = {'1': logs.url(out_path), '2': logs.url(err_path)}
-        await self._spawn(null, out, err)
+        await self._spawn(op, null, out, err)
         for fd in list(self._fds):
             self._close(fd)
         metadata['return'] = await self.process.wait()
@@ -357,7 +398,9 @@ class ExecSession:
     async def _open_terminal(self, op):
         """A pty in the container's devpts, owned by its root (as in LXD); the host's if the
         container has no devpts of its own."""
-        owner = self._host_root_ids()
+        owner = self._tty_owner()
+        if not self.terminal_in_container:
+            return terminal.open_on_host(owner)
         init_pid = await op.run_blocking(self.daemon.instances.init_pid, self.name)
         if init_pid is None:
             raise BadRequest('Instance is not running')
@@ -367,6 +410,10 @@ class ExecSession:
             LOG.warning('exec in %s: no devpts of its own (%s); using a host pty',
                         self.name, exc)
             return terminal.open_on_host(owner)
+
+    def _tty_owner(self):
+        """The container's root owns the command's terminal, as in LXD."""
+        return self._host_root_ids()
 
     def _host_root_ids(self):
         uid = gid = 0
