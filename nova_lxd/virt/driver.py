@@ -206,12 +206,13 @@ class LXDDriver(driver.ComputeDriver):
         # a stop lost with a restarting backend is checked and sent again
         lxd_client.retry_lost('stopping %s' % container.name, lambda: _when_not_busy(stop))
 
-    def _start(self, instance, network_info):
+    def _start(self, instance, network_info, block_device_info=None):
         container = self._get(instance)
         if container.status == 'Frozen':
             container.unfreeze(wait=True)
         elif container.status != 'Running':
             self._plug(instance, network_info)
+            lxd_volumes.reconnect(container, block_device_info)
             lxd_vif.wait_for_stale_host_ends(network_info)
             _start_container(container)
 
@@ -316,7 +317,7 @@ class LXDDriver(driver.ComputeDriver):
         if container.status == 'Running':
             container.restart(force=True, wait=True)
         else:
-            self._start(instance, network_info)
+            self._start(instance, network_info, block_device_info)
 
     @locked
     def power_off(self, instance, timeout=0, retry_interval=0):
@@ -327,7 +328,7 @@ class LXDDriver(driver.ComputeDriver):
     @locked
     def power_on(self, context, instance, network_info, block_device_info=None, accel_info=None,
                  share_info=None):
-        self._start(instance, network_info)
+        self._start(instance, network_info, block_device_info)
 
     @locked
     def pause(self, instance):
@@ -350,13 +351,13 @@ class LXDDriver(driver.ComputeDriver):
 
     @locked
     def resume(self, context, instance, network_info, block_device_info=None, share_info=None):
-        self._start(instance, network_info)
+        self._start(instance, network_info, block_device_info)
 
     @locked
     def resume_state_on_host_boot(self, context, instance, network_info, share_info,
                                   block_device_info=None):
         if not lxd_rescue.resume(self._connect(), instance, _start_container):
-            self._start(instance, network_info)
+            self._start(instance, network_info, block_device_info)
 
     # -- rescue, soft delete (issue 7: rescue.py) ----------------------------------------------
 
@@ -498,9 +499,12 @@ class LXDDriver(driver.ComputeDriver):
     def migrate_disk_and_power_off(self, context, instance, dest, flavor, network_info,
                                    block_device_info=None, timeout=0, retry_interval=0):
         dest_host = lxd_migration.dest_compute(context, instance, dest)
-        return lxd_migration.migrate_disk_and_power_off(
+        disk_info = lxd_migration.migrate_disk_and_power_off(
             self._connect(), instance, dest_host, flavor,
             lambda container: self._stop(container, timeout, retry_interval))
+        # moved: the volumes leave this host (finish_* connects them where the instance starts)
+        lxd_volumes.disconnect_all(block_device_info)
+        return disk_info
 
     @locked
     def finish_migration(self, context, migration, instance, disk_info, network_info,
@@ -508,7 +512,7 @@ class LXDDriver(driver.ComputeDriver):
                          power_on=True, share_info=None):
         lxd_migration.apply_flavor(self._connect(), instance, network_info)
         if power_on:
-            self._start(instance, network_info)
+            self._start(instance, network_info, block_device_info)
 
     @locked
     def confirm_migration(self, context, migration, instance, network_info):
@@ -521,7 +525,7 @@ class LXDDriver(driver.ComputeDriver):
                                 block_device_info=None, power_on=True, share_info=None):
         lxd_migration.revert(self._connect(), instance)
         if power_on:
-            self._start(instance, network_info)
+            self._start(instance, network_info, block_device_info)
 
     def check_can_live_migrate_destination(self, context, instance, src_compute_info,
                                            dst_compute_info, block_migration=False,

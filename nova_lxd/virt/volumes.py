@@ -179,3 +179,22 @@ def disconnect_all(block_device_info):
         except Exception:
             LOG.exception('Disconnecting volume %s at %s failed', bdm.get('volume_id'),
                           bdm.get('mount_device'))
+
+
+def reconnect(container, block_device_info):
+    """Before a stopped container starts: the volumes Nova passes connected, as devices.
+
+    Each device points at the host device os-brick gives now: a host reboot or a move to
+    another host changes it (os-brick's connect of a connected volume only finds it).
+    """
+    devices = dict(container.devices)
+    for bdm in virt_driver.block_device_info_get_mapping(block_device_info):
+        mountpoint = bdm['mount_device']
+        path = connect(bdm['connection_info'])
+        devices.pop(_device_of(container, mountpoint), None)
+        devices.update(_device(path, mountpoint))
+        if hasattr(bdm, 'save'):
+            bdm.save()
+    if devices != container.devices:
+        container.devices = devices
+        container.save(wait=True)

@@ -3,7 +3,8 @@
 Nova's own block device mappings (saved in its database, turned into the driver's format by
 nova.virt.driver.get_block_device_info) carry os-brick local connections to loop devices: spawn
 connects them and the container starts with them; destroy disconnects them; a failed spawn
-leaves nothing; a root volume is refused. os-brick's local connector has nothing to undo on
+leaves nothing; a start after a host reboot connects them again, at their new host devices;
+a root volume is refused. os-brick's local connector has nothing to undo on
 disconnect, so its disconnect_volume is wrapped (still run) to see that the driver calls it.
 """
 import subprocess
@@ -111,6 +112,37 @@ class _VolumesAtBootTest(test_volumes._VolumesTest):
         # the loop devices are still the test's own, untouched
         self.assertEqual([dev_b], self._loop_of(path_b))
         self.assertEqual([dev_c], self._loop_of(path_c))
+
+    def test_host_boot_and_power_on_reconnect_a_renumbered_volume(self):
+        inst = self._new_instance()
+        path, old_dev = self._loop('volb', 16, MARKER_B)
+        bdm = self._bdm(inst, old_dev, '/dev/vdb')
+        self._boot(inst, self._block_device_info(inst, [bdm]))
+        self.driver.power_off(inst)
+        # as after a host reboot: the volume comes back at another host device
+        new_dev = subprocess.run(['losetup', '--find', '--show', path], check=True,
+                                 capture_output=True, text=True).stdout.strip()
+        self.addCleanup(subprocess.run, ['losetup', '-d', new_dev], capture_output=True)
+        subprocess.run(['losetup', '-d', old_dev], check=True)
+        self.assertNotEqual(old_dev, new_dev)
+        bdm.connection_info = jsonutils.dumps(self._info(new_dev))
+        bdm.save()
+        bdi = self._block_device_info(inst, [bdm])
+
+        self.driver.resume_state_on_host_boot(self.ctxt, inst, [], None, block_device_info=bdi)
+        self.assertEqual([('/dev/vdb', new_dev)],
+                         [(d['path'], d['source'])
+                          for d in self._volume_devices(inst.name).values()])
+        self.assertEqual(MARKER_B.decode(),
+                         self._exec(inst, 'head', '-c', str(len(MARKER_B)), '/dev/vdb'))
+        # a plain power cycle: the same device, once
+        self.driver.power_off(inst)
+        self.driver.power_on(self.ctxt, inst, [], block_device_info=bdi)
+        self.assertEqual(1, len(self._volume_devices(inst.name)))
+        self.assertEqual(MARKER_B.decode(),
+                         self._exec(inst, 'head', '-c', str(len(MARKER_B)), '/dev/vdb'))
+        self.driver.destroy(self.ctxt, inst, [], block_device_info=bdi)
+        self.assertEqual([new_dev], self.disconnected)
 
     def test_failed_start_after_volumes_were_connected_leaves_nothing(self):
         inst = self._new_instance()
