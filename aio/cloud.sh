@@ -7,6 +7,7 @@
 #   aio/cloud.sh restart SERVICE...   stop these services, then `start` (re-renders the config)
 #   aio/cloud.sh down     stop every process it started (by PID), remove its bridges/namespaces
 #   aio/cloud.sh purge    down, then delete all state (databases, images, containers, logs)
+#   aio/cloud.sh tempest [REGEX]   Tempest's compute API subset against the cloud (aio/tempest.sh)
 #
 # Everything lives under $AIO_ROOT (default /var/tmp/nova-lxd-aio): etc/ (configuration rendered
 # from aio/templates), logs/ (one file per service), run/ (PID files), data/ (databases, images,
@@ -20,6 +21,8 @@ export AIO_VENV=$REPO/.venv-aio
 export AIO_PASSWORD=${AIO_PASSWORD:-nova-lxd-aio}
 export AIO_HOST=${AIO_HOST:-aio}
 export AIO_DEBUG=${AIO_DEBUG:-False}
+# how long (s) to wait for a service to answer: generous, since a loaded 2-core host is slow
+export AIO_WAIT=${AIO_WAIT:-300}
 # every service's SQLite transactions begin IMMEDIATE (nova_lxd/aio/sqlite_immediate.py)
 export NOVA_LXD_AIO_SQLITE_IMMEDIATE=1
 BIN=$AIO_VENV/bin
@@ -64,7 +67,7 @@ stop() {
 
 # wait_http URL [SECONDS]: until the URL answers at all (any HTTP status)
 wait_http() {
-    local url=$1 deadline=$((SECONDS + ${2:-120}))
+    local url=$1 deadline=$((SECONDS + ${2:-$AIO_WAIT}))
     until curl -s -o /dev/null --noproxy '*' "$url"; do
         ((SECONDS < deadline)) || die "$url did not answer; see $AIO_LOGS"
         sleep 0.5
@@ -89,6 +92,7 @@ render() {
     local t svc
     for t in "$AIO"/templates/*; do
         case ${t##*/} in
+            tempest*) continue ;;   # rendered by aio/tempest.sh, which knows the image and flavor IDs
             keystone*) svc=keystone ;; glance*) svc=glance ;; placement*) svc=placement ;;
             nova*) svc=nova ;; *) svc=neutron ;;
         esac
@@ -153,7 +157,7 @@ start_rabbitmq() {
     chown rabbitmq: "$AIO_DATA/rabbitmq" "$AIO_LOGS"
     # `start` needs a program, so the environment is passed through this script itself
     start rabbitmq "$0" _rabbit_env /usr/lib/rabbitmq/bin/rabbitmq-server
-    rabbit_env /usr/lib/rabbitmq/bin/rabbitmqctl -q wait --timeout 120 "$AIO_DATA/rabbitmq/rabbit.pid" >/dev/null
+    rabbit_env /usr/lib/rabbitmq/bin/rabbitmqctl -q wait --timeout "$AIO_WAIT" "$AIO_DATA/rabbitmq/rabbit.pid" >/dev/null
     rabbit_env /usr/lib/rabbitmq/bin/rabbitmqctl -q add_user openstack "$AIO_PASSWORD" 2>/dev/null \
         || rabbit_env /usr/lib/rabbitmq/bin/rabbitmqctl -q change_password openstack "$AIO_PASSWORD"
     rabbit_env /usr/lib/rabbitmq/bin/rabbitmqctl -q set_permissions openstack '.*' '.*' '.*'
@@ -210,7 +214,7 @@ start_nova() {
 
 # wait until a service's log says its RPC server is consuming
 wait_rpc_ready() {
-    local deadline=$((SECONDS + 120))
+    local deadline=$((SECONDS + AIO_WAIT))
     until grep -q -E 'Connected to AMQP|Starting .* node|Created (RPC|consumer)' "$AIO_LOGS/$1.log" 2>/dev/null; do
         ((SECONDS < deadline)) || die "$1 did not start; see $AIO_LOGS/$1.log"
         sleep 0.5
@@ -252,7 +256,7 @@ content() {
     wait_http http://127.0.0.1:8774
     "$BIN/python" "$AIO/bootstrap.py" flavors
     # the compute host shows up in cell1
-    local deadline=$((SECONDS + 120))
+    local deadline=$((SECONDS + AIO_WAIT))
     until nova_manage cell_v2 discover_hosts --strict >/dev/null 2>&1 \
             || openstack compute service list --service nova-compute -f value -c State | grep -q up; do
         ((SECONDS < deadline)) || die "nova-compute did not register; see $AIO_LOGS/nova-compute.log"
@@ -392,6 +396,7 @@ case ${1:-} in
     down) cmd_down ;;
     purge) cmd_purge ;;
     restart) shift; for s in "$@"; do stop "$s"; done; cmd_start ;;
+    tempest) shift; exec "$AIO/tempest.sh" "$@" ;;
     _rabbit_env) shift; rabbit_env "$@" ;;
-    *) echo "usage: $0 up|start|status|down|purge" >&2; exit 2 ;;
+    *) echo "usage: $0 up|start|status|restart|down|purge|tempest" >&2; exit 2 ;;
 esac

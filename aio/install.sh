@@ -3,6 +3,7 @@
 # (on top of tools/setup.sh's list) and a virtualenv .venv-aio holding one OpenStack release from
 # PyPI together with this project. It is separate from the test venv .venv so the services' pins
 # never move the test requirements. A second run installs nothing and takes a second.
+# `aio/install.sh tempest` also installs Tempest into .venv-tempest (for aio/tempest.sh).
 set -euo pipefail
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 cd "$REPO"
@@ -39,3 +40,16 @@ fi
 pth=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/nova_lxd_aio_sqlite.pth
 line="import os; os.environ.get('NOVA_LXD_AIO_SQLITE_IMMEDIATE') and __import__('nova_lxd.aio.sqlite_immediate').aio.sqlite_immediate.install()"
 [ "$(cat "$pth" 2>/dev/null)" = "$line" ] || echo "$line" > "$pth"
+
+# `install.sh tempest`: Tempest in a venv of its own (its oslo pins never move the services')
+if [ "${1:-}" = tempest ]; then
+    TEMPEST_VENV=$REPO/.venv-tempest TEMPEST_PIN=tempest==47.0.0
+    [ -x "$TEMPEST_VENV/bin/python" ] || "${PYTHON:-python3}" -m venv "$TEMPEST_VENV"
+    if [ "$(cat "$TEMPEST_VENV/.aio-tempest" 2>/dev/null)" != "$TEMPEST_PIN" ]; then
+        log "installing $TEMPEST_PIN into $TEMPEST_VENV"
+        "$TEMPEST_VENV/bin/pip" install -q --disable-pip-version-check "$TEMPEST_PIN" 2>&1 \
+            | grep -v -E 'WARNING: Location' >&2 || true
+        "$TEMPEST_VENV/bin/tempest" --version >/dev/null
+        echo "$TEMPEST_PIN" > "$TEMPEST_VENV/.aio-tempest"
+    fi
+fi

@@ -78,9 +78,14 @@ def cloud():
     assert not taken, 'ports %s are in use (another all-in-one cloud running?)' % taken
     up = subprocess.run([CLOUD, 'start'], env=ENV, capture_output=True, text=True, timeout=3600)
     pids = _pids()
+    devices = set()
     try:
         assert up.returncode == 0, 'cloud.sh start failed:\n%s' % up.stderr[-5000:]
         yield pids
+        # the host-side devices of every port (servers' and DHCP's): tap<port id prefix>,
+        # and the container end tin<...> the driver pairs with it
+        for port in openstack('port', 'list', '-f', 'value', '-c', 'ID').stdout.split():
+            devices |= {'tap' + port[:11], 'tin' + port[:11]}
     finally:
         down = subprocess.run([CLOUD, 'purge'], env=ENV, capture_output=True, text=True,
                               timeout=600)
@@ -88,6 +93,12 @@ def cloud():
         left = {name: pid for name, pid in pids.items() if _alive(pid)}
         assert not left, 'still running after down: %s' % left
         assert not os.path.exists(ROOT)
+        assert not [line for line in open('/proc/mounts') if ROOT in line]
+    # nothing of the cloud's network is left: OVS bridges, DHCP namespaces, port devices
+    links = set(os.listdir('/sys/class/net'))
+    assert not links & ({'br-int', 'br-phys', 'ovs-netdev'} | devices), links & devices
+    namespaces = subprocess.run(['ip', 'netns', 'list'], capture_output=True, text=True).stdout
+    assert 'qdhcp-' not in namespaces, namespaces
 
 
 @pytest.fixture(scope='module')
