@@ -80,3 +80,16 @@ class Scenario:
 
     def measure_raw(self, raw, state):
         raise NotImplementedError
+
+
+class OnInstance(Scenario):
+    """A scenario acting on one container that setup makes (untimed) and teardown removes."""
+
+    def make(self, target):
+        raise NotImplementedError
+
+    def setup(self, target):
+        return {'instance': self.make(target)}
+
+    def teardown(self, target, state):
+        target.remove(state['instance'])

@@ -3,19 +3,16 @@ import hashlib
 import os
 
 from benchmarks import images
-from benchmarks.scenarios import Scenario, register, stopwatch
+from benchmarks.scenarios import OnInstance, register, stopwatch
 
 MB = 1 << 20
 
 
-class _OnRunning(Scenario):
+class _OnRunning(OnInstance):
     """Scenarios that act on one running busybox container made in setup."""
 
-    def setup(self, target):
-        return {'instance': target.launch(images.busybox())}
-
-    def teardown(self, target, state):
-        target.remove(state['instance'])
+    def make(self, target):
+        return target.launch(images.busybox())
 
 
 @register
@@ -84,17 +81,17 @@ class SnapshotRunning(_OnRunning):
 
 
 @register
-class Restore(Scenario):
+class Restore(OnInstance):
     name = 'restore'
     description = 'restore a snapshot of a stopped container; the overwritten file comes back'
     reps = (2, 10)
     MARKER = '/root/restore-marker'
 
-    def setup(self, target):
+    def make(self, target):
         instance = target.create(images.busybox())
         instance.files.put(self.MARKER, b'before\n')
         instance.snapshots.create('base', wait=True)
-        return {'instance': instance}
+        return instance
 
     def measure(self, target, state):
         instance = state['instance']
@@ -106,18 +103,12 @@ class Restore(Scenario):
                      % (target.name, content))
         return {self.name: t.seconds}
 
-    def teardown(self, target, state):
-        target.remove(state['instance'])
 
-
-class _OnBig(Scenario):
+class _OnBig(OnInstance):
     """Scenarios that act on one stopped container made from the 200 MB image."""
 
-    def setup(self, target):
-        return {'instance': target.create(images.big())}
-
-    def teardown(self, target, state):
-        target.remove(state['instance'])
+    def make(self, target):
+        return target.create(images.big())
 
 
 @register

@@ -30,7 +30,7 @@ import uuid
 os.environ.setdefault('OS_NOVA_DISABLE_EVENTLET_PATCHING', '1')
 
 from benchmarks import images  # noqa: E402
-from benchmarks.scenarios import Scenario, register, stopwatch  # noqa: E402
+from benchmarks.scenarios import OnInstance, Scenario, register, stopwatch  # noqa: E402
 
 MB = 1 << 20
 
@@ -65,7 +65,7 @@ def percentile(samples, p):
 class _Nova(Scenario):
     """A scenario on a Nova compute host of each side; the harness outlives the scenario."""
 
-    reps = (1, 3)
+    reps = (1, 2)
     image = staticmethod(images.busybox)
     # compute hosts per side this scenario needs
     hosts = 1
@@ -181,7 +181,7 @@ class NovaSnapshot(_Nova):
 
 
 @register
-class RetiredSnapshot(Scenario):
+class RetiredSnapshot(OnInstance):
     """The retired nova-lxd's snapshot, for issue 7's comparison: stop, publish, start, export.
 
     Measured through pylxd on both daemons (no Nova: the retired driver's calls in its order).
@@ -190,10 +190,10 @@ class RetiredSnapshot(Scenario):
     name = 'retired snapshot 200 MB'
     description = ("the retired nova-lxd's snapshot of a running 200 MB container through pylxd: "
                    'stop, publish, start, export (no Nova); and its downtime')
-    reps = (1, 3)
+    reps = (1, 2)
 
-    def setup(self, target):
-        return {'instance': target.launch(images.big())}
+    def make(self, target):
+        return target.launch(images.big())
 
     def measure(self, target, state):
         instance = state['instance']
@@ -213,9 +213,6 @@ class RetiredSnapshot(Scenario):
             if image is not None:
                 image.delete(wait=True)
         return {self.name: t.seconds, 'retired snapshot downtime': down.seconds}
-
-    def teardown(self, target, state):
-        target.remove(state['instance'])
 
 
 @register
@@ -272,7 +269,7 @@ class NovaConcurrentBoots(_Nova):
     name = 'nova 10 concurrent boots'
     description = ('10 servers in one POST /servers (min_count=10) until all are ACTIVE with '
                    'running containers (total time)')
-    reps = (1, 3)
+    reps = (1, 2)
     count = 10
 
     def measure(self, target, state):
