@@ -11,10 +11,10 @@ Protocol, all over SOCK_SEQPACKET sockets:
 - daemon -> helper (one socket for the helper's life): a JSON spec of the command plus four fds:
   the command's stdin, stdout and stderr, and the daemon's end of a fresh reply socketpair.
 - helper's child -> daemon, on the reply socket: b'pid N' with a pidfd of the command (or
-  b'error ERRNO'), later b'exit N'
-  (N as LXD reports it: the exit code, 128 + signal number when killed); the child reaps the
-  command as soon as it exits. daemon -> child: b'kill' (the command's whole process group;
-  closing the socket does the same). Single signals go through the daemon's pidfd.
+  b'error ERRNO'), later b'exit N' (N as LXD reports it: the exit code, 128 + signal number
+  when killed). The child reaps the command as soon as it exits, then waits for the daemon to
+  close the socket. daemon -> child: b'kill' (the command's whole process group; closing the
+  socket does the same). Single signals go through the daemon's pidfd.
 The helper ends when the daemon's socket closes, or with the daemon (PR_SET_PDEATHSIG).
 """
 import asyncio
@@ -88,6 +88,8 @@ def _run_command(spec, stdin, stdout, stderr, reply):
     code = _supervise(pid, pidfd, reply)
     try:
         reply.send(b'exit %d' % code)
+        while reply.recv(16):   # until the daemon is done: closing on an unread message of
+            pass                # its would reset the socket and lose the exit code
     except OSError:
         pass   # the daemon is gone
 
@@ -102,16 +104,19 @@ def _supervise(pid, pidfd, reply):
     unreaped: its pid, hence its group id, cannot have been reused.
     """
     watched = [pidfd, reply]
-    while pidfd not in select.select(watched, [], [])[0]:
-        try:
-            msg = reply.recv(16)
-        except OSError:
-            msg = b''
-        if not msg:
-            watched = [pidfd]
-        if msg in (b'', b'kill'):
-            _kill_group(pid, pidfd)
-    return _exit_code(pid)
+    while True:
+        ready = select.select(watched, [], [])[0]
+        if reply in ready:   # first, even when the command exited too: its group may not have
+            try:
+                msg = reply.recv(16)
+            except OSError:
+                msg = b''
+            if not msg:
+                watched = [pidfd]
+            if msg in (b'', b'kill'):
+                _kill_group(pid, pidfd)
+        elif pidfd in ready:
+            return _exit_code(pid)
 
 
 def _kill_group(pid, pidfd):
@@ -188,12 +193,16 @@ class AttachedProcess:
     def __init__(self, pid, pidfd, reply):
         self.pid = pid
         self.returncode = None
+        self._killed = False
         self._reply = reply
         self._pidfd = pidfd   # opened by the helper before reaping: always this very process
 
     async def wait(self):
         if self.returncode is None:
-            msg = await asyncio.get_running_loop().sock_recv(self._reply, 64)
+            try:
+                msg = await asyncio.get_running_loop().sock_recv(self._reply, 64)
+            except ConnectionError:
+                msg = b''
             if msg.startswith(b'exit '):
                 self.returncode = int(msg.split()[1])
             else:   # the helper's child died: the command may live on; end it
@@ -215,12 +224,12 @@ class AttachedProcess:
         The helper kills the group: only it knows the command is unreaped, so that the group
         id is still the command's.
         """
-        if self.returncode is None:
+        if self.returncode is None and not self._killed:
+            self._killed = True
             try:
                 self._reply.send(b'kill')
-            except OSError:
-                pass
-            self.send_signal(signal.SIGKILL)
+            except OSError:   # the helper's child is gone: the command at least
+                self.send_signal(signal.SIGKILL)
 
     def close(self):
         """Done with the command (the helper kills it if it still runs)."""
@@ -254,10 +263,13 @@ class Attacher:
 
     def _start(self):
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        top = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+            [top] + [p for p in os.environ.get('PYTHONPATH', '').split(os.pathsep) if p]))
         try:
             self._proc = subprocess.Popen(
                 [sys.executable, '-m', __name__, str(theirs.fileno()), str(os.getpid())],
-                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, close_fds=True)
+                pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL, close_fds=True, env=env)
         except BaseException:
             ours.close()
             raise

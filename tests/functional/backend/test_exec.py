@@ -296,3 +296,34 @@ def test_lxc_exec_interactive_pty(backend, running):
     assert b'AFTER2' not in term.output
     term.send(b'exit 6\n')
     assert term.wait() == 6
+
+
+def test_forced_stop_during_exec(client, backend):
+    """A forced stop while an exec runs completes, and the exec ends with it.
+
+    The container's init waits for the exec'd command to be reaped: the daemon, blocked in the
+    stop, must not be the one to reap it.
+    """
+    inst = create_busybox(client, backend)
+    try:
+        inst.start(wait=True)
+
+        async def scenario():
+            session, op_id, ws = await _raw_exec(backend, inst.name, {
+                'command': ['sh', '-c', 'echo started; exec sleep 300'],
+                'wait-for-websocket': True, 'interactive': False})
+            try:
+                msg = await ws['1'].receive(timeout=20)
+                assert msg.data == b'started\n'
+                stop = await asyncio.to_thread(_lxc, backend, 'stop', '--force', inst.name)
+                return stop, await _wait_op(session, op_id)
+            finally:
+                for sock in ws.values():
+                    await sock.close()
+                await session.close()
+        stop, op = asyncio.run(scenario())
+        assert stop.returncode == 0, stop.stderr
+        assert op['metadata']['return'] == 128 + 9
+        assert inst.api.state.get().json()['metadata']['status'] == 'Stopped'
+    finally:
+        cleanup(inst)
