@@ -7,7 +7,10 @@ leaves nothing; a start after a host reboot connects them again, at their new ho
 a root volume is refused. os-brick's local connector has nothing to undo on
 disconnect, so its disconnect_volume is wrapped (still run) to see that the driver calls it.
 """
+import os
+import shutil
 import subprocess
+import tempfile
 import uuid
 
 import fixtures
@@ -16,9 +19,11 @@ from oslo_serialization import jsonutils
 
 from nova import exception
 from nova import objects
+from nova.tests.fixtures import cinder as cinder_fixture
 from nova.virt import driver as virt_driver
 
 from tests.functional.nova import base
+from tests.functional.nova import moves_base
 from tests.functional.nova import test_volumes
 
 MARKER_B = b'boot-volume-b'
@@ -193,3 +198,71 @@ for _name in dir(test_volumes._VolumesTest):
         setattr(_VolumesAtBootTest, _name, None)
 
 base.for_each_backend(globals(), _VolumesAtBootTest, 'TestVolumesAtBoot')
+
+
+class _VolumesAtBootThroughNovaTest(moves_base.MovesTestBase):
+    """A server created through Nova's API with a data volume, on one compute host.
+
+    Nova's compute manager attaches it in Cinder (the fixture's connection: os-brick's local
+    connector to a loop device) and hands it to spawn in block_device_info.
+    """
+    __test__ = False
+    host_count = 1
+
+    def setUp(self):
+        # os-brick's privileged calls in-process, and the real host for it (see test_volumes)
+        self.useFixture(fixtures.MockPatchObject(
+            test_volumes.brick_privileged.default, 'client_mode', False))
+        tmp = tempfile.mkdtemp(dir='/var/tmp', prefix='nova-lxd-vol-')
+        self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
+        self.path = os.path.join(tmp, 'vol')
+        with open(self.path, 'wb') as f:
+            f.write(MARKER_B)
+            f.truncate(16 * 1024 * 1024)
+        self.dev = subprocess.run(['losetup', '--find', '--show', self.path], check=True,
+                                  capture_output=True, text=True).stdout.strip()
+        self.addCleanup(subprocess.run, ['losetup', '-d', self.dev], capture_output=True)
+        self.volume_id = str(uuid.uuid4())
+        # the Cinder fixture (started by the base) gives this connection for our volume
+        fixture = 'nova.tests.fixtures.cinder.CinderFixture.VOLUME_CONNECTION_INFO'
+        self.useFixture(fixtures.MonkeyPatch(fixture, dict(
+            cinder_fixture.CinderFixture.VOLUME_CONNECTION_INFO, **{self.volume_id: {
+                'driver_volume_type': 'local', 'data': {'device_path': self.dev}}})))
+        super().setUp()
+        for name, func in test_volumes._UNPOISONED.items():
+            self.useFixture(fixtures.MonkeyPatch(name, func))
+        self.disconnected = []
+        real = brick_local.LocalConnector.disconnect_volume
+
+        def recording_disconnect(connector, props, device_info, *args, **kwargs):
+            self.disconnected.append(props['device_path'])
+            return real(connector, props, device_info, *args, **kwargs)
+        self.useFixture(fixtures.MonkeyPatch(
+            'os_brick.initiator.connectors.local.LocalConnector.disconnect_volume',
+            recording_disconnect))
+
+    def test_server_created_with_a_volume_reads_it_and_delete_disconnects_it(self):
+        body = self._build_server(name='with-volume', image_uuid=self.image['id'],
+                                  flavor_id='1', networks='none', host='host1')
+        body['block_device_mapping_v2'] = [
+            {'boot_index': 0, 'uuid': self.image['id'], 'source_type': 'image',
+             'destination_type': 'local'},
+            {'boot_index': -1, 'uuid': self.volume_id, 'source_type': 'volume',
+             'destination_type': 'volume', 'device_name': '/dev/vdb'}]
+        self.admin_api.microversion = '2.74'
+        server = self._wait_for_state_change(
+            self.admin_api.post_server({'server': body}), 'ACTIVE')
+        attachments = self.api.get_server_volumes(server['id'])
+        self.assertEqual([(self.volume_id, '/dev/vdb')],
+                         [(a['volumeId'], a['device']) for a in attachments])
+        container = self._container('host1', server)
+        self.assertEqual(MARKER_B.decode(), self._run(container, 'head', '-c',
+                                                      str(len(MARKER_B)), '/dev/vdb'))
+        self._delete_server(server)
+        self.assertEqual([self.dev], self.disconnected)
+        self.assertEqual([], self._nova_containers('host1'))
+        self.assertIn(self.dev, subprocess.run(['losetup', '-j', self.path], check=True,
+                                               capture_output=True, text=True).stdout)
+
+
+base.for_each_backend(globals(), _VolumesAtBootThroughNovaTest, 'TestVolumesAtBootThroughNova')
