@@ -11,6 +11,7 @@ import time
 from nova_lxd.virt import image as lxd_image
 from tests import images
 from tests.functional.nova import base
+from tests.functional.nova import instances_path
 from tests.functional.nova import test_servers
 
 USER_DATA = """#!/bin/sh
@@ -19,7 +20,7 @@ echo "user-data ran as $(id -u) on $(hostname)" > /var/tmp/nova-lxd-user-data
 """
 
 
-class _CloudInit(test_servers._LXDServers):
+class _CloudInit(instances_path.PrivateInstancesPath, test_servers._LXDServers):
     __test__ = False
 
     def setUp(self):
@@ -57,9 +58,11 @@ class _CloudInit(test_servers._LXDServers):
         server = self._settle(self.api.post_server({'server': body}), 'ACTIVE')
         container = self._container(server)
         status = self._cloud_init_status(container)
-        self.assertIn('status: done', status.stdout, status.stdout + status.stderr)
+        log = container.execute(['sh', '-c', 'grep -v "util.py\\|handlers.py\\|helpers.py" '
+                                 '/var/log/cloud-init.log | head -150']).stdout
+        self.assertIn('status: done', status.stdout, status.stdout + status.stderr + log)
         self.assertIn('DataSourceConfigDrive', self._run(
-            container, 'cat', '/run/cloud-init/status.json'))
+            container, 'cat', '/run/cloud-init/status.json'), log)
         self.assertEqual('ci-debian-1', self._run(container, 'hostname'))
         self.assertEqual('user-data ran as 0 on ci-debian-1',
                          self._run(container, 'cat', '/var/tmp/nova-lxd-user-data'))
