@@ -6,6 +6,8 @@ connects them and the container starts with them; destroy disconnects them; a fa
 leaves nothing; a start after a host reboot connects them again, at their new host devices;
 a root volume is refused. os-brick's local connector has nothing to undo on
 disconnect, so its disconnect_volume is wrapped (still run) to see that the driver calls it.
+The same through Nova's API (one compute host): a server created with a data volume, and a
+boot from volume that ends in ERROR with the reason.
 """
 import os
 import shutil
@@ -263,6 +265,22 @@ class _VolumesAtBootThroughNovaTest(moves_base.MovesTestBase):
         self.assertEqual([], self._nova_containers('host1'))
         self.assertIn(self.dev, subprocess.run(['losetup', '-j', self.path], check=True,
                                                capture_output=True, text=True).stdout)
+
+    def test_boot_from_volume_ends_in_error_with_the_reason_and_nothing_made(self):
+        body = self._build_server(name='from-volume', image_uuid=self.image['id'],
+                                  flavor_id='1', networks='none', host='host1')
+        body.pop('imageRef')
+        body['block_device_mapping_v2'] = [
+            {'boot_index': 0, 'uuid': self.image['id'], 'source_type': 'image',
+             'destination_type': 'volume', 'volume_size': 1}]
+        self.admin_api.microversion = '2.74'
+        server = self._wait_for_state_change(
+            self.admin_api.post_server({'server': body}), 'ERROR')
+        # aborted, not rescheduled: the reason reaches the user
+        self.assertIn('containers boot from images, not root volumes',
+                      server['fault']['message'])
+        self.assertEqual([], self._nova_containers('host1'))
+        self._delete_server(server)
 
 
 base.for_each_backend(globals(), _VolumesAtBootThroughNovaTest, 'TestVolumesAtBootThroughNova')
