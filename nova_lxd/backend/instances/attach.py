@@ -34,7 +34,8 @@ import threading
 LOG = logging.getLogger(__name__)
 
 EXIT_NOT_FOUND = 127
-MAX_SPEC = 1 << 20
+MAX_SPEC = 2 << 20   # a command line and environment (Linux's ARG_MAX is 2 MiB too)
+SO_SNDBUFFORCE = getattr(socket, 'SO_SNDBUFFORCE', 32)
 PR_SET_PDEATHSIG = 1
 
 
@@ -275,6 +276,7 @@ class Attacher:
             raise
         finally:
             theirs.close()
+        ours.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, 2 * MAX_SPEC)   # one spec: one message
         self._sock = ours
 
     def _send(self, payload, fds):

@@ -46,6 +46,11 @@ class ExecRequest:
                 not all(isinstance(k, str) and isinstance(v, str) for k, v in env.items()):
             raise BadRequest('"environment" must map strings to strings')
         self.environment = env
+        size = sum(len(arg) + 1 for arg in command) + \
+            sum(len(k) + len(v) + 2 for k, v in env.items())
+        if size > attach.MAX_SPEC // 2:   # the kernel's execve limit is of the same order
+            raise BadRequest('"command" and "environment" are too long together (%d bytes, at '
+                             'most %d)' % (size, attach.MAX_SPEC // 2))
         self.interactive = bool(body.get('interactive', False))
         self.wait_for_websocket = bool(body.get('wait-for-websocket', False))
         self.record_output = bool(body.get('record-output', False))

@@ -131,6 +131,9 @@ def test_bad_requests(client, running):
     assert resp.status_code == 400 and 'command' in resp.json()['error']
     resp = exec_api.session.post(exec_api._api_endpoint, json={'command': ['ls'], 'user': -1})
     assert resp.status_code == 400
+    too_long = {'command': ['echo', 'x' * (3 << 19)]}
+    resp = exec_api.session.post(exec_api._api_endpoint, json=too_long)
+    assert resp.status_code == 400 and 'too long' in resp.json()['error']
     missing = client.api.instances['no-such-instance'].exec
     resp = missing.session.post(missing._api_endpoint, json={'command': ['ls']})
     assert resp.status_code == 404
