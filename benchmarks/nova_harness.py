@@ -83,6 +83,7 @@ class Harness(moves_base.MovesTestBase):
         self._flavors = None
         self.work_dir = tempfile.mkdtemp(prefix='nova-lxd-bench-nova-', dir='/var/tmp')
         self.addCleanup(shutil.rmtree, self.work_dir, ignore_errors=True)
+        print('nova harness: work dir %s' % self.work_dir, file=sys.stderr, flush=True)
         # Nova's default instances_path (under site-packages) is shared by every Nova test
         # process on the machine; a compute starting there removes others' partial downloads.
         self.flags(instances_path=os.path.join(self.work_dir, 'instances'))

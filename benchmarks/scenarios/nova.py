@@ -1,5 +1,8 @@
 """Nova scenarios (issues 6 and 7): boot, concurrent boots, snapshot, cold migration, resize.
 
+Beside them, the retired nova-lxd's snapshot (stop, publish, start, export) through pylxd on both
+daemons, the approach issue 7 compares the driver's snapshot with.
+
 Every scenario drives nova-lxd's driver (`compute_driver = lxd.LXDDriver`) through Nova's own
 in-process functional harness: the real API, conductor, scheduler, compute managers and placement,
 with Nova's Glance and Neutron fixtures holding real image bytes. One harness serves the whole run:
