@@ -102,7 +102,7 @@ class Harness(moves_base.MovesTestBase):
             return result
         self.glance.update = update
 
-    def close(self, timeout=FLOW_TIMEOUT):
+    def close(self, timeout=2 * FLOW_TIMEOUT):
         """Stop the harness; give up after `timeout` when it hangs.
 
         Under native threads Nova's test fixtures can deadlock (seen with ten concurrent builds:
@@ -118,6 +118,7 @@ class Harness(moves_base.MovesTestBase):
             print('nova harness: did not stop within %d s (wedged); left to the process exit'
                   % timeout, file=sys.stderr)
             atexit.unregister(futurist_thread._clean_up)
+            shutil.rmtree(getattr(self, 'work_dir', ''), ignore_errors=True)
 
     def _close(self):
         try:
