@@ -330,3 +330,46 @@ def test_forced_stop_during_exec(client, backend):
         assert inst.api.state.get().json()['metadata']['status'] == 'Stopped'
     finally:
         cleanup(inst)
+
+
+def _host_pids_running(argv0, marker):
+    found = []
+    for pid in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open('/proc/%s/cmdline' % pid, 'rb') as f:
+                args = f.read().split(b'\0')
+        except OSError:
+            continue
+        if args[0] == argv0 and marker in args:
+            found.append(int(pid))
+    return found
+
+
+def _ppid(pid):
+    with open('/proc/%d/status' % pid) as f:
+        return int(next(line for line in f if line.startswith('PPid:')).split()[1])
+
+
+def test_commands_are_started_by_the_helper_not_the_daemon(backend, running):
+    """The command's parent is a single-threaded helper process, never the daemon.
+
+    liblxc attach from the daemon's own threads once froze it.
+    """
+    marker = b'helper%d' % os.getpid()
+    resp = running.client.api.instances[running.name].exec.post(json={
+        'command': ['sh', '-c', 'sleep 30; :', marker.decode()], 'wait-for-websocket': False})
+    op_id = resp.json()['operation'].split('/')[-1]
+    try:
+        assert _wait_until(lambda: _host_pids_running(b'sh', marker))
+        [pid] = _host_pids_running(b'sh', marker)
+        parent = _ppid(pid)
+        assert parent != _daemon_pid(backend)
+        with open('/proc/%d/cmdline' % parent, 'rb') as f:
+            assert b'nova_lxd.backend.instances.attach' in f.read()
+        assert len(os.listdir('/proc/%d/task' % parent)) == 1   # one thread: fork-safe
+        assert _ppid(_ppid(parent)) == _daemon_pid(backend)     # helper child <- helper <- daemon
+    finally:
+        for pid in _host_pids_running(b'sh', marker):
+            os.killpg(pid, signal.SIGTERM)   # its own group (setsid): sh and its sleep
+    op = running.client.operations.wait_for_operation(op_id)
+    assert op.metadata['return'] == 128 + 15
