@@ -156,10 +156,16 @@ def _children(pid):
     return found
 
 
-def _suspend_sender(daemon, timeout=60):
+def _suspend_sender(daemon, target, target_op, timeout=180):
     """SIGSTOP the daemon's volume sender as soon as it exists; its pid."""
     deadline = time.monotonic() + timeout
+    checked = 0
     while time.monotonic() < deadline:
+        if time.monotonic() - checked > 0.5:
+            checked = time.monotonic()
+            status = target.local.api.operations[target_op].get().json()['metadata']
+            assert status['status'] == 'Running', ('the target gave up before the transfer',
+                                                   status, target.daemon.log()[-3000:])
         for pid, argv in _children(daemon.process.pid):
             if argv[:2] == ['btrfs', 'send'] or argv[:1] == ['tar']:
                 try:
@@ -236,7 +242,7 @@ def test_sigkill_during_migration(hosts, killed):
         'type': 'migration', 'mode': 'pull', 'certificate': a.certificate(),
         'operation': a.url + src['operation'],
         'secrets': src['metadata']['metadata']}}).json()['metadata']['id']
-    sender = _suspend_sender(a.daemon)
+    sender = _suspend_sender(a.daemon, b, target_op)
     try:
         # mid-transfer: the target has reserved the instance and is receiving
         assert _rows(b.daemon, name), 'the target reserved nothing'
