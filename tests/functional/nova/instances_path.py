@@ -10,13 +10,13 @@ import os
 import fixtures
 
 
-class PrivateInstancesPath:
-    """Mixin for ProviderUsageBaseTestCase subclasses: set before the compute starts."""
+def use_private(test):
+    """Give a harness test its own instances_path; call in setUp before any compute starts.
 
-    def _start_compute(self, host, *args, **kwargs):
-        # not in nova's NestedTempfile directory (0700): an unprivileged container's root must
-        # reach its config drive below it for the bind mount
-        path = self.useFixture(fixtures.TempDir(rootdir='/var/tmp')).path
-        os.chmod(path, 0o711)
-        self.flags(instances_path=path)
-        return super()._start_compute(host, *args, **kwargs)
+    One per test, not per compute: a test's computes share it, as Nova's hosts share a path in
+    its own functional tests. Not in nova's NestedTempfile directory (0700): an unprivileged
+    container's root must reach its config drive below it for the bind mount.
+    """
+    path = test.useFixture(fixtures.TempDir(rootdir='/var/tmp')).path
+    os.chmod(path, 0o711)
+    test.flags(instances_path=path)

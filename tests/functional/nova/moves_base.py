@@ -16,6 +16,7 @@ from nova.tests.functional import integrated_helpers
 
 from tests.functional.nova import base
 from tests.functional.nova import hosts
+from tests.functional.nova import instances_path
 from tests.functional.nova.conftest import API_PASTE
 from nova_lxd.virt import image as lxd_image
 
@@ -30,6 +31,7 @@ class MovesTestBase(integrated_helpers.ProviderUsageBaseTestCase):
         self.flags(api_paste_config=API_PASTE, group='wsgi')
         super().setUp()
         self.flags(vif_plugging_timeout=0, allow_resize_to_same_host=True)
+        instances_path.use_private(self)
         self._real_https()
         self.daemons, endpoints, certs = {}, {}, {}
         for index in range(self.host_count):

@@ -11,7 +11,6 @@ import time
 from nova_lxd.virt import image as lxd_image
 from tests import images
 from tests.functional.nova import base
-from tests.functional.nova import instances_path
 from tests.functional.nova import test_servers
 
 USER_DATA = """#!/bin/sh
@@ -20,7 +19,7 @@ echo "user-data ran as $(id -u) on $(hostname)" > /var/tmp/nova-lxd-user-data
 """
 
 
-class _CloudInit(instances_path.PrivateInstancesPath, test_servers._LXDServers):
+class _CloudInit(test_servers._LXDServers):
     __test__ = False
 
     def setUp(self):

@@ -15,11 +15,10 @@ from nova_lxd.virt import conf
 from nova_lxd.virt import image as lxd_image
 from tests.functional.image import disks
 from tests.functional.nova import base
-from tests.functional.nova import instances_path
 from tests.functional.nova import test_servers
 
 
-class _DiskImages(instances_path.PrivateInstancesPath, test_servers._LXDServers):
+class _DiskImages(test_servers._LXDServers):
     __test__ = False
 
     def setUp(self):

@@ -21,6 +21,7 @@ from nova.tests.functional import integrated_helpers
 from tests.functional.nova import backends
 from tests.functional.nova import base
 from tests.functional.nova import busybox_image
+from tests.functional.nova import instances_path
 from tests.functional.nova.conftest import API_PASTE
 from tests.functional.nova import ovs
 
@@ -36,6 +37,7 @@ class _LXDServers(integrated_helpers.ProviderUsageBaseTestCase):
         self.daemon = backends.get(self.backend_name)
         self.flags(endpoint=self.daemon.socket, group='lxd')
         self.flags(vif_plugging_timeout=0)
+        instances_path.use_private(self)
         self.client = self.daemon.client()
         self.addCleanup(self._remove_leftovers)
         self.addCleanup(self._assert_nothing_left)
