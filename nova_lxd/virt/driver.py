@@ -72,6 +72,7 @@ class LXDDriver(driver.ComputeDriver):
         has_imagecache=True,
         supports_trusted_certs=True,   # Glance signature verification on download
         supports_multiattach=False,
+        supports_extend_volume=True,   # a block device grows in place (test_volumes)
         supports_attach_interface=True,   # test_interfaces
         supports_device_tagging=True,   # tagged NICs: device_metadata.py (test_device_tagging)
         supports_tagged_attach_interface=True,
