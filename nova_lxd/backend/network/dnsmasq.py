@@ -10,9 +10,11 @@ import logging
 import os
 import signal
 import subprocess
+import threading
 import time
 
 LOG = logging.getLogger(__name__)
+_HOSTS_LOCK = threading.Lock()   # guards every network's hosts file (tiny, rare writes)
 
 # dnsmasq processes this daemon started (its children), by pid, so that stop() reaps them
 _CHILDREN = {}
@@ -183,23 +185,25 @@ class Dnsmasq:
         return self._write_hosts(hwaddr, None)
 
     def _write_hosts(self, hwaddr, entry):
-        current = self.reservations()
-        wanted = dict(current)
-        hwaddr = hwaddr.lower()
-        if entry is None or entry == ('', ''):
-            wanted.pop(hwaddr, None)
-        else:
-            wanted[hwaddr] = entry
-        if wanted == current:
-            return False
-        os.makedirs(self.directory, exist_ok=True)
-        tmp = self.hosts_file + '.tmp'
-        with open(tmp, 'w') as f:
-            for mac, (address, host) in sorted(wanted.items()):
-                f.write(','.join(filter(None, [mac, address, host])) + '\n')
-        os.rename(tmp, self.hosts_file)
-        self.reload()     # SIGHUP: dnsmasq re-reads the hosts file, leases stay
-        return True
+        # read-modify-write: instances starting in parallel would lose each other's entries
+        with _HOSTS_LOCK:
+            current = self.reservations()
+            wanted = dict(current)
+            hwaddr = hwaddr.lower()
+            if entry is None or entry == ('', ''):
+                wanted.pop(hwaddr, None)
+            else:
+                wanted[hwaddr] = entry
+            if wanted == current:
+                return False
+            os.makedirs(self.directory, exist_ok=True)
+            tmp = self.hosts_file + '.tmp'
+            with open(tmp, 'w') as f:
+                for mac, (address, host) in sorted(wanted.items()):
+                    f.write(','.join(filter(None, [mac, address, host])) + '\n')
+            os.rename(tmp, self.hosts_file)
+            self.reload()     # SIGHUP: dnsmasq re-reads the hosts file, leases stay
+            return True
 
 
 def _is_ip(value):
