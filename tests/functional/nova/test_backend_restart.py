@@ -34,6 +34,7 @@ from nova_lxd.virt import driver as lxd_driver
 from tests.backend_fixture import BackendDaemon
 from tests.functional.nova import base
 from tests.functional.nova.conftest import API_PASTE
+from tests.functional.nova import instances_path
 
 
 def _restart(daemon, sig=signal.SIGTERM):
@@ -208,6 +209,8 @@ class TestComputeServiceRestart(integrated_helpers.ProviderUsageBaseTestCase):
         self.addCleanup(self.daemon.destroy)
         self.flags(endpoint=self.daemon.socket, group='lxd')
         self.flags(vif_plugging_timeout=0)
+        # init_host cleans instances_path: never another test process's
+        instances_path.use_private(self)
         self.client = self.daemon.client()
         self.image = self.glance.create(None, {
             'name': 'busybox', 'container_format': 'bare', 'disk_format': 'raw',
