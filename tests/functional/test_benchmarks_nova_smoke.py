@@ -10,12 +10,19 @@ that nothing is left behind; never how fast anything is.
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 
 import pytest
 
 from tests.functional.test_benchmarks_smoke import REPO, _mine
+
+# Out of the default run (`tools/test.sh -m slow` runs it): it takes 7-20 minutes on this shared
+# machine, and Nova's in-process harness can wedge under native threads (benchmarks/README.md,
+# "Known limit"); then the run is interrupted so that it still removes its daemons.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(2700)]
+RUN_TIMEOUT = 1800
 
 # scenario name -> its metrics (`--scenario` takes the name in lower case, dashes for spaces)
 SCENARIOS = {
@@ -38,7 +45,19 @@ def run(tmp_path_factory):
                '--output', str(output)]
     for name in SCENARIOS:
         command += ['--scenario', name.lower().replace(' ', '-')]
-    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=1500)
+    proc = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        # SIGINT: the command's clean-up, which abandons a wedged harness and removes the daemons
+        proc.send_signal(signal.SIGINT)
+        try:
+            stdout, stderr = proc.communicate(timeout=600)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            stdout, stderr = proc.communicate()
+    proc = subprocess.CompletedProcess(command, proc.returncode, stdout, stderr)
     files = [f for f in os.listdir(output) if f.endswith('.json')]
     document = None
     if len(files) == 1:
