@@ -6,8 +6,8 @@ or when attaching it (>= 2.49); Nova keeps the tag on the instance's VirtualInte
 finds its tagged NICs by MAC address. Containers have no device bus, so the entries carry no
 bus: the metadata shows bus and address `none`, which is Nova's own spelling for that.
 
-Volumes are not listed: a volume reaches a container as a device node or a mount, not on a
-bus with an address, and volumes given at boot are not attached by spawn.
+Volumes are not listed yet (their tags are not passed on: supports_tagged_attach_volume is
+false); a volume reaches a container as a device node, not on a bus with an address.
 """
 from nova import objects
 

@@ -6,7 +6,7 @@ import time
 import pytest
 
 from tests.functional.backend.busybox_rootfs import cleanup, create_busybox
-from tests.functional.backend.test_exec import _Terminal
+from tests.functional.backend.terminal import Terminal, wait_until
 
 
 @pytest.fixture
@@ -40,15 +40,6 @@ def _log(client, name):
     return client.api.instances[name].console.get().content
 
 
-def _wait_until(predicate, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
-
-
 def _detach(term):
     """ctrl+a, then q: `lxc console` detaches (it wants the two keys in separate reads)."""
     term.send(b'\x01')
@@ -59,18 +50,18 @@ def _detach(term):
 
 def test_log_show_and_clear(backend, client, running):
     running.execute(['sh', '-c', 'echo MARK-ONE > /dev/console'])
-    assert _wait_until(lambda: b'MARK-ONE' in _log(client, running.name))
+    assert wait_until(lambda: b'MARK-ONE' in _log(client, running.name))
     out = _lxc(backend, 'console', running.name, '--show-log')
     assert out.returncode == 0, out.stderr
     assert b'MARK-ONE' in out.stdout
     client.api.instances[running.name].console.delete()
     assert b'MARK-ONE' not in _log(client, running.name)
     running.execute(['sh', '-c', 'echo MARK-TWO > /dev/console'])
-    assert _wait_until(lambda: b'MARK-TWO' in _log(client, running.name))   # still logging
+    assert wait_until(lambda: b'MARK-TWO' in _log(client, running.name))   # still logging
 
 
 def test_interactive_console_with_lxc(backend, running):
-    term = _Terminal(backend, 'console', running.name)
+    term = Terminal(backend, 'console', running.name)
     try:
         assert term.read_until(b'Connected to tty 0'), term.output
         assert _console_clients(running.name)
@@ -79,15 +70,15 @@ def test_interactive_console_with_lxc(backend, running):
     finally:
         _detach(term)
     # detaching ends the daemon's console helper; a second session works
-    assert _wait_until(lambda: not _console_clients(running.name))
-    term = _Terminal(backend, 'console', running.name)
+    assert wait_until(lambda: not _console_clients(running.name))
+    term = Terminal(backend, 'console', running.name)
     try:
         assert term.read_until(b'Connected to tty 0'), term.output
         running.execute(['sh', '-c', 'echo AGAIN-TERMINAL > /dev/console'])
         assert term.read_until(b'AGAIN-TERMINAL'), term.output
     finally:
         _detach(term)
-    assert _wait_until(lambda: not _console_clients(running.name))
+    assert wait_until(lambda: not _console_clients(running.name))
 
 
 def test_refusals(client, backend):

@@ -1,21 +1,16 @@
 """POST /1.0/instances/{name}/exec: pylxd, the stock `lxc` client and a raw websocket client."""
 import asyncio
-import fcntl
 import json
 import os
-import pty
-import select
 import signal
-import struct
 import subprocess
-import termios
-import time
 
 import aiohttp
 import pylxd
 import pytest
 
 from tests.functional.backend.busybox_rootfs import cleanup, create_busybox, host_root
+from tests.functional.backend.terminal import wait_until
 
 
 @pytest.fixture(scope='module')
@@ -52,15 +47,6 @@ def _exec_fds(pid):
 def _processes_matching(running, marker):
     out = running.execute(['ps', '-o', 'pid,args'])
     return [line for line in out.stdout.splitlines() if marker in line and 'ps -o' not in line]
-
-
-def _wait_until(predicate, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 # -- pylxd ---------------------------------------------------------------------------------------
@@ -117,7 +103,7 @@ def test_command_that_never_reads_stdin(backend, running):
     before = _exec_fds(_daemon_pid(backend))
     result = running.execute(['sh', '-c', 'echo done'], stdin_payload=b'x' * (4 << 20))
     assert (result.exit_code, result.stdout) == (0, 'done\n')
-    assert _wait_until(lambda: _exec_fds(_daemon_pid(backend)) == before)
+    assert wait_until(lambda: _exec_fds(_daemon_pid(backend)) == before)
 
 
 def test_large_output(running):
@@ -224,8 +210,8 @@ def test_client_vanishing_mid_stream_leaves_nothing(backend, running):
     assert op['status_code'] == 200
     assert op['metadata']['return'] == 128 + 9
     # neither the command nor the child it started survive; the daemon holds no pipe of it
-    assert _wait_until(lambda: not _processes_matching(running, marker))
-    assert _wait_until(lambda: _exec_fds(_daemon_pid(backend)) == before)
+    assert wait_until(lambda: not _processes_matching(running, marker))
+    assert wait_until(lambda: _exec_fds(_daemon_pid(backend)) == before)
     ops = running.client.api.operations.get(params={'recursion': 1}).json()['metadata']
     assert not [op for op in ops.get('running', []) if op['description'] == 'Executing command']
 
@@ -242,63 +228,6 @@ def test_lxc_exec_non_interactive(backend, running):
     out = _lxc(backend, 'exec', running.name, '--cwd', '/tmp', '--user', '7', '--env', 'A=b',
                '--', 'sh', '-c', 'pwd; id -u; echo $A', stdin=subprocess.DEVNULL)
     assert out.stdout.split() == [b'/tmp', b'7', b'b'], out.stderr
-
-
-class _Terminal:
-    """`lxc exec` on a pseudo-terminal, as a user at a terminal would run it."""
-
-    def __init__(self, backend, *args, rows=33, cols=101):
-        env = dict(os.environ, LXD_DIR=backend.data_dir, TERM='xterm')
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:
-            os.execvpe('lxc', ['lxc'] + list(args), env)
-        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack('HHHH', rows, cols, 0, 0))
-        self.output = b''
-
-    def read_until(self, token, timeout=20):
-        deadline = time.monotonic() + timeout
-        while token not in self.output and time.monotonic() < deadline:
-            ready, _, _ = select.select([self.fd], [], [], 0.2)
-            if ready:
-                try:
-                    self.output += os.read(self.fd, 4096)
-                except OSError:
-                    break
-        return token in self.output
-
-    def send(self, data):
-        os.write(self.fd, data)
-
-    def wait(self, timeout=20):
-        """The client's exit code; a client that does not exit is killed and fails the test."""
-        deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                self.read_until(b'\0', timeout=0.2)   # keep draining its output
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-                if pid:
-                    return os.waitstatus_to_exitcode(status)
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-            raise AssertionError('the client did not exit; output: %r' % self.output[-500:])
-        finally:
-            os.close(self.fd)
-
-
-def test_lxc_exec_interactive_pty(backend, running):
-    term = _Terminal(backend, 'exec', running.name, '--', 'sh')
-    term.send(b'stty size; echo MARK$((6*7))\n')
-    assert term.read_until(b'MARK42'), term.output
-    assert b'33 101' in term.output
-    # Ctrl-C reaches the foreground command: the pty is the command's controlling terminal
-    term.send(b'sleep 300; echo AFTER$((1+1))\n')
-    time.sleep(0.5)
-    term.send(b'\x03')
-    term.send(b'echo BACK$((2+2))\n')
-    assert term.read_until(b'BACK4'), term.output
-    assert b'AFTER2' not in term.output
-    term.send(b'exit 6\n')
-    assert term.wait() == 6
 
 
 def test_forced_stop_during_exec(client, backend):
@@ -360,7 +289,7 @@ def test_commands_are_started_by_the_helper_not_the_daemon(backend, running):
         'command': ['sh', '-c', 'sleep 30; :', marker.decode()], 'wait-for-websocket': False})
     op_id = resp.json()['operation'].split('/')[-1]
     try:
-        assert _wait_until(lambda: _host_pids_running(b'sh', marker))
+        assert wait_until(lambda: _host_pids_running(b'sh', marker))
         [pid] = _host_pids_running(b'sh', marker)
         parent = _ppid(pid)
         assert parent != _daemon_pid(backend)

@@ -4,21 +4,17 @@ Driven by the stock `lxc` client on a real pseudo-terminal, by pylxd's interacti
 and by a raw websocket client; after each, nothing of the session is left on the host.
 """
 import asyncio
-import fcntl
 import json
 import os
-import pty
 import re
-import select
 import signal
-import struct
-import termios
 import time
 
 import aiohttp
 import pytest
 
 from tests.functional.backend.busybox_rootfs import cleanup, create_busybox
+from tests.functional.backend.terminal import Terminal, wait_until
 
 TTY_RE = re.compile(rb'\nTTY=(\S+)\r')
 
@@ -29,15 +25,6 @@ def running(backend):
     inst.start(wait=True)
     yield inst
     cleanup(inst)
-
-
-def _wait_until(predicate, timeout=20):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return predicate()
 
 
 def _children(pid):
@@ -83,66 +70,17 @@ def _container_processes(running, marker):
 
 
 def _assert_nothing_left(backend, running, marker):
-    assert _wait_until(lambda: not _container_processes(running, marker)), \
+    assert wait_until(lambda: not _container_processes(running, marker)), \
         _container_processes(running, marker)
-    assert _wait_until(lambda: not _session_leftovers(backend)), _session_leftovers(backend)
+    assert wait_until(lambda: not _session_leftovers(backend)), _session_leftovers(backend)
 
 
 # -- the stock `lxc` client on a real terminal ---------------------------------------------------
 
-class _Terminal:
-    """`lxc exec` on a pseudo-terminal, as a user at a terminal runs it."""
-
-    def __init__(self, backend, *args, rows, cols):
-        env = dict(os.environ, LXD_DIR=backend.data_dir, TERM='xterm')
-        self.pid, self.fd = pty.fork()
-        if self.pid == 0:
-            os.execvpe('lxc', ['lxc'] + list(args), env)
-        self.resize(rows, cols, notify=False)
-        self.output = b''
-
-    def resize(self, rows, cols, notify=True):
-        fcntl.ioctl(self.fd, termios.TIOCSWINSZ, struct.pack('HHHH', rows, cols, 0, 0))
-        if notify:   # what a terminal emulator does; `lxc` sends a window-resize control message
-            os.kill(self.pid, signal.SIGWINCH)
-
-    def read_until(self, pattern, timeout=20):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            match = re.search(pattern, self.output)
-            if match:
-                return match
-            ready, _, _ = select.select([self.fd], [], [], 0.2)
-            if ready:
-                try:
-                    self.output += os.read(self.fd, 4096)
-                except OSError:
-                    break
-        return re.search(pattern, self.output)
-
-    def send(self, data):
-        os.write(self.fd, data)
-
-    def wait(self, timeout=20):
-        """The client's exit code; a client that does not exit is killed and fails the test."""
-        deadline = time.monotonic() + timeout
-        try:
-            while time.monotonic() < deadline:
-                self.read_until(rb'\0', timeout=0.2)   # keep draining its output
-                pid, status = os.waitpid(self.pid, os.WNOHANG)
-                if pid:
-                    return os.waitstatus_to_exitcode(status)
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-            raise AssertionError('the client did not exit; output: %r' % self.output[-500:])
-        finally:
-            os.close(self.fd)
-
-
 def test_lxc_exec_terminal_is_the_containers_own(backend, running):
     marker = 'ptyshell%d' % os.getpid()
-    term = _Terminal(backend, 'exec', running.name, '--', 'sh', '-c', 'M=%s; sh; exit $?' % marker,
-                     rows=31, cols=97)
+    term = Terminal(backend, 'exec', running.name, '--', 'sh', '-c', 'M=%s; sh; exit $?' % marker,
+                    rows=31, cols=97)
     try:
         term.send(b'echo TTY=$(tty); stty size; echo ONE$((0+1))\n')
         assert term.read_until(rb'ONE1'), term.output
@@ -162,8 +100,8 @@ def test_lxc_exec_terminal_is_the_containers_own(backend, running):
         assert re.search(rb'44 132', term.output), term.output
         # job control: Ctrl-C ends the foreground `sleep`, the shell carries on
         term.send(b'sleep 300; echo AFTER$((1+1))\n')
-        assert _wait_until(lambda: any('sleep 300' in p for p in
-                                       _container_processes(running, 'sleep 300')))
+        assert wait_until(lambda: any('sleep 300' in p for p in
+                                      _container_processes(running, 'sleep 300')))
         term.send(b'\x03')
         term.send(b'echo BACK$((2+2))\n')
         assert term.read_until(rb'BACK4'), term.output
@@ -180,8 +118,8 @@ def test_lxc_exec_terminal_is_the_containers_own(backend, running):
 
 def test_lxc_exec_client_killed_leaves_nothing(backend, running):
     marker = 'ptykill%d' % os.getpid()
-    term = _Terminal(backend, 'exec', running.name, '--', 'sh', '-c',
-                     'M=%s; sleep 600 & echo READY; sh; exit $?' % marker, rows=25, cols=80)
+    term = Terminal(backend, 'exec', running.name, '--', 'sh', '-c',
+                    'M=%s; sleep 600 & echo READY; sh; exit $?' % marker, rows=25, cols=80)
     try:
         assert term.read_until(rb'READY'), term.output
         assert _container_processes(running, marker)

@@ -3,12 +3,12 @@ import datetime
 import glob
 import os
 import subprocess
-import time
 
 import pylxd
 import pytest
 
 from tests.functional.backend.busybox_rootfs import cleanup, create_busybox
+from tests.functional.backend.terminal import wait_until
 
 
 @pytest.fixture
@@ -31,15 +31,6 @@ def _snapshot_dir(backend, name, snap):
 
 def _api(client, name):
     return client.api.instances[name].snapshots
-
-
-def _wait_until(predicate, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.2)
-    return predicate()
 
 
 def test_running_snapshot_is_cow_and_keeps_the_config_of_its_time(backend, client, instance):
@@ -160,7 +151,7 @@ def test_expired_snapshots_are_pruned(backend, client, instance):
     assert api.short.get().json()['metadata']['expires_at'] != '0001-01-01T00:00:00Z'
     # an expiry set later (PATCH) is honoured too
     api.kept.patch(json={'expires_at': soon})
-    assert _wait_until(lambda: instance.snapshots.all() == [])
+    assert wait_until(lambda: instance.snapshots.all() == [], timeout=30)
     assert _snapshot_dir(backend, instance.name, 'short') is None
     assert _snapshot_dir(backend, instance.name, 'kept') is None
 
