@@ -32,20 +32,29 @@ MARKER_B = b'boot-volume-b'
 MARKER_C = b'boot-volume-c'
 
 
+def _record_disconnects(test):
+    """The device paths os-brick's local connector is asked to disconnect (it still runs).
+
+    That connector does nothing on disconnect, so only this shows the driver called it.
+    """
+    disconnected = []
+    real = brick_local.LocalConnector.disconnect_volume
+
+    def recording_disconnect(connector, props, device_info, *args, **kwargs):
+        disconnected.append(props['device_path'])
+        return real(connector, props, device_info, *args, **kwargs)
+    test.useFixture(fixtures.MonkeyPatch(
+        'os_brick.initiator.connectors.local.LocalConnector.disconnect_volume',
+        recording_disconnect))
+    return disconnected
+
+
 class _VolumesAtBootTest(test_volumes._VolumesTest):
     __test__ = False
 
     def setUp(self):
         super().setUp()
-        self.disconnected = []
-        real = brick_local.LocalConnector.disconnect_volume
-
-        def recording_disconnect(connector, props, device_info, *args, **kwargs):
-            self.disconnected.append(props['device_path'])
-            return real(connector, props, device_info, *args, **kwargs)
-        self.useFixture(fixtures.MonkeyPatch(
-            'os_brick.initiator.connectors.local.LocalConnector.disconnect_volume',
-            recording_disconnect))
+        self.disconnected = _record_disconnects(self)
         self.image_id = self._image(base.busybox_bytes())
 
     def _bdm(self, inst, dev, device_name, boot_index=None):
@@ -233,15 +242,7 @@ class _VolumesAtBootThroughNovaTest(moves_base.MovesTestBase):
         super().setUp()
         for name, func in test_volumes._UNPOISONED.items():
             self.useFixture(fixtures.MonkeyPatch(name, func))
-        self.disconnected = []
-        real = brick_local.LocalConnector.disconnect_volume
-
-        def recording_disconnect(connector, props, device_info, *args, **kwargs):
-            self.disconnected.append(props['device_path'])
-            return real(connector, props, device_info, *args, **kwargs)
-        self.useFixture(fixtures.MonkeyPatch(
-            'os_brick.initiator.connectors.local.LocalConnector.disconnect_volume',
-            recording_disconnect))
+        self.disconnected = _record_disconnects(self)
 
     def test_server_created_with_a_volume_reads_it_and_delete_disconnects_it(self):
         body = self._build_server(name='with-volume', image_uuid=self.image['id'],
