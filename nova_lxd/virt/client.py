@@ -9,7 +9,7 @@ module adds is waiting, for at most RECONNECT_TIMEOUT seconds, while the backend
   one finds nothing and says 404);
 - anything else, and a backend that does not come back in time, raises BackendUnavailable (a
   HypervisorUnavailable naming the endpoint). Callers whose action is idempotent by its effect
-  (stop a stopped instance, delete a deleted one) re-run it with retry_lost().
+  (stop a stopped instance, delete a deleted one) re-run it with until_done().
 """
 import time
 
@@ -119,25 +119,34 @@ def _lost_operation(exc):
     return isinstance(exc, lxd_exceptions.NotFound) and '/operations/' in url
 
 
-def retry_lost(what, action):
-    """Run action (`what` names it in the log) to its end, even if the backend restarts.
+def _busy(exc):
+    """The instance is busy with another operation, free in a moment.
+
+    (LXD finishing its own stop after a failed start, or a clean stop still running.)
+    """
+    return 'busy' in str(exc).lower()
+
+
+def until_done(what, action):
+    """Run action (`what` names it in the log) to its end, through restarts and busy instances.
 
     action must be idempotent by its effect and check the state before acting (sync, then stop
-    if still running): a request lost with the backend, or an operation the restarted backend
-    no longer knows, makes it run again (for at most RECONNECT_TIMEOUT).
+    if still running): a request lost with the backend, an operation the restarted backend no
+    longer knows, or a busy instance makes it run again (for at most RECONNECT_TIMEOUT).
     """
     deadline = time.monotonic() + RECONNECT_TIMEOUT
     while True:
         try:
             return action()
-        except (BackendUnavailable, lxd_exceptions.NotFound) as exc:
-            if isinstance(exc, lxd_exceptions.NotFound) and not _lost_operation(exc):
+        except lxd_exceptions.LXDAPIException as exc:
+            if not (_lost_operation(exc) or _busy(exc)) or time.monotonic() >= deadline:
                 raise
+            LOG.debug('%s: %s; running it again', what, exc)
+        except BackendUnavailable as exc:
             if time.monotonic() >= deadline:
                 raise
-            LOG.warning("The backend restarted during %s (%s): running it again", what,
-                        exc)
-            time.sleep(RETRY_INTERVAL)
+            LOG.warning("The backend restarted during %s (%s): running it again", what, exc)
+        time.sleep(RETRY_INTERVAL)
 
 
 def delete_instance(container):

@@ -205,7 +205,7 @@ class LXDDriver(driver.ComputeDriver):
             if container.status != 'Stopped':
                 container.stop(force=True, wait=True)
         # a stop lost with a restarting backend is checked and sent again
-        lxd_client.retry_lost('stopping %s' % container.name, lambda: _when_not_busy(stop))
+        lxd_client.until_done('stopping %s' % container.name, stop)
 
     def _start(self, instance, network_info, block_device_info=None):
         container = self._get(instance)
@@ -280,8 +280,8 @@ class LXDDriver(driver.ComputeDriver):
     def _delete_container(self, container):
         self._force_stop(container)
         # LXD finishes its own stop bookkeeping after a failed start before a delete may run
-        lxd_client.retry_lost('deleting %s' % container.name, lambda: _when_not_busy(
-            lambda: lxd_client.delete_instance(container)))
+        lxd_client.until_done('deleting %s' % container.name,
+                              lambda: lxd_client.delete_instance(container))
 
     @locked
     def destroy(self, context, instance, network_info, block_device_info=None,
@@ -614,18 +614,6 @@ class LXDDriver(driver.ComputeDriver):
 
     def extend_volume(self, context, connection_info, instance, requested_size):
         return lxd_volumes.extend(connection_info)
-
-
-def _when_not_busy(action, timeout=30):
-    """Run action, again while the backend says the instance is busy with another operation."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return action()
-        except lxd_exceptions.LXDAPIException as exc:
-            if 'busy' not in str(exc).lower() or time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
 
 
 def _start_container(container):
