@@ -55,6 +55,7 @@ class ProfileService:
 
     def create(self, body):
         doc = self._clean(body, body.get('name'))
+        device_registry.check_on_host(self.daemon, doc['devices'])
         if not self.db.insert('profile', doc['name'], doc):
             raise Conflict('Profile %r already exists' % doc['name'])
         self.daemon.events.lifecycle('profile-created', '/1.0/profiles/%s' % doc['name'])
@@ -68,6 +69,7 @@ class ProfileService:
                     'devices': dict(old['devices'], **(body.get('devices') or {})),
                     'description': body.get('description', old['description'])}
         new = self._clean(body, name)
+        device_registry.check_on_host(self.daemon, new['devices'])
         instances = self.daemon.instances
         instances.check_profile_change(name, new)
         self.db.put('profile', name, new)

@@ -20,6 +20,7 @@ from nova_lxd.backend.instances import config as cfg
 from nova_lxd.backend.instances import devices as device_registry
 from nova_lxd.backend.instances import idmap as idmaps
 from nova_lxd.backend.instances import limits, state
+from nova_lxd.backend.instances import snapshots as snapshot_records
 from nova_lxd.backend.instances.common import check_name, daemon_owned
 from nova_lxd.backend.instances.creation import CreationMixin
 from nova_lxd.backend.instances.lifecycle import LifecycleMixin
@@ -34,6 +35,8 @@ _LXC_STATES = {'RUNNING': RUNNING, 'STOPPED': STOPPED, 'FROZEN': FROZEN, 'FREEZI
 
 # what _observe read once: the db document, its expansion, liblxc's view, the root pool
 _Observed = collections.namedtuple('_Observed', 'doc config devices container code pool')
+# what one listing reads once for all its instances (InstanceService.listing)
+_Listing = collections.namedtuple('_Listing', 'docs profiles snapshots active')
 
 
 class InstanceService(CreationMixin, LifecycleMixin):
@@ -210,9 +213,20 @@ class InstanceService(CreationMixin, LifecycleMixin):
         Its view and its state share them: the recursion=2 listing needs both for each instance.
         """
         doc = self._doc(name)
-        config, devices = self.expanded(doc)
-        container = self.container(name)
-        code = _LXC_STATES.get(container.state, STOPPED)
+        return self._observe_doc(doc, self.expanded(doc))
+
+    def _observe_doc(self, doc, expanded, active=None):
+        """_observe of a record already read and expanded.
+
+        `active`: the names with a running monitor (one liblxc scan for a whole listing), so
+        that a stopped container costs no liblxc query.
+        """
+        config, devices = expanded
+        name = doc['name']
+        container, code = None, STOPPED
+        if active is None or name in active:
+            container = self.container(name)
+            code = _LXC_STATES.get(container.state, STOPPED)
         _, root = cfg.root_disk(devices)
         try:
             pool = self._pool(root['pool']) if root else None
@@ -234,14 +248,50 @@ class InstanceService(CreationMixin, LifecycleMixin):
         """The instance as GET /1.0/instances/{name} shows it (blocking: liblxc state query)."""
         return self._view(self._observe(name))
 
-    def get_with_state(self, name, walk_disk=True):
-        """(GET .../{name}, GET .../{name}/state) from one observation (blocking).
+    def listing(self):
+        """What one GET /1.0/instances reads once for all its instances (blocking).
 
-        walk_disk=False (the recursion=2 listing): no disk usage where only reading the whole
-        rootfs would give it (btrfs without quotas, dir), as LXD lists it there.
+        The records, the profiles, the snapshots' names, and which containers have a running
+        monitor (liblxc's scan of its command sockets), instead of db reads and liblxc queries
+        per instance.
         """
-        seen = self._observe(name)
-        return self._view(seen), self._state(seen, walk_disk)
+        docs = [doc for doc in self.db.list('instance') if not doc.get('_creating')]
+        profiles = {profile['name']: profile for profile in self.db.list('profile')}
+        snapshots = collections.defaultdict(list)
+        for key in self.db.names(snapshot_records.KIND):     # instance/snapshot, in order
+            instance, _, snapshot = key.partition('/')
+            snapshots[instance].append(snapshot)
+        active = set(lxc.list_containers(active=True, defined=False, config_path=self.lxcpath))
+        return _Listing(docs, profiles, snapshots, active)
+
+    def listed(self, listing, doc, level):
+        """GET .../{name} of one record of `listing`; with its state and snapshots at level 2.
+
+        Blocking. walk_disk=False: no disk usage where only reading the whole rootfs would give
+        it (btrfs without quotas, dir), as LXD lists it there.
+        """
+        try:
+            expanded = cfg.expand(doc, [listing.profiles[p] for p in doc.get('profiles') or []])
+        except KeyError as exc:
+            raise BadRequest('Profile %r not found' % exc.args[0])
+        seen = self._observe_doc(doc, expanded, listing.active)
+        view = self._view(seen)
+        if level >= 2:
+            view.update({'state': self._state(seen, walk_disk=False), 'backups': None,
+                         'snapshots': self._snapshot_views(listing, doc['name'])})
+        return view
+
+    def _snapshot_views(self, listing, name):
+        service = getattr(self.daemon, 'snapshots', None)
+        if service is None:
+            return None
+        views = []
+        for snapshot in listing.snapshots.get(name, ()):
+            try:
+                views.append(service.get(name, snapshot))
+            except NotFound:        # deleted meanwhile
+                pass
+        return views
 
     @staticmethod
     def _view(seen):
@@ -302,6 +352,7 @@ class InstanceService(CreationMixin, LifecycleMixin):
         if root is None:
             raise BadRequest('No root disk: add one with path / to the instance or a profile')
         self._pool(root['pool'])
+        device_registry.check_on_host(self.daemon, devices)
         if 'limits.cpu' in config:
             limits.cgroup_items(config)   # refuses CPUs this host does not have
         return config, devices

@@ -3,12 +3,23 @@
 Pools are db documents of kind 'storage-pool'; custom volumes of kind 'storage-volume' named
 '<pool>/<volume>'. Instance and image volumes are what the drivers find in the pool itself.
 The first start creates pool 'default' on the fastest driver that works here.
+
+Custom volumes attached to instances (disk devices with pool + source), as LXD does them: the
+volume is bind-mounted, and its files are owned for the instance's id map: shifted on its first
+attach and again when an instance with another map attaches it, never while a running instance
+with the other map has it. The map its files are in is the volume's volatile.idmap.last.
+A volume outlives its instances and is not part of their snapshots or copies (a copy refers to
+the same volume); a volume in use cannot be deleted or renamed.
 """
+import collections
 import logging
 import os
 import re
+import threading
 
 from nova_lxd.backend.errors import BadRequest, Conflict, NotFound
+from nova_lxd.backend.instances import config as instance_config
+from nova_lxd.backend.instances import idmap as idmaps
 from nova_lxd.backend.operations import now_iso
 from nova_lxd.backend.storage import system
 from nova_lxd.backend.storage.btrfs import BtrfsDriver
@@ -63,6 +74,7 @@ class StorageService:
         self.disks_dir = daemon.config.path('disks')
         self._drivers = {}
         self._unavailable = set()      # pools that could not be mounted at start
+        self._volume_locks = collections.defaultdict(threading.Lock)   # shifts of one volume
 
     # -- start-up -------------------------------------------------------------------------------
     def start(self):
@@ -272,9 +284,22 @@ class StorageService:
                 'used_by': used_by if used_by is not None else [],
                 'created_at': '0001-01-01T00:00:00Z'}     # Go clients parse it as a time
 
+    def _custom_users(self, pool, name):
+        """(profile names, instance names) whose devices use a custom volume; an instance
+        counts through its profiles too (its expanded devices)."""
+        profiles = {doc['name']: doc for doc in self.db.list('profile')}
+        instances = []
+        for doc in self.db.list('instance'):
+            _, devices = instance_config.expand(
+                doc, [profiles[p] for p in doc.get('profiles') or [] if p in profiles])
+            if self._has_disk({'devices': devices}, pool, name):
+                instances.append(doc['name'])
+        return sorted(n for n, d in profiles.items() if self._has_disk(d, pool, name)), instances
+
     def _custom_view(self, pool, doc):
-        users = ['/1.0/%ss/%s' % (kind, d['name']) for kind in ('instance', 'profile')
-                 for d in self.db.list(kind) if self._has_disk(d, pool, doc['name'])]
+        profiles, instances = self._custom_users(pool, doc['name'])
+        users = ['/1.0/instances/%s' % n for n in instances] + \
+            ['/1.0/profiles/%s' % n for n in profiles]
         return dict(self._volume_view(pool, 'custom', doc['name'], doc['config'],
                                       doc['description'], users), created_at=doc['created_at'])
 
@@ -311,7 +336,7 @@ class StorageService:
     def _custom_config(config):
         config = _string_config(config)
         for key in config:
-            if key not in CUSTOM_KEYS:
+            if key not in CUSTOM_KEYS and not key.startswith('volatile.'):
                 raise BadRequest('Invalid config key %r for a custom volume' % key)
         size = system.parse_size(config['size']) if config.get('size') else None
         return config, size
@@ -327,6 +352,7 @@ class StorageService:
             raise BadRequest('Only filesystem volumes are supported')
         name = _check_name(body.get('name'), 'storage volume')
         config, size = self._custom_config(body.get('config'))
+        config = {k: v for k, v in config.items() if not k.startswith('volatile.')}
         doc = {'name': name, 'config': config, 'description': _description(
             body.get('description')), 'created_at': now_iso()}
         key = '%s/%s' % (pool, name)
@@ -345,8 +371,11 @@ class StorageService:
         if not isinstance(values, dict):
             raise BadRequest('Request body must be a JSON object')
         if 'config' in values or not merge:
-            wanted = _string_config(values.get('config'))
-            new = dict(doc['config'], **wanted) if merge else wanted
+            # volatile keys are the daemon's: kept whatever the client sends back
+            wanted = {k: v for k, v in _string_config(values.get('config')).items()
+                      if not k.startswith('volatile.')}
+            kept = {k: v for k, v in doc['config'].items() if k.startswith('volatile.')}
+            new = dict(doc['config'], **wanted) if merge else dict(wanted, **kept)
             new = {k: v for k, v in new.items() if v != ''}
             new, size = self._custom_config(new)
             if new.get('size') != doc['config'].get('size'):
@@ -384,3 +413,36 @@ class StorageService:
         self.pool(pool).delete_custom_volume(name)
         self.db.delete(VOLUME, '%s/%s' % (pool, name))
         self.events.lifecycle('storage-volume-deleted', self.volume_url(pool, 'custom', name))
+
+    # -- custom volumes attached to instances (disk devices with pool + source) ------------------
+    def check_custom_volume(self, pool, name):
+        """A 400 naming what is missing unless the pool and its custom volume exist."""
+        if self.db.get(POOL, pool) is None:
+            raise BadRequest('Storage pool %r not found' % pool)
+        if self.db.get(VOLUME, '%s/%s' % (pool, name)) is None:
+            raise BadRequest('Storage volume %r not found in pool %r' % (name, pool))
+
+    def custom_volume_path(self, pool, name):
+        self.check_custom_volume(pool, name)
+        return self.pool(pool).custom_volume_path(name)
+
+    def attach_custom_volume(self, pool, name, instance, idmap):
+        """Blocking: the host path of a custom volume for `instance`, whose files are then owned
+        for the instance's id map (shifted now if they are in another one)."""
+        path = self.custom_volume_path(pool, name)
+        with self._volume_locks['%s/%s' % (pool, name)]:
+            doc = self._custom_doc(pool, name)
+            current = idmaps.from_json(doc['config'].get('volatile.idmap.last', ''))
+            if current != idmap:
+                _, users = self._custom_users(pool, name)
+                running = [u for u in users if u != instance and
+                           self.daemon.instances.is_running(u)]
+                if running:
+                    raise BadRequest(
+                        'Storage volume %r is in use by running instance(s) %s with another id '
+                        'map than %s\'s (isolated or privileged): stop them first'
+                        % (name, ', '.join(running), instance))
+                idmaps.shift_rootfs(path, current, idmap)
+                doc['config']['volatile.idmap.last'] = idmaps.to_json(idmap)
+                self.db.put(VOLUME, '%s/%s' % (pool, name), doc)
+        return path

@@ -12,6 +12,9 @@ The interface (all methods receive the device's name and its config dict, as in 
     class MyType(DeviceType):
         type = 'unix-char'
         def validate(self, name, dev)            raise BadRequest naming the bad key; no effects
+        def check_host(self, daemon, name, dev)  raise BadRequest naming what the device refers
+                                                 to and this host lacks (pool, volume, network,
+                                                 bridge); at create/update/profile change
         def lxc_config(self, ctx, name, dev)     -> [(lxc_key, value), ...] written into the
                                                  container's LXC config at start
         def pre_start(self, ctx, name, dev)      host-side setup right before the start (optional)
@@ -77,6 +80,9 @@ class DeviceType:
     def validate(self, name, dev):
         pass
 
+    def check_host(self, daemon, name, dev):
+        pass
+
     def lxc_config(self, ctx, name, dev):
         return []
 
@@ -135,3 +141,10 @@ def validate_devices(devices):
         if 'type' not in dev:
             raise BadRequest('Device %r has no type' % name)
         get(dev['type']).validate(name, dev)
+
+
+def check_on_host(daemon, devices):
+    """Refuse devices naming what this host lacks (validated ones; no effects), as LXD does at
+    create, update and profile change rather than at the next start."""
+    for name, dev in sorted(devices.items()):
+        get(dev['type']).check_host(daemon, name, dev)

@@ -1,4 +1,7 @@
-"""`disk`: the root disk (pool, size, I/O limits) and host directory / block device binds."""
+"""`disk`: the root disk (pool, size, I/O limits), host directory / file binds, and custom
+storage volumes (`pool` + `source` = the volume's name), bind-mounted like a host directory
+once the storage service has their files owned for the instance's id map (storage/service.py).
+"""
 import os
 
 from nova_lxd.backend.errors import BadRequest
@@ -50,12 +53,33 @@ class Disk(DeviceType):
         if not source:
             raise BadRequest('Device %r: disk devices other than the root need a source' % name)
         if dev.get('pool'):
-            raise BadRequest('Device %r: custom storage volumes are not supported yet' % name)
+            if '/' in source:
+                raise BadRequest('Device %r: source %r must be the name of a custom volume of '
+                                 'pool %r' % (name, source, dev['pool']))
+            return
         if not os.path.isabs(source):
             raise BadRequest('Device %r: source %r must be an absolute host path' % (name, source))
 
-    def _source(self, name, dev):
+    def check_host(self, daemon, name, dev):
+        if _is_volume(dev):
+            try:
+                daemon.storage.check_custom_volume(dev['pool'], dev['source'])
+            except BadRequest as exc:
+                raise BadRequest('Device %r: %s' % (name, exc))
+
+    def pre_start(self, ctx, name, dev):
+        if _is_volume(dev):
+            self._attach_volume(ctx, dev)
+
+    @staticmethod
+    def _attach_volume(ctx, dev):
+        return ctx.daemon.storage.attach_custom_volume(dev['pool'], dev['source'], ctx.name,
+                                                       ctx.idmap)
+
+    def _source(self, ctx, name, dev):
         """The host source, or None when it is missing and the device is optional."""
+        if _is_volume(dev):
+            return ctx.daemon.storage.custom_volume_path(dev['pool'], dev['source'])
         source = dev['source']
         if os.path.exists(source):
             return source
@@ -66,7 +90,7 @@ class Disk(DeviceType):
     def lxc_config(self, ctx, name, dev):
         if dev['path'] == '/':
             return blkio.throttle_config(ctx.rootfs, dev)
-        source = self._source(name, dev)
+        source = self._source(ctx, name, dev)
         if source is None:
             return []
         options = ['rbind' if is_true(dev.get('recursive', 'false')) else 'bind',
@@ -80,7 +104,8 @@ class Disk(DeviceType):
         if dev['path'] == '/':
             blkio.apply_live(ctx, dev)
             return
-        source = self._source(name, dev)
+        source = self._attach_volume(ctx, dev) if _is_volume(dev) else \
+            self._source(ctx, name, dev)
         if source is not None:
             mountns.bind_into(ctx.init_pid, source, dev['path'],
                               readonly=is_true(dev.get('readonly', 'false')),
@@ -98,6 +123,10 @@ class Disk(DeviceType):
             blkio.apply_live(ctx, new)
             return
         super().update(ctx, name, old, new)
+
+
+def _is_volume(dev):
+    return dev['path'] != '/' and bool(dev.get('pool'))
 
 
 def _escape(path):

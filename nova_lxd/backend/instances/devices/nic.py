@@ -124,11 +124,20 @@ class Nic(DeviceType):
             ctx.volatile[key] = netlink.random_name('veth')
         return ctx.volatile[key]
 
+    def check_host(self, daemon, name, dev):
+        # as LXD: a missing network or parent is refused at create/update, not at start
+        if nictype(dev) in ('bridged', 'macvlan'):
+            self._host_parent(daemon, name, dev)
+
     def _parent(self, ctx, name, dev):
+        return self._host_parent(ctx.daemon, name, dev)
+
+    @staticmethod
+    def _host_parent(daemon, name, dev):
         """The host link a bridged/macvlan nic hangs off: a managed network's bridge or parent."""
         if dev.get('network'):
             try:
-                return ctx.daemon.networks.bridge_for(dev['network'])
+                return daemon.networks.bridge_for(dev['network'])
             except NotFound:
                 raise BadRequest('Device %r: network %r does not exist'
                                  % (name, dev['network']))
