@@ -76,6 +76,7 @@ class LXDDriver(driver.ComputeDriver):
         supports_attach_interface=True,   # test_interfaces
         supports_device_tagging=True,   # tagged NICs: device_metadata.py (test_device_tagging)
         supports_tagged_attach_interface=True,
+        supports_tagged_attach_volume=True,   # tagged volumes too (test_device_tagging)
         supports_evacuate=True,   # rebuilt from the image: pools are not shared (test_evacuate)
         supports_migrate_to_same_host=False,
         supports_image_type_raw=True,  # raw in Glance's terms: the container tarballs we accept
@@ -366,11 +367,13 @@ class LXDDriver(driver.ComputeDriver):
     def rescue(self, context, instance, network_info, image_meta, rescue_password,
                block_device_info, share_info):
         lxd_rescue.rescue(self._connect(), context, instance, self._get(instance), image_meta,
-                          rescue_password, self._stop, self._delete_container, _start_container)
+                          rescue_password, network_info, self._stop, self._delete_container,
+                          _start_container)
 
     @locked
     def unrescue(self, context, instance):
-        lxd_rescue.remove(self._connect(), instance, self._delete_container)
+        lxd_rescue.unrescue(self._connect(), instance, self._get(instance), self._stop,
+                            self._delete_container)
         self._start(instance, instance.get_network_info())
 
     @locked
@@ -444,7 +447,8 @@ class LXDDriver(driver.ComputeDriver):
 
     def get_console_output(self, context, instance):
         self._get(instance)
-        response = self._connect().api.instances[instance.name].console.get()
+        name = lxd_rescue.console_name(self._connect(), instance)   # while rescued: its own
+        response = self._connect().api.instances[name].console.get()
         data = response.content[-CONF.lxd.console_log_max_bytes:]
         return data.decode('utf-8', 'replace')
 
@@ -546,6 +550,7 @@ class LXDDriver(driver.ComputeDriver):
 
     def pre_live_migration(self, context, instance, block_device_info, network_info, disk_info,
                            migrate_data):
+        lxd_volumes.connect_for_move(block_device_info)   # Cinder's connections for this host
         return migrate_data
 
     def live_migration(self, context, instance, dest, post_method, recover_method,
@@ -560,6 +565,9 @@ class LXDDriver(driver.ComputeDriver):
         else:
             recover_method(context, instance, dest, migrate_data)
 
+    def post_live_migration(self, context, instance, block_device_info, migrate_data=None):
+        lxd_volumes.disconnect_all(block_device_info)   # the source's connections: moved away
+
     def post_live_migration_at_source(self, context, instance, network_info):
         self._unplug(instance, network_info)
 
@@ -567,7 +575,7 @@ class LXDDriver(driver.ComputeDriver):
     def post_live_migration_at_destination(self, context, instance, network_info,
                                            block_migration=False, block_device_info=None):
         lxd_migration.apply_flavor(self._connect(), instance, network_info)
-        self._start(instance, network_info)
+        self._start(instance, network_info, block_device_info)   # this host's volume devices
 
     def rollback_live_migration_at_destination(self, context, instance, network_info,
                                                block_device_info, destroy_disks=True,
@@ -584,12 +592,12 @@ class LXDDriver(driver.ComputeDriver):
     @locked
     def detach_interface(self, context, instance, vif):
         lxd_interfaces.detach(self._get(instance), instance, vif)
-        self._update_device_metadata(context, instance, leaving=[vif['address']])
+        self._update_device_metadata(context, instance, leaving_macs=[vif['address']])
 
     @staticmethod
-    def _update_device_metadata(context, instance, leaving=()):
+    def _update_device_metadata(context, instance, **leaving):
         instance.device_metadata = device_metadata.build(
-            context, instance, instance.get_network_info(), leaving)
+            context, instance, instance.get_network_info(), **leaving)
         instance.save()
 
     # -- volumes (issue 7: volumes.py, os-brick) ------------------------------------------------
@@ -601,10 +609,18 @@ class LXDDriver(driver.ComputeDriver):
     def attach_volume(self, context, connection_info, instance, mountpoint, disk_bus=None,
                       device_type=None, encryption=None):
         lxd_volumes.attach(self._get(instance), connection_info, mountpoint)
+        self._update_device_metadata(context, instance)
 
     @locked
     def detach_volume(self, context, connection_info, instance, mountpoint, encryption=None):
-        lxd_volumes.detach(self._get(instance), connection_info, mountpoint)
+        try:
+            container = self._get(instance)
+        except exception.InstanceNotFound:
+            # the destination of a failed live migration: only its connection is removed
+            lxd_volumes.detach(None, connection_info, mountpoint)
+            return
+        lxd_volumes.detach(container, connection_info, mountpoint)
+        self._update_device_metadata(context, instance, leaving_paths=[mountpoint])
 
     @locked
     def swap_volume(self, context, old_connection_info, new_connection_info, instance,

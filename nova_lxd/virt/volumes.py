@@ -8,6 +8,12 @@ through privsep ([privsep_osbrick] helper_command).
 
 Volumes given at boot (block_device_info) are connected the same way and become devices of the
 container before it first starts; a root volume is refused: containers boot from images.
+
+Live migration: the destination connects the volumes before the move (pre_live_migration, with
+the connections Cinder made for it), the container starts there on the destination's host
+devices, and the source disconnects its own after success (post_live_migration). When the move
+fails, Nova has the destination detach each volume (detach_volume without a container there):
+only its connection is removed, the instance keeps its volumes on the source.
 """
 import hashlib
 import os
@@ -95,7 +101,8 @@ def attach(container, connection_info, mountpoint):
 
 
 def detach(container, connection_info, mountpoint):
-    key = _device_of(container, mountpoint)
+    """Remove the device (container None: there is none on this host) and disconnect."""
+    key = _device_of(container, mountpoint) if container is not None else None
     if key:
         container.devices = {k: v for k, v in container.devices.items() if k != key}
         container.save(wait=True)
@@ -165,6 +172,15 @@ def connect_at_boot(block_device_info):
         disconnect_all({'block_device_mapping': connected})
         raise
     return devices
+
+
+def connect_for_move(block_device_info):
+    """pre_live_migration: connect the volumes on this (destination) host before the move.
+
+    The host device paths are saved in the mappings; the container gets them as devices when
+    it starts here (reconnect). If one fails, those already connected are disconnected.
+    """
+    connect_at_boot(block_device_info)
 
 
 def disconnect_all(block_device_info):
