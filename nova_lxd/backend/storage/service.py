@@ -285,8 +285,10 @@ class StorageService:
                 'created_at': '0001-01-01T00:00:00Z'}     # Go clients parse it as a time
 
     def _custom_users(self, pool, name):
-        """(profile names, instance names) whose devices use a custom volume; an instance
-        counts through its profiles too (its expanded devices)."""
+        """(profile names, instance names) whose devices use a custom volume.
+
+        An instance counts through its profiles too (its expanded devices).
+        """
         profiles = {doc['name']: doc for doc in self.db.list('profile')}
         instances = []
         for doc in self.db.list('instance'):
@@ -427,8 +429,10 @@ class StorageService:
         return self.pool(pool).custom_volume_path(name)
 
     def attach_custom_volume(self, pool, name, instance, idmap):
-        """Blocking: the host path of a custom volume for `instance`, whose files are then owned
-        for the instance's id map (shifted now if they are in another one)."""
+        """Blocking: the host path of a custom volume, its files owned for `instance`.
+
+        They are shifted to the instance's id map now if they are in another one.
+        """
         path = self.custom_volume_path(pool, name)
         with self._volume_locks['%s/%s' % (pool, name)]:
             doc = self._custom_doc(pool, name)

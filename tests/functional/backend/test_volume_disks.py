@@ -192,8 +192,7 @@ def test_volume_through_a_profile_copy_and_snapshot(backend, client, volume):
         client.profiles.get(profile).delete()
 
 
-def test_an_isolated_instance_shifts_the_volume_only_when_no_other_runs(backend, client,
-                                                                         volume):
+def test_isolated_instance_shifts_the_volume_only_when_no_other_runs(backend, client, volume):
     shared = create_busybox(client, backend, devices={'data': _disk(volume)})
     isolated = create_busybox(client, backend, config={'security.idmap.isolated': 'true'},
                               devices={'data': _disk(volume)})

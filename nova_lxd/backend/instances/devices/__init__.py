@@ -144,7 +144,9 @@ def validate_devices(devices):
 
 
 def check_on_host(daemon, devices):
-    """Refuse devices naming what this host lacks (validated ones; no effects), as LXD does at
-    create, update and profile change rather than at the next start."""
+    """Refuse devices naming what this host lacks (validated ones; no effects).
+
+    As LXD does: at create, update and profile change, not at the next start.
+    """
     for name, dev in sorted(devices.items()):
         get(dev['type']).check_host(daemon, name, dev)
