@@ -1,9 +1,10 @@
-"""Device role tags on NICs through Nova's API (boot: microversion 2.42+, attach: 2.49+).
+"""Device role tags on NICs and volumes through Nova's API (boot: 2.42+, attach: 2.49+).
 
 The tag reaches instance.device_metadata, the config drive's meta_data.json inside the
-container and the metadata service's view of the instance; an untagged NIC is not listed, a
-detached one disappears. Ports are bound as `tap` (no Open vSwitch here, see test_servers.py)
-and are this test's own, so their host interface names collide with no other test process.
+container and the metadata service's view of the instance; an untagged NIC or volume is not
+listed, a detached one disappears. Ports are bound as `tap` (no Open vSwitch here, see
+test_servers.py) and are this test's own, so their host interface names collide with no other
+test process. Volumes are loop devices through os-brick's local connector (loop_volumes).
 """
 import copy
 import json
@@ -16,6 +17,7 @@ from nova import objects
 
 from nova_lxd.virt import conf
 from tests.functional.nova import base
+from tests.functional.nova import loop_volumes
 from tests.functional.nova import moves_base
 
 
@@ -36,13 +38,28 @@ class _DeviceTaggingTest(moves_base.MovesTestBase):
         instance = objects.Instance.get_by_uuid(nova_context.get_admin_context(), server['id'],
                                                 expected_attrs=['device_metadata'])
         devices = instance.device_metadata.devices if instance.device_metadata else []
-        return {d.mac: d.tags for d in devices}
+        return {d.mac: d.tags for d in devices
+                if isinstance(d, objects.NetworkInterfaceMetadata)}
 
-    def _served_devices(self, server):
-        """The `devices` list the metadata service serves to the instance."""
+    def _disk_metadata(self, server):
+        instance = objects.Instance.get_by_uuid(nova_context.get_admin_context(), server['id'],
+                                                expected_attrs=['device_metadata'])
+        devices = instance.device_metadata.devices if instance.device_metadata else []
+        return {d.serial: (d.path, d.tags) for d in devices
+                if isinstance(d, objects.DiskMetadata)}
+
+    def _served(self, server):
         served = instance_metadata.get_metadata_by_instance_id(server['id'], None).lookup(
             '/openstack/latest/meta_data.json')
-        return {d['mac']: d['tags'] for d in json.loads(served).get('devices', [])}
+        return json.loads(served).get('devices', [])
+
+    def _served_devices(self, server):
+        """The NICs of the `devices` list the metadata service serves to the instance."""
+        return {d['mac']: d['tags'] for d in self._served(server) if d['type'] == 'nic'}
+
+    def _served_disks(self, server):
+        return {d['serial']: (d['path'], d['tags']) for d in self._served(server)
+                if d['type'] == 'disk'}
 
     def test_tagged_nics_in_config_drive_and_metadata(self):
         tagged, untagged, attached = self._port(1), self._port(2), self._port(3)
@@ -87,7 +104,56 @@ class _DeviceTaggingTest(moves_base.MovesTestBase):
         traits = self._get_provider_traits(self._get_provider_uuid_by_host('host1'))
         self.assertIn('COMPUTE_DEVICE_TAGGING', traits)
         self.assertIn('COMPUTE_NET_ATTACH_INTERFACE_WITH_TAG', traits)
-        self.assertNotIn('COMPUTE_VOLUME_ATTACH_WITH_TAG', traits)
+        self.assertIn('COMPUTE_VOLUME_ATTACH_WITH_TAG', traits)
+
+    def test_tagged_volumes_in_config_drive_and_metadata(self):
+        volumes = loop_volumes.LoopVolumes(self)
+        tagged = volumes.create(b'tagged-at-boot')
+        untagged = volumes.create()
+        attached = volumes.create(b'tagged-on-attach')
+        body = self._build_server(name='tagged-volumes', image_uuid=self.image['id'],
+                                  flavor_id='1', networks='none', host='host1')
+        body['config_drive'] = True
+        body['block_device_mapping_v2'] = [
+            {'boot_index': 0, 'uuid': self.image['id'], 'source_type': 'image',
+             'destination_type': 'local'},
+            {'boot_index': -1, 'uuid': tagged, 'source_type': 'volume',
+             'destination_type': 'volume', 'device_name': '/dev/vdb', 'tag': 'database'},
+            {'boot_index': -1, 'uuid': untagged, 'source_type': 'volume',
+             'destination_type': 'volume', 'device_name': '/dev/vdc'}]
+        self.admin_api.microversion = '2.74'
+        server = self._wait_for_state_change(self.admin_api.post_server({'server': body}),
+                                             'ACTIVE')
+        container = self._container('host1', server)
+
+        expected = {tagged: ('/dev/vdb', ['database'])}
+        self.assertEqual(expected, self._disk_metadata(server))
+        drive = json.loads(self._run(container, 'cat', '%s/openstack/latest/meta_data.json'
+                                     % conf.CONF.lxd.config_drive_path))
+        self.assertEqual([{'type': 'disk', 'bus': 'none', 'address': 'none',
+                           'serial': tagged, 'path': '/dev/vdb', 'tags': ['database']}],
+                         [d for d in drive['devices'] if d['type'] == 'disk'])
+        # the guest finds the tagged volume at the path the metadata names
+        self.assertEqual('tagged-at-boot', self._run(container, 'head', '-c', '14', '/dev/vdb'))
+
+        self.admin_api.post_server_volume(server['id'], {'volumeAttachment': {
+            'volumeId': attached, 'tag': 'logs'}})
+        self._wait_for_volume_attach(server['id'], attached)
+        self.notifier.wait_for_versioned_notifications('instance.volume_attach.end')
+        path = self.admin_api.get_server_volume(server['id'], attached)['device']
+        expected[attached] = (path, ['logs'])
+        self.assertEqual(expected, self._disk_metadata(server))
+        self.assertEqual(expected, self._served_disks(server))
+        self.assertEqual('tagged-on-attach', self._run(container, 'head', '-c', '16', path))
+
+        self.admin_api.delete_server_volume(server['id'], attached)
+        self._wait_for_volume_detach(server['id'], attached)
+        self.notifier.wait_for_versioned_notifications('instance.volume_detach.end')
+        del expected[attached]
+        self.assertEqual(expected, self._disk_metadata(server))
+        self.assertEqual(expected, self._served_disks(server))
+        self.assertEqual(volumes.views[attached], volumes.disconnected)
+        self._delete_server(server)
 
 
 base.for_each_backend(globals(), _DeviceTaggingTest, 'TestDeviceTagging')
