@@ -15,10 +15,7 @@ ALL = ('lxd', 'bundled')
 DEFAULT = ('lxd', 'bundled')
 _started = {}
 # (backend, test name) -> what the backend lacks; such tests are expected to fail (strictly).
-KNOWN_GAPS = {
-    ('bundled', 'test_ephemeral_disk_lives_and_dies_with_the_instance'):
-        'bundled backend: disk devices on custom storage volumes are not implemented yet',
-}
+KNOWN_GAPS = {}
 
 
 def selected():
