@@ -97,3 +97,35 @@ def test_profiles_move_copy(session):
     assert attach(lxc.daemon, 'c5', 'cat', '/etc/hostname').strip() == 'c5'   # copy template
     lxc('delete', '--force', 'c4', 'c5')
     assert lxc('list', '--format', 'csv').strip() == ''
+
+
+def test_storage_volumes_attach_detach(session):
+    lxc = session
+    lxc('launch', 'bb', 'c6')
+    lxc('storage', 'volume', 'create', 'default', 'vol1')
+    lxc('storage', 'volume', 'create', 'default', 'vol2')
+    listed = lxc('storage', 'volume', 'list', 'default')
+    assert 'vol1' in listed and 'vol2' in listed
+    lxc('storage', 'volume', 'attach', 'default', 'vol1', 'c6', '/mnt/one')
+    lxc('config', 'device', 'add', 'c6', 'two', 'disk', 'pool=default', 'source=vol2',
+        'path=/mnt/two')
+    assert 'Storage volume' in lxc('config', 'device', 'add', 'c6', 'three', 'disk',
+                                   'pool=default', 'source=nosuch', 'path=/mnt/x', ok=False)
+    mounts = attach(lxc.daemon, 'c6', 'cat', '/proc/mounts')
+    assert ' /mnt/one ' in mounts and ' /mnt/two ' in mounts
+    attach(lxc.daemon, 'c6', 'sh', '-c', 'echo kept > /mnt/one/f')
+    shown = yaml.safe_load(lxc('storage', 'volume', 'show', 'default', 'vol1'))
+    assert shown['used_by'] == ['/1.0/instances/c6']
+    assert 'in use' in lxc('storage', 'volume', 'delete', 'default', 'vol1', ok=False)
+    lxc('storage', 'volume', 'detach', 'default', 'vol1', 'c6')
+    lxc('config', 'device', 'remove', 'c6', 'two')
+    mounts = attach(lxc.daemon, 'c6', 'cat', '/proc/mounts')
+    assert ' /mnt/one ' not in mounts and ' /mnt/two ' not in mounts
+    lxc('delete', '--force', 'c6')
+    path = os.path.join(lxc.daemon.data_dir, 'storage-pools', 'default', 'custom', 'vol1')
+    with open(os.path.join(path, 'f')) as f:
+        assert f.read() == 'kept\n'   # the volume outlived the instance
+    lxc('storage', 'volume', 'delete', 'default', 'vol1')
+    lxc('storage', 'volume', 'delete', 'default', 'vol2')
+    assert 'vol1' not in lxc('storage', 'volume', 'list', 'default')
+    assert not os.path.exists(path)
