@@ -29,16 +29,6 @@ async def _blocking(request, func, *args):
     return await request.app['daemon'].operations.run_blocking(func, *args)
 
 
-def _full(service, name, level):
-    if level < 2:
-        return service.get(name)
-    view, view_state = service.get_with_state(name, walk_disk=False)
-    snapshots = getattr(service.daemon, 'snapshots', None)
-    view.update({'state': view_state, 'snapshots': snapshots.list(name) if snapshots else None,
-                 'backups': None})
-    return view
-
-
 def _field(view, path):
     value = view
     for part in path.split('.'):
@@ -83,26 +73,27 @@ async def list_instances(request):
     service = _service(request)
     prefix = request.path
     expression = request.query.get('filter', '').strip()
+    if not level and not expression:
+        names = await _blocking(request, service.names)
+        return response.sync(['%s/%s' % (prefix, name) for name in names])
+    listing = await _blocking(request, service.listing)
 
-    def collect(names):
+    def collect(docs):
         views = []
-        for name in names:
-            try:
-                view = _full(service, name, level if level else 1) if level or expression \
-                    else {'name': name}
-            except NotFound:  # deleted meanwhile
-                continue
+        for doc in docs:
+            view = service.listed(listing, doc, level or 1)
             if expression and not _matches(view, expression):
                 continue
-            views.append(view if level else '%s/%s' % (prefix, name))
+            views.append(view if level else '%s/%s' % (prefix, doc['name']))
         return views
-    names = await _blocking(request, service.names)
-    # a few workers side by side: each instance waits on liblxc's command socket, its netns
-    # and its disk, and those waits overlap; the order of the listing stays the db's
-    step = max(_LIST_MIN_CHUNK, -(-len(names) // _LIST_WORKERS))
-    chunks = await asyncio.gather(*(_blocking(request, collect, names[i:i + step])
-                                    for i in range(0, len(names), step)))
-    return response.sync([view for chunk in chunks for view in chunk])
+    # a few workers side by side: the waits on liblxc's command sockets and on each netns
+    # overlap; the order of the listing stays the db's
+    docs = listing.docs
+    step = max(_LIST_MIN_CHUNK, -(-len(docs) // _LIST_WORKERS))
+    chunks = await asyncio.gather(*(_blocking(request, collect, docs[i:i + step])
+                                    for i in range(0, len(docs), step)))
+    # the JSON of a thousand running instances is megabytes: encoded off the event loop
+    return await _blocking(request, response.sync, [view for chunk in chunks for view in chunk])
 
 
 @_route('POST', '')

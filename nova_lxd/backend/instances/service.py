@@ -331,8 +331,7 @@ class InstanceService(CreationMixin, LifecycleMixin):
         if code in (RUNNING, FROZEN):
             pid = seen.container.init_pid
             result['pid'] = pid
-            result.update(state.cgroup_state(pid))
-            result['memory'].pop('total', None)
+            result.update(state.cgroup_state(pid, owner=name))
             host_names = {dev['name']: seen.doc['config'].get('volatile.%s.host_name' % dev_name,
                                                               '')
                           for dev_name, dev in seen.devices.items()
