@@ -5,8 +5,11 @@ Every host is a compute service whose driver reaches its own daemon through a un
 between hosts go over HTTPS, each backend trusting one client certificate and each server
 certificate pinned ([lxd] migration_endpoints / migration_server_certs / client_cert).
 """
+import copy
 import io
+import random
 import sys
+import uuid
 from unittest import mock
 
 from oslo_utils.fixture import uuidsentinel as uuids
@@ -145,6 +148,20 @@ class MovesTestBase(integrated_helpers.ProviderUsageBaseTestCase):
     def _boot(self, host, image_id=None, flavor_id='1'):
         return self._create_server(name='c-%s' % host, image_uuid=image_id or self.image['id'],
                                    flavor_id=flavor_id, networks='none', host=host)
+
+    def _tap_port(self, index):
+        """A Neutron port of this test's own (random id and MAC), bound as `tap`.
+
+        Its host interface name (from the id) collides with no other test process; index picks
+        its fixed IP (192.168.1.60+index).
+        """
+        port = copy.deepcopy(self.neutron.port_1)
+        port.update(id=str(uuid.uuid4()), mac_address='fa:16:3e:%02x:%02x:%02x' % tuple(
+            random.randint(0, 255) for _byte in range(3)))
+        port['fixed_ips'] = [dict(port['fixed_ips'][0], ip_address='192.168.1.%d' % (60 + index))]
+        port['binding:vif_type'] = 'tap'
+        self.neutron._ports[port['id']] = port
+        return port
 
     def _container(self, host, server):
         return self.clients[host].instances.get(server['OS-EXT-SRV-ATTR:instance_name'])

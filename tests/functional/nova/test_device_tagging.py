@@ -6,10 +6,7 @@ listed, a detached one disappears. Ports are bound as `tap` (no Open vSwitch her
 test_servers.py) and are this test's own, so their host interface names collide with no other
 test process. Volumes are loop devices through os-brick's local connector (loop_volumes).
 """
-import copy
 import json
-import random
-import uuid
 
 from nova.api.metadata import base as instance_metadata
 from nova import context as nova_context
@@ -24,15 +21,6 @@ from tests.functional.nova import moves_base
 class _DeviceTaggingTest(moves_base.MovesTestBase):
     __test__ = False
     host_count = 1
-
-    def _port(self, index):
-        port = copy.deepcopy(self.neutron.port_1)
-        port.update(id=str(uuid.uuid4()), mac_address='fa:16:3e:%02x:%02x:%02x' % (
-            random.randint(0, 255), random.randint(0, 255), random.randint(0, 255)))
-        port['fixed_ips'] = [dict(port['fixed_ips'][0], ip_address='192.168.1.%d' % (60 + index))]
-        port['binding:vif_type'] = 'tap'
-        self.neutron._ports[port['id']] = port
-        return port
 
     def _device_metadata(self, server):
         instance = objects.Instance.get_by_uuid(nova_context.get_admin_context(), server['id'],
@@ -62,7 +50,7 @@ class _DeviceTaggingTest(moves_base.MovesTestBase):
                 if d['type'] == 'disk'}
 
     def test_tagged_nics_in_config_drive_and_metadata(self):
-        tagged, untagged, attached = self._port(1), self._port(2), self._port(3)
+        tagged, untagged, attached = self._tap_port(1), self._tap_port(2), self._tap_port(3)
         body = self._build_server(name='tagged', image_uuid=self.image['id'], flavor_id='1',
                                   networks=[{'port': tagged['id'], 'tag': 'frontend'},
                                             {'port': untagged['id']}], host='host1')

@@ -3,9 +3,10 @@
 Rescue boots `<instance name>-rescue` from the rescue image with the instance's root filesystem
 at [lxd] rescue_path (/mnt/rescue); the instance's own container is stopped and left as it was.
 Unrescue deletes the rescue container and starts the instance again with its data (and the
-repairs made from the rescue container). Deleting a rescued server removes both containers; a
-rescue that fails removes what it created and the instance can be brought back with a hard
-reboot.
+repairs made from the rescue container). The rescue container has the instance's nics (same
+MACs: they move to it and back) and its console is the one Nova shows while rescued.
+Deleting a rescued server removes both containers; a rescue that fails removes what it
+created and the instance can be brought back with a hard reboot.
 """
 import hashlib
 import io
@@ -117,6 +118,49 @@ class _RescueTest(moves_base.MovesTestBase):
         self.assertNotEqual(0, original.execute(['test', '-e', '/etc/rescue-image']).exit_code)
         self._delete_server(server)
         self.assertEqual([], self._all_containers())
+
+    def test_rescue_container_has_the_instances_nics_and_console(self):
+        port = self._tap_port(1)
+        server = self._create_server(name='rescue-net', image_uuid=self.image['id'],
+                                     flavor_id='1', networks=[{'port': port['id']}],
+                                     host='host1')
+        original = self._container('host1', server)
+        config, devices = _lasting(original.config), original.devices
+        nics = {k: v for k, v in devices.items() if v['type'] == 'nic'}
+        self.assertEqual([port['mac_address']], [nic['hwaddr'] for nic in nics.values()])
+        self._run(original, 'sh', '-c', 'echo instance-console-line > /dev/console')
+
+        self.api.post_server_action(server['id'], {'rescue': None})
+        server = self._wait_for_state_change(server, 'RESCUE')
+        rescue = self._rescue_container(server)
+        self.assertEqual(nics, {k: v for k, v in rescue.devices.items() if v['type'] == 'nic'})
+        self.assertEqual(port['mac_address'],
+                         self._run(rescue, 'cat', '/sys/class/net/eth0/address'))
+        # the nics moved: the instance's container keeps everything else as it was
+        original = self._container('host1', server)
+        self.assertEqual('Stopped', original.status)
+        self.assertEqual(config, _lasting(original.config))
+        self.assertEqual({k: v for k, v in devices.items() if k not in nics}, original.devices)
+        # the console Nova shows is the rescue container's
+        self._run(rescue, 'sh', '-c', 'echo rescue-console-line > /dev/console')
+        console = self.api.post_server_action(server['id'],
+                                              {'os-getConsoleOutput': {}})['output']
+        self.assertIn('rescue-console-line', console)
+        self.assertNotIn('instance-console-line', console)
+
+        self.api.post_server_action(server['id'], {'unrescue': None})
+        server = self._wait_for_state_change(server, 'ACTIVE')
+        original = self._container('host1', server)
+        self.assertEqual('Running', original.status)
+        self.assertEqual((config, devices), (_lasting(original.config), original.devices))
+        self.assertEqual(port['mac_address'],
+                         self._run(original, 'cat', '/sys/class/net/eth0/address'))
+        console = self.api.post_server_action(server['id'],
+                                              {'os-getConsoleOutput': {}})['output']
+        self.assertNotIn('rescue-console-line', console)
+        self._delete_server(server)
+        self.assertEqual([], self._all_containers())
+        self.assertNotIn(nics['eth0']['parent'], base.host_links())
 
     def test_delete_rescued_server_removes_both_containers(self):
         server = self._boot('host1')
