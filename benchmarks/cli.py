@@ -101,6 +101,7 @@ def main(argv=None):
         return 0
     wanted = args.side or ['nova-lxd', 'lxd']
     started = datetime.datetime.now(datetime.timezone.utc)
+    began = time.monotonic()
     machine = host.machine()
     sides, bundled_pool, lxd_pool = start_sides(wanted)
     raw = None
@@ -128,6 +129,7 @@ def main(argv=None):
         for side in sides:
             side.close()
         targets.remove_client_certificate()
+    elapsed = time.monotonic() - began
     table = report.rows(results)
     header = ('nova-lxd bundled backend vs LXD 5.0.2 - %s - %s, %d cpus, %.0f GiB, load %.1f '
               'at start - pools: nova-lxd %s, LXD %s%s'
@@ -144,6 +146,8 @@ def main(argv=None):
     errors = report.format_errors(results)
     if errors:
         print('\nnot measured:\n' + errors)
+    print('\nthe whole run took %.1f min (load average now %.1f)'
+          % (elapsed / 60, os.getloadavg()[0]))
     profiles = {name: d.get('default_profile_devices') for name, d in described.items()}
     if len({str(v) for v in profiles.values()}) > 1:
         print('\nnote: the default profiles differ (%s): launches are not like for like'
@@ -151,7 +155,8 @@ def main(argv=None):
     path = report.write_json(args.output, {
         'started': started.isoformat(), 'finished':
             datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        'quick': args.quick, 'machine': machine, 'targets': described,
+        'quick': args.quick, 'elapsed_s': elapsed, 'load_average_at_end': os.getloadavg(),
+        'machine': machine, 'targets': described,
         'pools': {'nova-lxd': bundled_pool, 'lxd': lxd_pool},
         'scenarios': results, 'table': table})
     print('\nresults: %s' % path)

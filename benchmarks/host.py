@@ -98,6 +98,52 @@ def mem_available():
     return meminfo()['MemAvailable']
 
 
+def drop_caches():
+    """Write back and drop the page cache, dentries and inodes (root only; False if refused).
+
+    Before a memory sample, so that files read since the last one (images unpacked, logs,
+    other people's builds) do not count as memory the containers took or gave back.
+    """
+    os.sync()
+    try:
+        with open('/proc/sys/vm/drop_caches', 'w') as f:
+            f.write('3\n')
+        return True
+    except OSError:
+        return False
+
+
+def settled_mem_available(samples=5, interval=0.4):
+    """MemAvailable after dropping caches, the median of a few samples (bytes).
+
+    One reading on a shared machine swings by hundreds of MB (someone's compile, a page-cache
+    burst); the median of several after a drop is what the containers hold, give or take that.
+    """
+    drop_caches()
+    time.sleep(interval)
+    values = []
+    for _ in range(samples):
+        values.append(mem_available())
+        time.sleep(interval)
+    values.sort()
+    return values[len(values) // 2]
+
+
+def pss(pid):
+    """Proportional set size of one process in bytes (shared pages split among their users)."""
+    for line in _read('/proc/%d/smaps_rollup' % pid).splitlines():
+        if line.startswith('Pss:'):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def parent(pid):
+    for line in _read('/proc/%d/status' % pid).splitlines():
+        if line.startswith('PPid:'):
+            return int(line.split()[1])
+    return 0
+
+
 def rss(pid):
     """Resident memory of one process in bytes (0 when gone)."""
     for line in _read('/proc/%d/status' % pid).splitlines():

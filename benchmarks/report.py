@@ -117,15 +117,32 @@ def format_errors(scenario_results):
 
 
 def format_details(scenario_results):
-    """One line per side for scenarios that report how they ended (density)."""
+    """How the ramps ended and went (density), and how long each scenario took."""
     out = []
     for entry in scenario_results:
         for side, result in entry['results'].items():
             details = result.get('details') or {}
-            if 'stopped_by' in details:
-                out.append('%s on %s: ramp ended by %s; deleting all took %.1f s'
-                           % (entry['name'], side, details['stopped_by'],
-                              details.get('delete_all_s', 0)))
+            if 'stopped_by' not in details:
+                continue
+            out.append('%s on %s: ramp ended by %s after %.0f s of launches; deleting all took '
+                       '%.1f s (%.3f s a container); host memory given back: %.1f MB a '
+                       'container' % (entry['name'], side, details['stopped_by'],
+                                      details.get('ramp_s', 0), details.get('delete_all_s', 0),
+                                      details.get('delete_per_container_s', 0),
+                                      details.get('host_mb_given_back_per_container', 0)))
+            curve = details.get('curve') or []
+            if curve:
+                out.append('  running: launch median%s' % (
+                    ' / GET recursion=2' if any('recursion2_s' in p for p in curve) else ''))
+                for point in curve:
+                    listing = (' / %.3f s' % point['recursion2_s']
+                               if 'recursion2_s' in point else '')
+                    out.append('  %7d: %.3f s%s'
+                               % (point['running'], point['launch_median_s'], listing))
+    timings = ['%s %.0f s' % (entry['name'], entry['elapsed_s'])
+               for entry in scenario_results if 'elapsed_s' in entry]
+    if timings:
+        out.append('time per scenario: ' + ', '.join(timings))
     return '\n'.join(out)
 
 

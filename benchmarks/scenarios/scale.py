@@ -1,5 +1,6 @@
 """Scale: API latency with many instances, and density (how many running containers fit)."""
 import statistics
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pylxd
@@ -10,10 +11,22 @@ from benchmarks.scenarios import Scenario, register, stopwatch
 MB = 1 << 20
 
 
-def _parallel(target, names, work, workers=4):
-    """Run work(client, name) for each name on a few threads, one pylxd client per call."""
+_clients = threading.local()
+
+
+def _parallel(target, names, work, workers=8):
+    """Run work(client, name) for each name on a few threads (one pylxd client per thread).
+
+    The daemons run what the threads ask side by side; 8 at a time keeps both CPUs busy on
+    the daemons' side without queueing hundreds of operations on them.
+    """
     def one(name):
-        return work(pylxd.Client(endpoint=target.socket), name)
+        clients = getattr(_clients, 'by_socket', None)
+        if clients is None:
+            clients = _clients.by_socket = {}
+        if target.socket not in clients:
+            clients[target.socket] = pylxd.Client(endpoint=target.socket)
+        return work(clients[target.socket], name)
     with ThreadPoolExecutor(workers) as pool:
         return list(pool.map(one, names))
 
@@ -82,10 +95,13 @@ class ListLatency(Scenario):
 class Density(Scenario):
     """Start busybox containers until the limit or until the host's memory runs low.
 
-    Host memory per container comes from MemAvailable before and after, so it counts everything a
-    container costs (its processes, the daemon's monitors, page cache of its rootfs): on a machine
-    other people use at the same time, it is noisy. The memory charged to the containers' own
-    cgroups is reported beside it (less noisy; it misses what lives outside the containers).
+    Host memory per container: MemAvailable before the ramp and at its peak, each the median
+    of several samples after dropping the page cache (host.settled_mem_available), so that it
+    counts everything a container costs (its processes, its monitor, kernel objects, the daemon)
+    but not files someone read meanwhile. On a machine other people use at the same time it
+    still moves with their load; two figures that only count the containers' own processes
+    are reported beside it: the memory charged to the containers' cgroups, and that plus the
+    proportional share (PSS) of each container's liblxc monitor process.
     """
     name = 'density'
     description = ('start busybox containers until 1000 run (LXD, the reference: 200; 20 with '
@@ -94,6 +110,7 @@ class Density(Scenario):
     reps = (1, 1)
     units = {'density: running': 'n', 'density: host MB/container': 'MB',
              'density: cgroup MB/container': 'MB',
+             'density: cgroup+monitor MB/container': 'MB',
              'density: daemon MB before': 'MB', 'density: daemon MB at peak': 'MB',
              'density: daemon MB after delete': 'MB',
              'density: launch slowdown': 'x'}
@@ -118,57 +135,60 @@ class Density(Scenario):
         # Leave room for everyone else on the machine.
         return max(3 << 30, host.meminfo()['MemTotal'] // 6)
 
-    def measure(self, target, state):
-        image = images.busybox()
-        fingerprint = target.ensure_image(image)
-        daemon_before = host.rss(target.pid)
-        available_before = host.mem_available()
+    def _ramp(self, target, fingerprint, limit):
+        """Launch one after another (each timed alone) until the limit.
+
+        Returns (running instances, launch times, the curve, why it stopped).
+        """
         running, launch_times, curve = [], [], []
-        stopped_by = 'limit'
-        limit = self.limit_for(target)
+        while len(running) < limit:
+            if host.mem_available() < self.memory_floor():
+                return running, launch_times, curve, 'memory'
+            name = target.unique('dense')
+            try:
+                with stopwatch() as t:
+                    instance = target.client.instances.create(
+                        {'name': name,
+                         'source': {'type': 'image', 'fingerprint': fingerprint}}, wait=True)
+                    instance.start(wait=True)
+            except Exception as exc:
+                # Running out of something is how a density ramp may end: keep what ran.
+                if target.client.instances.exists(name):
+                    target.remove(target.client.instances.get(name))
+                return running, launch_times, curve, 'launch %d failed: %s' % (
+                    len(running) + 1, exc)
+            running.append(instance)
+            launch_times.append(t.seconds)
+            if len(running) % self.step == 0:
+                point = {'running': len(running),
+                         'launch_median_s': statistics.median(launch_times[-self.step:]),
+                         'daemon_rss_mb': host.rss(target.pid) / MB}
+                # the full listing at doubling counts (50, 100, 200, 400, 800)
+                if _power_of_two(len(running) // self.step):
+                    with stopwatch() as listing:
+                        target.list_raw(2)
+                    point['recursion2_s'] = listing.seconds
+                curve.append(point)
+        return running, launch_times, curve, 'limit'
+
+    def measure(self, target, state):
+        fingerprint = target.ensure_image(images.busybox())
+        daemon_before = host.rss(target.pid)
+        available_before = host.settled_mem_available()
+        running = []
         try:
-            while len(running) < limit:
-                if host.mem_available() < self.memory_floor():
-                    stopped_by = 'memory'
-                    break
-                name = target.unique('dense')
-                try:
-                    with stopwatch() as t:
-                        instance = target.client.instances.create(
-                            {'name': name,
-                             'source': {'type': 'image', 'fingerprint': fingerprint}}, wait=True)
-                        instance.start(wait=True)
-                except Exception as exc:
-                    # Running out of something is how a density ramp may end: keep what ran.
-                    stopped_by = 'launch %d failed: %s' % (len(running) + 1, exc)
-                    if target.client.instances.exists(name):
-                        target.remove(target.client.instances.get(name))
-                    break
-                running.append(instance)
-                launch_times.append(t.seconds)
-                if len(running) % self.step == 0:
-                    point = {
-                        'running': len(running),
-                        'launch_median_s': statistics.median(launch_times[-self.step:]),
-                        'host_mb_per_container':
-                            (available_before - host.mem_available()) / MB / len(running),
-                        'daemon_rss_mb': host.rss(target.pid) / MB}
-                    # The full listing at doubling counts only: at 1000 it may take a minute.
-                    if _power_of_two(len(running) // self.step):
-                        with stopwatch() as listing:
-                            target.list_raw(2)
-                        point['recursion2_s'] = listing.seconds
-                    curve.append(point)
+            running, launch_times, curve, stopped_by = self._ramp(
+                target, fingerprint, self.limit_for(target))
             with stopwatch() as peak_listing:
                 listed = target.list_raw(2)
             target.check(len(listed) >= len(running), '%s: recursion=2 listed %d of %d'
                          % (target.name, len(listed), len(running)))
             pids = [target.check_running(instance) for instance in running]
             cgroups = sum(host.cgroup_memory(pid) for pid in pids)
-            available_peak = host.mem_available()
+            monitors = sum(host.pss(host.parent(pid)) for pid in pids)
+            available_peak = host.settled_mem_available()
             daemon_peak = host.rss(target.pid)
         finally:
-            # A few at a time: deleting 1000 one by one would take longer than the ramp.
             with stopwatch() as cleanup:
                 _parallel(target, [instance.name for instance in running], _remove)
         left = {url.rsplit('/', 1)[-1] for url in target.list_raw(0)}
@@ -176,22 +196,29 @@ class Density(Scenario):
                      '%s: density containers left after deleting them all' % target.name)
         count = len(running)
         target.check(count > 0, '%s: no container started' % target.name)
+        available_after = host.settled_mem_available()
         first = curve[0]['launch_median_s'] if curve else statistics.median(launch_times)
         last = curve[-1]['launch_median_s'] if curve else first
         state['details'] = {'curve': curve, 'stopped_by': stopped_by,
                             'delete_all_s': cleanup.seconds,
-                            'daemon_rss_before_mb': daemon_before / MB,
-                            'host_mb_given_back': (host.mem_available() - available_peak) / MB}
-        values = {
+                            'delete_per_container_s': cleanup.seconds / count,
+                            'ramp_s': sum(launch_times),
+                            'host_mb_available_before': available_before / MB,
+                            'host_mb_available_peak': available_peak / MB,
+                            'host_mb_available_after': available_after / MB,
+                            'host_mb_given_back_per_container':
+                                (available_after - available_peak) / MB / count,
+                            'daemon_rss_before_mb': daemon_before / MB}
+        return {
             'density: running': count,
             'density: host MB/container': (available_before - available_peak) / MB / count,
             'density: cgroup MB/container': cgroups / MB / count,
+            'density: cgroup+monitor MB/container': (cgroups + monitors) / MB / count,
             'density: launch first %d' % self.step: first,
             'density: launch last %d' % self.step: last,
             'density: launch slowdown': last / first,
+            'density: GET recursion=2 at peak': peak_listing.seconds,
             'density: daemon MB before': daemon_before / MB,
             'density: daemon MB at peak': daemon_peak / MB,
             'density: daemon MB after delete': host.rss(target.pid) / MB,
         }
-        values['density: GET recursion=2 at peak'] = peak_listing.seconds
-        return values
