@@ -86,6 +86,7 @@ class InstanceService(CreationMixin, LifecycleMixin):
 
     def stop_background(self):
         self.lxcfs.stop_supervision()
+        self._post_stop_jobs().drain_all()     # no stopped instance's veth left behind
         if getattr(self, '_autostart_task', None):
             self._autostart_task.cancel()
 
@@ -105,7 +106,7 @@ class InstanceService(CreationMixin, LifecycleMixin):
                     self._set_volatile(name, {'volatile.last_state.power': 'RUNNING'})
             if not running and recorded == 'RUNNING':
                 LOG.warning('Instance %s was running and its container is gone: now Stopped', name)
-                self._set_volatile(name, {'volatile.last_state.power': 'STOPPED'})
+                self._after_stop(name)     # its devices' clean-up too (records STOPPED)
 
     def _event(self, action, source, **context):
         """A lifecycle event for /1.0/events, and the same line in the daemon's log."""

@@ -1,9 +1,15 @@
 """One dnsmasq per managed network: DHCP and DNS on the bridge, started and stopped by PID.
 
-Its files live in DATA/networks/<name>/: dnsmasq.pid, dnsmasq.leases, dnsmasq.hosts (static
-reservations, one `hwaddr,ip[,name]` per line; SIGHUP re-reads it). dnsmasq outlives a daemon
-stop, as in LXD, so containers keep their leases; the next start adopts it by its pid file when
-its command line is still the one wanted, and restarts it otherwise.
+Its files live in DATA/networks/<name>/: dnsmasq.pid, dnsmasq.leases and dnsmasq.hosts.d/ (static
+reservations and DNS names, one small `hwaddr,ip[,name]` or `hwaddr,name` file per MAC). dnsmasq
+watches that directory (--dhcp-hostsdir, inotify) and reads a new file by itself, so an instance's
+start adds its entry without rewriting every other instance's and without a SIGHUP that makes
+dnsmasq re-read them all (that cost grew with the number of instances). dnsmasq only ever adds
+from that directory: a changed entry, or a removed one that pinned an address, takes a SIGHUP; a
+removed name-only entry stays in dnsmasq's memory until the next SIGHUP, harmless, as no lease
+of that MAC exists any more. dnsmasq outlives a daemon stop, as in LXD, so containers keep their
+leases; the next start adopts it by its pid file when its command line is still the one wanted,
+and restarts it otherwise.
 """
 import ipaddress
 import logging
@@ -14,7 +20,7 @@ import threading
 import time
 
 LOG = logging.getLogger(__name__)
-_HOSTS_LOCK = threading.Lock()   # guards every network's hosts file (tiny, rare writes)
+_HOSTS_LOCK = threading.Lock()   # one read-compare-write of an entry file at a time
 
 # dnsmasq processes this daemon started (its children), by pid, so that stop() reaps them
 _CHILDREN = {}
@@ -38,8 +44,16 @@ class Dnsmasq:
         return self.path('dnsmasq.leases')
 
     @property
-    def hosts_file(self):
+    def hosts_dir(self):
+        return self.path('dnsmasq.hosts.d')
+
+    @property
+    def old_hosts_file(self):
+        """Where all reservations were kept in one file, before dnsmasq.hosts.d."""
         return self.path('dnsmasq.hosts')
+
+    def _host_path(self, hwaddr):
+        return os.path.join(self.hosts_dir, hwaddr.lower().replace(':', '-'))
 
     def command(self, ipv4=None, ipv6=None, dhcp_ranges=(), dhcp6=False, domain='',
                 lease_time='1h', dns=True):
@@ -49,7 +63,7 @@ class Dnsmasq:
                '--pid-file=%s' % self.pid_file, '--no-ping', '--interface=%s' % self.bridge,
                '--dhcp-no-override', '--dhcp-authoritative', '--no-resolv',
                '--dhcp-leasefile=%s' % self.leases_file,
-               '--dhcp-hostsfile=%s' % self.hosts_file]
+               '--dhcp-hostsdir=%s' % self.hosts_dir]
         if ipv4:
             cmd.append('--listen-address=%s' % ipv4.ip)
             for first, last in dhcp_ranges:
@@ -89,10 +103,10 @@ class Dnsmasq:
 
     def ensure(self, cmd):
         """Adopt a dnsmasq running `cmd`, else (re)start it."""
-        os.makedirs(self.directory, exist_ok=True)
-        for name in (self.leases_file, self.hosts_file):
-            if not os.path.exists(name):
-                open(name, 'a').close()
+        os.makedirs(self.hosts_dir, exist_ok=True)
+        if not os.path.exists(self.leases_file):
+            open(self.leases_file, 'a').close()
+        self._migrate_hosts_file()
         running = self.running_command()
         if running == cmd:
             return self.pid()
@@ -159,51 +173,85 @@ class Dnsmasq:
         return result
 
     def reservations(self):
-        """{hwaddr: (ip or '', name)} from the hosts file (`mac,ip,name` or `mac,name`)."""
+        """{hwaddr: (ip or '', name)} from the hosts directory (`mac,ip,name` or `mac,name`)."""
         result = {}
         try:
-            with open(self.hosts_file) as f:
-                for line in f:
-                    fields = line.strip().split(',')
-                    if len(fields) < 2:
-                        continue
-                    if _is_ip(fields[1]):
-                        result[fields[0].lower()] = (fields[1], ','.join(fields[2:]))
-                    else:
-                        result[fields[0].lower()] = ('', fields[1])
+            names = os.listdir(self.hosts_dir)
         except OSError:
-            pass
+            return result
+        for name in names:
+            if not name.startswith('.'):
+                entry = self._read_host(os.path.join(self.hosts_dir, name))
+                if entry:
+                    result[entry[0]] = entry[1]
         return result
 
+    @staticmethod
+    def _read_host(path):
+        """(hwaddr, (ip or '', name)) from one entry file, or None."""
+        try:
+            with open(path) as f:
+                fields = f.read().strip().split(',')
+        except OSError:
+            return None
+        if len(fields) < 2:
+            return None
+        if _is_ip(fields[1]):
+            return fields[0].lower(), (fields[1], ','.join(fields[2:]))
+        return fields[0].lower(), ('', fields[1])
+
     def set_host(self, hwaddr, ip=None, name=''):
-        """Pin an address and/or a DNS name to a MAC; True if the file changed."""
+        """Pin an address and/or a DNS name to a MAC; True if the entry changed."""
         if ip:
             ipaddress.ip_address(ip)
-        return self._write_hosts(hwaddr, (str(ip) if ip else '', name or ''))
+        hwaddr = hwaddr.lower()
+        entry = (str(ip) if ip else '', name or '')
+        if entry == ('', ''):
+            return self.remove_host(hwaddr)
+        path = self._host_path(hwaddr)
+        with _HOSTS_LOCK:
+            old = self._read_host(path)
+            if old == (hwaddr, entry):
+                return False
+            os.makedirs(self.hosts_dir, exist_ok=True)
+            # written aside, then renamed in: dnsmasq (inotify) never reads half a line;
+            # dot files are ignored by it and by reservations()
+            tmp = os.path.join(self.hosts_dir, '.%s.tmp' % os.path.basename(path))
+            with open(tmp, 'w') as f:
+                f.write(','.join(filter(None, (hwaddr,) + entry)) + '\n')
+            os.rename(tmp, path)
+            if old is not None:
+                self.reload()    # dnsmasq only adds from the directory: drop the old entry
+            return True
 
     def remove_host(self, hwaddr):
-        return self._write_hosts(hwaddr, None)
-
-    def _write_hosts(self, hwaddr, entry):
-        # read-modify-write: instances starting in parallel would lose each other's entries
+        """Forget a MAC's entry; True if there was one."""
+        path = self._host_path(hwaddr)
         with _HOSTS_LOCK:
-            current = self.reservations()
-            wanted = dict(current)
-            hwaddr = hwaddr.lower()
-            if entry is None or entry == ('', ''):
-                wanted.pop(hwaddr, None)
-            else:
-                wanted[hwaddr] = entry
-            if wanted == current:
+            old = self._read_host(path)
+            try:
+                os.unlink(path)
+            except FileNotFoundError:
                 return False
-            os.makedirs(self.directory, exist_ok=True)
-            tmp = self.hosts_file + '.tmp'
-            with open(tmp, 'w') as f:
-                for mac, (address, host) in sorted(wanted.items()):
-                    f.write(','.join(filter(None, [mac, address, host])) + '\n')
-            os.rename(tmp, self.hosts_file)
-            self.reload()     # SIGHUP: dnsmasq re-reads the hosts file, leases stay
+            if old is not None and old[1][0]:
+                self.reload()    # a pinned address must be free for another MAC at once
             return True
+
+    def _migrate_hosts_file(self):
+        """Entries of the single hosts file of earlier versions become files of the directory."""
+        try:
+            with open(self.old_hosts_file) as f:
+                lines = f.read().splitlines()
+        except FileNotFoundError:
+            return
+        for line in lines:
+            fields = line.strip().split(',')
+            if len(fields) >= 2:
+                if _is_ip(fields[1]):
+                    self.set_host(fields[0], fields[1], ','.join(fields[2:]))
+                else:
+                    self.set_host(fields[0], None, fields[1])
+        os.unlink(self.old_hosts_file)
 
 
 def _is_ip(value):

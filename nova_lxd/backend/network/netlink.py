@@ -18,12 +18,49 @@ IFNAMSIZ = 15
 
 
 @contextlib.contextmanager
-def iproute():
+def _fresh_iproute():
+    """A socket of its own, in the calling thread's network namespace (see in_netns)."""
     ipr = IPRoute()
     try:
         yield ipr
     finally:
         ipr.close()
+
+
+# Netlink sockets in the host's namespace are reused: opening one per call cost about 1 ms,
+# several times per start and stop. pyroute2's synchronous socket is not safe for concurrent use,
+# so each user takes an idle one (or a new one) and puts it back: no thread waits for another's
+# slow call (a veth's deletion takes ~16 ms in the kernel).
+_IDLE = []
+_IDLE_LOCK = threading.Lock()
+MAX_IDLE = 8
+
+
+@contextlib.contextmanager
+def iproute():
+    ipr = None
+    with _IDLE_LOCK:
+        while _IDLE and ipr is None:
+            pid, ipr = _IDLE.pop()
+            if pid != os.getpid():     # inherited by a forked child: not ours to use
+                ipr = None
+    if ipr is None:
+        ipr = IPRoute()
+    reusable = False
+    try:
+        yield ipr
+        reusable = True
+    except NetlinkError:
+        reusable = True      # the kernel said no; the socket is fine
+        raise
+    finally:
+        # anything else may have left a half-read reply in the socket: not reused
+        with _IDLE_LOCK:
+            if reusable and len(_IDLE) < MAX_IDLE:
+                _IDLE.append((os.getpid(), ipr))
+                ipr = None
+        if ipr is not None:
+            ipr.close()
 
 
 def _index(ipr, name):
@@ -272,7 +309,7 @@ def in_netns(pid, func):
                 raise OSError(err, 'setns into the netns of %s: %s' % (pid, os.strerror(err)))
         finally:
             os.close(fd)
-        with iproute() as ipr:
+        with _fresh_iproute() as ipr:
             result.append(func(ipr))
 
     def guarded():

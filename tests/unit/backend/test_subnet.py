@@ -1,5 +1,6 @@
 """Subnet choice and network config validation: pure functions, no root, no daemon."""
 import ipaddress
+import os
 import random
 
 import pytest
@@ -102,7 +103,7 @@ def test_dnsmasq_command_and_reservations(tmp_path):
                    '--interface=n1', '--listen-address=10.1.2.1',
                    '--dhcp-range=10.1.2.2,10.1.2.9,1h',
                    '--dhcp-leasefile=%s/dnsmasq.leases' % tmp_path,
-                   '--dhcp-hostsfile=%s/dnsmasq.hosts' % tmp_path,
+                   '--dhcp-hostsdir=%s/dnsmasq.hosts.d' % tmp_path,
                    '--pid-file=%s/dnsmasq.pid' % tmp_path):
         assert option in cmd
     assert server.set_host('00:16:3E:00:00:01', '10.1.2.50', 'c1') is True
@@ -110,11 +111,25 @@ def test_dnsmasq_command_and_reservations(tmp_path):
     assert server.set_host('00:16:3e:00:00:02', None, 'c2') is True
     assert server.reservations() == {'00:16:3e:00:00:01': ('10.1.2.50', 'c1'),
                                      '00:16:3e:00:00:02': ('', 'c2')}
-    with open(server.hosts_file) as f:
-        assert f.read() == '00:16:3e:00:00:01,10.1.2.50,c1\n00:16:3e:00:00:02,c2\n'
-    server.remove_host('00:16:3e:00:00:01')
+    # one file per MAC in the directory dnsmasq watches (no rewrite of the others)
+    assert sorted(os.listdir(server.hosts_dir)) == ['00-16-3e-00-00-01', '00-16-3e-00-00-02']
+    with open(os.path.join(server.hosts_dir, '00-16-3e-00-00-01')) as f:
+        assert f.read() == '00:16:3e:00:00:01,10.1.2.50,c1\n'
+    assert server.remove_host('00:16:3e:00:00:01') is True
+    assert server.remove_host('00:16:3e:00:00:01') is False
     server.remove_host('00:16:3e:00:00:02')
     assert server.reservations() == {}
+    assert os.listdir(server.hosts_dir) == []
     assert server.pid() is None     # no pid file: nothing adopted
     assert '--port=0' in server.command(ipv4=ipaddress.ip_interface('10.1.2.1/24'), dns=False)
     assert '--port=0' not in cmd
+
+
+def test_dnsmasq_migrates_the_single_hosts_file(tmp_path):
+    server = Dnsmasq(str(tmp_path), 'n1', 'n1')
+    with open(server.old_hosts_file, 'w') as f:
+        f.write('00:16:3e:00:00:01,10.1.2.50,c1\n00:16:3e:00:00:02,c2\n')
+    server._migrate_hosts_file()
+    assert server.reservations() == {'00:16:3e:00:00:01': ('10.1.2.50', 'c1'),
+                                     '00:16:3e:00:00:02': ('', 'c2')}
+    assert not os.path.exists(server.old_hosts_file)
