@@ -2,10 +2,14 @@
 
 The container moves between the backends over HTTPS (each backend trusts the client
 certificate; each server certificate is pinned). Live migration is refused by the pre-check on
-these backends (no CRIU) and the instance keeps running.
+these backends (no CRIU) and the instance keeps running. With the stateless opt-in it moves,
+attached volumes too: connected at the destination before the move (each host sees the volume
+at its own loop device, see loop_volumes), disconnected at the source after it, and only the
+destination's connection removed when the move fails.
 """
 from tests.functional.nova import base
 from tests.functional.nova import hosts
+from tests.functional.nova import loop_volumes
 from tests.functional.nova import moves_base
 from nova_lxd.virt import migration as lxd_migration
 
@@ -121,6 +125,67 @@ class _ColdMigrationTest(moves_base.MovesTestBase):
         self.assertEqual('live-moved', self._marker(container))
         self.assertEqual([], self._nova_containers('host1'))
         self._delete_server(server)
+
+    def _volume_sources(self, container, path):
+        return [d['source'] for d in container.devices.values() if d.get('path') == path]
+
+    def _server_with_volume(self, data):
+        """A server on host1 with an attached volume (two views: host1's, host2's)."""
+        self.flags(allow_stateless_live_migration=True, group='lxd')
+        volumes = loop_volumes.LoopVolumes(self)
+        volume = volumes.create(data, views=2)
+        server = self._boot('host1')
+        self._attach_volume(server, volume)
+        path = self.api.get_server_volume(server['id'], volume)['device']
+        container = self._container('host1', server)
+        self.assertEqual([volumes.views[volume][0]], self._volume_sources(container, path))
+        return server, volumes, volumes.views[volume], path
+
+    def test_stateless_live_migration_moves_attached_volumes(self):
+        server, volumes, (source_dev, dest_dev), path = self._server_with_volume(b'')
+        container = self._container('host1', server)
+        self._run(container, 'sh', '-c', 'echo written-on-host1 | dd of=%s conv=fsync' % path)
+        server = self._live_migrate(server, migration_expected_state='completed',
+                                    server_expected_state='ACTIVE', host='host2')
+        server = self._wait_for_server_parameter(server, {'OS-EXT-SRV-ATTR:host': 'host2'})
+        container = self._container('host2', server)
+        self.assertEqual('Running', container.status)
+        # on the destination's own device, connected there before the move
+        self.assertEqual([dest_dev], self._volume_sources(container, path))
+        self.assertEqual('written-on-host1', self._run(container, 'head', '-c', '16', path))
+        self.assertEqual(source_dev, volumes.connected[0])
+        self.assertEqual({dest_dev}, set(volumes.connected[1:]))
+        # the source's connection removed after the move, the destination's kept
+        self.assertEqual([source_dev], volumes.disconnected)
+        self.assertEqual([], self._nova_containers('host1'))
+        self._delete_server(server)
+        self.assertEqual([source_dev, dest_dev], volumes.disconnected)
+
+    def test_failed_live_migration_removes_the_destinations_volume_connections(self):
+        server, volumes, (source_dev, dest_dev), path = self._server_with_volume(b'kept-volume')
+        self._write_marker(self._container('host1', server), 'kept')
+
+        def broken_transfer(*args):
+            raise RuntimeError('the transfer broke')
+        self.stub_out('nova_lxd.virt.migration.transfer', broken_transfer)
+        self.api.post_server_action(server['id'], {'os-migrateLive': {
+            'host': 'host2', 'block_migration': 'auto'}})
+        self._wait_for_migration_status(server, ['failed', 'error'])
+        server = self._wait_for_server_parameter(
+            server, {'status': 'ACTIVE', 'OS-EXT-STS:task_state': None})
+        self.assertEqual('host1', server['OS-EXT-SRV-ATTR:host'])
+        # the destination connected the volume for the move, then let go of it
+        self.assertIn(dest_dev, volumes.connected)
+        self.assertEqual([dest_dev], volumes.disconnected)
+        self.assertEqual([], self._nova_containers('host2'))
+        # the instance runs on with its volume, as it was
+        container = self._container('host1', server)
+        self.assertEqual('Running', container.status)
+        self.assertEqual('kept', self._marker(container))
+        self.assertEqual([source_dev], self._volume_sources(container, path))
+        self.assertEqual('kept-volume', self._run(container, 'head', '-c', '11', path))
+        self._delete_server(server)
+        self.assertEqual([dest_dev, source_dev], volumes.disconnected)
 
     def flags_lxd(self):
         from nova_lxd.virt import conf
