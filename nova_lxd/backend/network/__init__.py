@@ -8,5 +8,8 @@ service.py  NetworkService (daemon.networks): the API objects, persistence, reco
 """
 import logging
 
-# pyroute2 logs every netlink message at DEBUG: far too much for the daemon's --debug log
+import pyroute2  # noqa: F401  (first: importing it resets its logger's level to NOTSET)
+
+# pyroute2 logs every netlink message at DEBUG (formatting each costs more than the call): far
+# too much for the daemon's --debug log
 logging.getLogger('pyroute2').setLevel(logging.INFO)

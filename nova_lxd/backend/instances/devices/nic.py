@@ -1,17 +1,19 @@
 """`nic`: network interfaces of a container: bridged, macvlan, p2p and physical.
 
-bridged and p2p: the daemon makes the veth pair itself (host end `host_name`, joined to the
-bridge for bridged) and hands the other end to LXC as a `phys` link, as LXD does; that way the
-host end exists before the start, for tc limits and DHCP reservations, and hot-plug is the same
-code moving the end into the running container's netns. macvlan is made by LXC at start (and by
-us on hot-plug); physical moves an existing host interface in, and back out on stop or unplug.
+bridged and p2p: liblxc makes the veth pair at the start (host end `host_name`, joined to the
+bridge for bridged), creating the container's end right in the container's network namespace
+(see _liblxc_makes_veth: moving a link between namespaces costs 20-50 ms). With limits, the
+daemon makes the pair itself before the start (tc needs the host end) and hands the other end to
+LXC as a `phys` link, as LXD does; hot-plug is that code too, moving the end into the running
+container's netns. macvlan is made by LXC at start (and by us on hot-plug); physical moves an
+existing host interface in, and back out on stop or unplug.
 
 Generated values are stable and recorded like LXD's: volatile.<dev>.hwaddr (00:16:3e:xx:xx:xx),
 volatile.<dev>.host_name, and volatile.<dev>.last_state.created for the link we made.
 
-After a stop the veth is deleted in the background (instances/deferred.py: it costs ~16 ms in the
-kernel and nothing of it shows in the API); its DHCP entry goes at once. The next start of the
-instance waits for that deletion first.
+After a stop, a veth liblxc did not delete itself is deleted in the background
+(instances/deferred.py: it costs ~16 ms in the kernel and nothing of it shows in the API); its
+DHCP entry goes at once. The next start of the instance waits for that deletion first.
 """
 import hashlib
 import ipaddress
@@ -177,12 +179,22 @@ class Nic(DeviceType):
     def _inner_name(name, dev):
         return dev.get('name') or name
 
-    def _make_veth(self, ctx, name, dev):
-        """Create the veth pair of a bridged/p2p nic (host end set up and limited)."""
-        kind = nictype(dev)
-        master = self._parent(ctx, name, dev) if kind == 'bridged' else None
+    @staticmethod
+    def _liblxc_makes_veth(dev):
+        """True when liblxc makes this nic's veth at the start (lxc.net.N.type = veth).
+
+        liblxc creates the container's end right inside the container's network namespace; a
+        veth made beforehand and handed over as `phys` must be moved there, which costs
+        20-50 ms in the kernel at each start (and liblxc moves it back at the stop). A nic
+        with limits keeps the daemon-made veth: tc needs its host end before the start.
+        """
+        return nictype(dev) in ('bridged', 'p2p') and not any(
+            key in dev for key in ('limits.ingress', 'limits.egress', 'limits.max'))
+
+    def _claim_host_end(self, ctx, name, dev):
+        """The host end's name (free on the host) and the container end's MAC."""
         deferred.BACKGROUND.drain(_job_key(ctx, name))    # the last stop's veth goes first
-        host, peer = self._host_name(ctx, name, dev), _stable_name('nlxc', ctx, name)
+        host = self._host_name(ctx, name, dev)
         hwaddr = self._hwaddr(ctx, name, dev)
         if netlink.exists(host):
             if dev.get('host_name'):
@@ -190,16 +202,34 @@ class Nic(DeviceType):
             # a name we generated and recorded for this device: our own veth, left by a daemon
             # that died before its background deletion ran
             netlink.delete(host)
+        return host, hwaddr
+
+    def _register_dhcp(self, ctx, dev, hwaddr):
+        network = self._managed_network(ctx, dev)
+        if dev.get('ipv4.address'):
+            ctx.daemon.networks.reserve(dev['network'], hwaddr, dev['ipv4.address'], ctx.name)
+        elif network:
+            ctx.daemon.networks.register(network, hwaddr, ctx.name)
+
+    def _plan_veth(self, ctx, name, dev):
+        """Everything of a veth liblxc will make at the start, but the link itself."""
+        if nictype(dev) == 'bridged':
+            self._parent(ctx, name, dev)     # the network or bridge must exist
+        host, hwaddr = self._claim_host_end(ctx, name, dev)
+        self._register_dhcp(ctx, dev, hwaddr)
+        ctx.volatile[_volatile(name, 'last_state.created')] = 'true'
+
+    def _make_veth(self, ctx, name, dev):
+        """Create the veth pair of a bridged/p2p nic (host end set up and limited)."""
+        kind = nictype(dev)
+        master = self._parent(ctx, name, dev) if kind == 'bridged' else None
+        host, hwaddr = self._claim_host_end(ctx, name, dev)
+        peer = _stable_name('nlxc', ctx, name)
         netlink.delete(peer)      # a leftover of a crash
         netlink.create_veth(host, peer, hwaddr=hwaddr, mtu=dev.get('mtu'), master=master)
         try:
             self._apply_limits(name, dev, host)
-            network = self._managed_network(ctx, dev)
-            if dev.get('ipv4.address'):
-                ctx.daemon.networks.reserve(dev['network'], hwaddr, dev['ipv4.address'],
-                                            ctx.name)
-            elif network:
-                ctx.daemon.networks.register(network, hwaddr, ctx.name)
+            self._register_dhcp(ctx, dev, hwaddr)
         except BaseException:
             netlink.delete(host)
             raise
@@ -236,7 +266,9 @@ class Nic(DeviceType):
     # -- start / stop ---------------------------------------------------------------------
     def pre_start(self, ctx, name, dev):
         kind = nictype(dev)
-        if kind in ('bridged', 'p2p'):
+        if self._liblxc_makes_veth(dev):
+            self._plan_veth(ctx, name, dev)
+        elif kind in ('bridged', 'p2p'):
             self._make_veth(ctx, name, dev)
         elif kind == 'macvlan':
             self._parent(ctx, name, dev)
@@ -251,7 +283,11 @@ class Nic(DeviceType):
         key = 'lxc.net.%d.' % index
         kind = nictype(dev)
         lines = []
-        if kind in ('bridged', 'p2p'):
+        if self._liblxc_makes_veth(dev):
+            lines += [(key + 'type', 'veth'), (key + 'veth.pair', self._host_name(ctx, name, dev))]
+            if kind == 'bridged':
+                lines.append((key + 'link', self._parent(ctx, name, dev)))
+        elif kind in ('bridged', 'p2p'):
             lines += [(key + 'type', 'phys'), (key + 'link', _stable_name('nlxc', ctx, name))]
         elif kind == 'macvlan':
             lines += [(key + 'type', 'macvlan'), (key + 'link', self._parent(ctx, name, dev)),
