@@ -253,18 +253,15 @@ def test_bad_nic_devices_are_refused(backend, device, message):
     assert not client.instances.exists('nlxt-bad')
 
 
-def test_start_on_a_missing_network_fails_cleanly(backend):
+def test_a_missing_network_is_refused_at_create(backend):
+    # as LXD: refused before anything is made, not at start (test_nic_validation.py has more)
     client = backend.client()
-    inst = create_busybox(client, backend, devices={
-        'eth0': {'type': 'nic', 'network': 'nlxt-nonet', 'name': 'eth0',
-                 'host_name': 'nlxtgone0'}})
-    try:
-        with pytest.raises(Exception) as err:
-            inst.start(wait=True)
-        assert 'nlxt-nonet' in str(err.value)
-        assert fresh(client, inst).status == 'Stopped' and not netlink.exists('nlxtgone0')
-    finally:
-        cleanup(inst)
+    with pytest.raises(Exception) as err:
+        create_busybox(client, backend, name='nlxt-nonet-inst', devices={
+            'eth0': {'type': 'nic', 'network': 'nlxt-nonet', 'name': 'eth0',
+                     'host_name': 'nlxtgone0'}})
+    assert 'nlxt-nonet' in str(err.value)
+    assert not client.instances.exists('nlxt-nonet-inst') and not netlink.exists('nlxtgone0')
 
 
 def test_daemon_restart_keeps_a_running_containers_network():
