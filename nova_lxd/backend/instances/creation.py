@@ -82,7 +82,7 @@ class CreationMixin:
             fingerprint = None
         else:
             raise BadRequest('Unknown source type %r' % kind)
-        _, devices = self._check(doc)
+        _, devices = self._check(doc, links=kind != 'migration')
         _, root = cfg.root_disk(devices)
         doc['config']['volatile.uuid'] = str(uuid.uuid4())
         if not self.db.insert('instance', name, doc):

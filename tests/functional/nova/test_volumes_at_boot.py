@@ -10,9 +10,7 @@ The same through Nova's API (one compute host): a server created with a data vol
 boot from volume that ends in ERROR with the reason.
 """
 import os
-import shutil
 import subprocess
-import tempfile
 import uuid
 
 import fixtures
@@ -21,10 +19,10 @@ from oslo_serialization import jsonutils
 
 from nova import exception
 from nova import objects
-from nova.tests.fixtures import cinder as cinder_fixture
 from nova.virt import driver as virt_driver
 
 from tests.functional.nova import base
+from tests.functional.nova import loop_volumes
 from tests.functional.nova import moves_base
 from tests.functional.nova import test_volumes
 
@@ -221,28 +219,12 @@ class _VolumesAtBootThroughNovaTest(moves_base.MovesTestBase):
     host_count = 1
 
     def setUp(self):
-        # os-brick's privileged calls in-process, and the real host for it (see test_volumes)
-        self.useFixture(fixtures.MockPatchObject(
-            test_volumes.brick_privileged.default, 'client_mode', False))
-        tmp = tempfile.mkdtemp(dir='/var/tmp', prefix='nova-lxd-vol-')
-        self.addCleanup(shutil.rmtree, tmp, ignore_errors=True)
-        self.path = os.path.join(tmp, 'vol')
-        with open(self.path, 'wb') as f:
-            f.write(MARKER_B)
-            f.truncate(16 * 1024 * 1024)
-        self.dev = subprocess.run(['losetup', '--find', '--show', self.path], check=True,
-                                  capture_output=True, text=True).stdout.strip()
-        self.addCleanup(subprocess.run, ['losetup', '-d', self.dev], capture_output=True)
-        self.volume_id = str(uuid.uuid4())
-        # the Cinder fixture (started by the base) gives this connection for our volume
-        fixture = 'nova.tests.fixtures.cinder.CinderFixture.VOLUME_CONNECTION_INFO'
-        self.useFixture(fixtures.MonkeyPatch(fixture, dict(
-            cinder_fixture.CinderFixture.VOLUME_CONNECTION_INFO, **{self.volume_id: {
-                'driver_volume_type': 'local', 'data': {'device_path': self.dev}}})))
         super().setUp()
-        for name, func in test_volumes._UNPOISONED.items():
-            self.useFixture(fixtures.MonkeyPatch(name, func))
-        self.disconnected = _record_disconnects(self)
+        volumes = loop_volumes.LoopVolumes(self)
+        self.volume_id = volumes.create(MARKER_B)
+        self.dev = volumes.views[self.volume_id][0]
+        self.path = os.path.join(volumes.tmp, self.volume_id)
+        self.disconnected = volumes.disconnected
 
     def test_server_created_with_a_volume_reads_it_and_delete_disconnects_it(self):
         body = self._build_server(name='with-volume', image_uuid=self.image['id'],
