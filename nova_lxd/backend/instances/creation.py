@@ -8,6 +8,7 @@ import logging
 import os
 import shutil
 import subprocess
+import time
 import uuid
 
 from nova_lxd.backend.errors import ApiError, BadRequest, Conflict, NotFound
@@ -125,6 +126,7 @@ class CreationMixin:
 
     def _build(self, doc, kind, source, fingerprint, root):
         """Blocking: make the volume, shift it to the instance's id map, render templates."""
+        began = time.monotonic()
         name = doc['name']
         pool = self._pool(root['pool'])
         size = cfg.parse_size(root['size']) if root.get('size') else None
@@ -154,7 +156,10 @@ class CreationMixin:
             trigger = 'copy'
         else:
             pool.create_empty_instance(name, size)
+        made = time.monotonic()
         self.finish_volume(doc, pool, previous, trigger, wanted, base)
+        LOG.debug('Built %s in %.3fs (volume %.3fs, finishing %.3fs)', name,
+                  time.monotonic() - began, made - began, time.monotonic() - made)
 
     def _copy_with_snapshots(self, parent, parent_path, pool, name, size):
         """Copy an instance with its snapshots, oldest first, as `lxc copy` expects.

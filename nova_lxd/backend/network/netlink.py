@@ -27,40 +27,62 @@ def _fresh_iproute():
         ipr.close()
 
 
-# Netlink sockets in the host's namespace are reused: opening one per call cost about 1 ms,
-# several times per start and stop. pyroute2's synchronous socket is not safe for concurrent use,
-# so each user takes an idle one (or a new one) and puts it back: no thread waits for another's
-# slow call (a veth's deletion takes ~16 ms in the kernel).
-_IDLE = []
-_IDLE_LOCK = threading.Lock()
-MAX_IDLE = 8
+# Each thread keeps one netlink socket in the host's namespace: opening one per call cost about
+# 1 ms, several times per start and stop. pyroute2 (0.9) keeps its socket and event loop per
+# thread anyway (an IPRoute used from another thread opens another socket and loop there), and
+# the daemon's worker threads live as long as it does. The sockets of threads that ended are
+# closed when the next one is opened.
+_LOCAL = threading.local()
+_OPEN = []                   # (thread, IPRoute) of every thread's socket
+_OPEN_LOCK = threading.Lock()
+
+
+def _close_quietly(ipr):
+    try:
+        ipr.close()
+    except Exception:
+        pass
+
+
+def _thread_socket():
+    ipr = getattr(_LOCAL, 'ipr', None)
+    if ipr is not None and _LOCAL.pid == os.getpid():
+        return ipr
+    ipr = IPRoute()            # a forked child never uses its parent's
+    _LOCAL.ipr, _LOCAL.pid = ipr, os.getpid()
+    with _OPEN_LOCK:
+        ended = [entry for entry in _OPEN if not entry[0].is_alive()]
+        _OPEN[:] = [entry for entry in _OPEN if entry[0].is_alive()]
+        _OPEN.append((threading.current_thread(), ipr))
+    for _, old in ended:
+        _close_quietly(old)
+    return ipr
+
+
+def _drop_thread_socket():
+    ipr, _LOCAL.ipr = _LOCAL.ipr, None
+    with _OPEN_LOCK:
+        _OPEN[:] = [entry for entry in _OPEN if entry[1] is not ipr]
+    _close_quietly(ipr)
 
 
 @contextlib.contextmanager
 def iproute():
-    ipr = None
-    with _IDLE_LOCK:
-        while _IDLE and ipr is None:
-            pid, ipr = _IDLE.pop()
-            if pid != os.getpid():     # inherited by a forked child: not ours to use
-                ipr = None
-    if ipr is None:
-        ipr = IPRoute()
-    reusable = False
+    if getattr(_LOCAL, 'busy', False):      # nested use on one thread: a socket of its own
+        with _fresh_iproute() as ipr:
+            yield ipr
+        return
+    ipr = _thread_socket()
+    _LOCAL.busy = True
     try:
         yield ipr
-        reusable = True
     except NetlinkError:
-        reusable = True      # the kernel said no; the socket is fine
+        raise                 # the kernel said no; the socket is fine
+    except BaseException:
+        _drop_thread_socket()   # it may hold half a reply: the next call opens a new one
         raise
     finally:
-        # anything else may have left a half-read reply in the socket: not reused
-        with _IDLE_LOCK:
-            if reusable and len(_IDLE) < MAX_IDLE:
-                _IDLE.append((os.getpid(), ipr))
-                ipr = None
-        if ipr is not None:
-            ipr.close()
+        _LOCAL.busy = False
 
 
 def _index(ipr, name):
