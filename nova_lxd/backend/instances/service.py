@@ -341,8 +341,11 @@ class InstanceService(CreationMixin, LifecycleMixin):
         return result
 
     # -- create ------------------------------------------------------------------------------------
-    def _check(self, doc):
-        """Validate a full instance document (config, devices, profiles, root disk)."""
+    def _check(self, doc, links=True):
+        """Validate a full instance document (config, devices, profiles, root disk).
+
+        links=False: host interfaces a device names are not looked for (an arriving migration).
+        """
         doc['config'] = cfg.validate_config(doc.get('config') or {})
         device_registry.validate_devices(doc.get('devices') or {})
         profiles = self._profiles(doc.get('profiles') or [])
@@ -352,7 +355,7 @@ class InstanceService(CreationMixin, LifecycleMixin):
         if root is None:
             raise BadRequest('No root disk: add one with path / to the instance or a profile')
         self._pool(root['pool'])
-        device_registry.check_on_host(self.daemon, devices)
+        device_registry.check_on_host(self.daemon, devices, links)
         if 'limits.cpu' in config:
             limits.cgroup_items(config)   # refuses CPUs this host does not have
         return config, devices

@@ -12,9 +12,11 @@ The interface (all methods receive the device's name and its config dict, as in 
     class MyType(DeviceType):
         type = 'unix-char'
         def validate(self, name, dev)            raise BadRequest naming the bad key; no effects
-        def check_host(self, daemon, name, dev)  raise BadRequest naming what the device refers
-                                                 to and this host lacks (pool, volume, network,
-                                                 bridge); at create/update/profile change
+        def check_host(self, daemon, name, dev, links=True)
+                                                 raise BadRequest naming what the device refers
+                                                 to and this host lacks (pool, volume, network;
+                                                 host interfaces only if links); at create,
+                                                 update and profile change
         def lxc_config(self, ctx, name, dev)     -> [(lxc_key, value), ...] written into the
                                                  container's LXC config at start
         def pre_start(self, ctx, name, dev)      host-side setup right before the start (optional)
@@ -80,7 +82,7 @@ class DeviceType:
     def validate(self, name, dev):
         pass
 
-    def check_host(self, daemon, name, dev):
+    def check_host(self, daemon, name, dev, links=True):
         pass
 
     def lxc_config(self, ctx, name, dev):
@@ -143,10 +145,13 @@ def validate_devices(devices):
         get(dev['type']).validate(name, dev)
 
 
-def check_on_host(daemon, devices):
+def check_on_host(daemon, devices, links=True):
     """Refuse devices naming what this host lacks (validated ones; no effects).
 
-    As LXD does: at create, update and profile change, not at the next start.
+    At create, update and profile change, not at the next start. links=False for an instance
+    arriving by migration: host interfaces (a bridge parent) are plugged on a target after the
+    instance arrived (Nova's order), so only what the API manages is checked then; LXD checks
+    parents only at start.
     """
     for name, dev in sorted(devices.items()):
-        get(dev['type']).check_host(daemon, name, dev)
+        get(dev['type']).check_host(daemon, name, dev, links)

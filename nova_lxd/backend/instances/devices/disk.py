@@ -60,7 +60,7 @@ class Disk(DeviceType):
         if not os.path.isabs(source):
             raise BadRequest('Device %r: source %r must be an absolute host path' % (name, source))
 
-    def check_host(self, daemon, name, dev):
+    def check_host(self, daemon, name, dev, links=True):
         if _is_volume(dev):
             try:
                 daemon.storage.check_custom_volume(dev['pool'], dev['source'])

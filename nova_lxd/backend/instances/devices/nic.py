@@ -142,9 +142,9 @@ class Nic(DeviceType):
             ctx.volatile[key] = netlink.random_name('veth')
         return ctx.volatile[key]
 
-    def check_host(self, daemon, name, dev):
-        # as LXD: a missing network or parent is refused at create/update, not at start
-        if nictype(dev) in ('bridged', 'macvlan'):
+    def check_host(self, daemon, name, dev, links=True):
+        # a missing network (as LXD) or host parent is refused at create/update, not at start
+        if nictype(dev) in ('bridged', 'macvlan') and (links or dev.get('network')):
             self._host_parent(daemon, name, dev)
 
     def _parent(self, ctx, name, dev):
