@@ -34,7 +34,7 @@ _LXC_STATES = {'RUNNING': RUNNING, 'STOPPED': STOPPED, 'FROZEN': FROZEN, 'FREEZI
 
 
 # what _observe read once: the db document, its expansion, liblxc's view, the root pool
-_Observed = collections.namedtuple('_Observed', 'doc config devices container code pool')
+_Observed = collections.namedtuple('_Observed', 'doc config devices container code pool pid')
 # what one listing reads once for all its instances (InstanceService.listing)
 _Listing = collections.namedtuple('_Listing', 'docs profiles snapshots active')
 
@@ -47,6 +47,7 @@ class InstanceService(CreationMixin, LifecycleMixin):
         self.logs = daemon.config.path('logs')
         self.lxcfs = lxcfs_mod.Lxcfs(daemon.config.data_dir)
         self._locks = {}
+        self._inits = {}    # name -> (init pid, its start time): see _known_init
 
     # -- start-up --------------------------------------------------------------------------------
     def prepare(self):
@@ -224,10 +225,18 @@ class InstanceService(CreationMixin, LifecycleMixin):
         """
         config, devices = expanded
         name = doc['name']
-        container, code = None, STOPPED
-        if active is None or name in active:
+        container, code, pid = None, STOPPED, None
+        known = self._known_init(name) if active is not None and name in active else None
+        if known:
+            code, pid = known
+        elif active is None or name in active:
             container = self.container(name)
             code = _LXC_STATES.get(container.state, STOPPED)
+            if code in (RUNNING, FROZEN):
+                pid = container.init_pid
+                start = state.process_start(pid) if pid and pid > 0 else None
+                if start is not None:
+                    self._inits[name] = (pid, start)
         _, root = cfg.root_disk(devices)
         try:
             pool = self._pool(root['pool']) if root else None
@@ -236,7 +245,25 @@ class InstanceService(CreationMixin, LifecycleMixin):
         if code == STOPPED and not (
                 pool and os.path.isdir(os.path.join(pool.instance_path(name), 'rootfs'))):
             code = ERROR
-        return _Observed(doc, config, devices, container, code, pool)
+        return _Observed(doc, config, devices, container, code, pool, pid)
+
+    def _known_init(self, name):
+        """(status code, init pid) of a container whose monitor runs, without liblxc.
+
+        liblxc answers state and init pid over the container's command socket: two round trips
+        to its monitor process, each waiting for the scheduler on a loaded host (most of a
+        listing of 1000 running containers). The init liblxc named last time is still the
+        container's while a process with its pid and start time lives; the freezer cgroup
+        tells frozen from running. None: ask liblxc.
+        """
+        pid, start = self._inits.get(name, (None, None))
+        if pid is None or state.process_start(pid) != start:
+            self._inits.pop(name, None)
+            return None
+        freezer = state.freezer_state(pid, name)
+        if freezer is None:
+            return None
+        return (FROZEN if freezer == 'FROZEN' else RUNNING), pid
 
     def _rootfs_of(self, doc):
         try:
@@ -263,6 +290,8 @@ class InstanceService(CreationMixin, LifecycleMixin):
             instance, _, snapshot = key.partition('/')
             snapshots[instance].append(snapshot)
         active = set(lxc.list_containers(active=True, defined=False, config_path=self.lxcpath))
+        for name in set(self._inits) - active:      # stopped since: forget their init
+            self._inits.pop(name, None)
         return _Listing(docs, profiles, snapshots, active)
 
     def listed(self, listing, doc, level):
@@ -330,7 +359,7 @@ class InstanceService(CreationMixin, LifecycleMixin):
         except Exception as exc:  # usage is informative; never fail the state for it
             LOG.debug('Disk usage of %s: %s', name, exc)
         if code in (RUNNING, FROZEN):
-            pid = seen.container.init_pid
+            pid = seen.pid or seen.container.init_pid
             result['pid'] = pid
             result.update(state.cgroup_state(pid, owner=name))
             host_names = {dev['name']: seen.doc['config'].get('volatile.%s.host_name' % dev_name,

@@ -82,6 +82,25 @@ def _int(raw, default=0):
         return default
 
 
+def process_start(pid):
+    """The start time of a live process, or None when it is gone or a zombie.
+
+    In clock ticks since boot: with the pid, it names one process (a pid is reused, not both).
+    """
+    stat = _read('/proc/%d/stat' % pid) or b''
+    fields = stat[stat.rfind(b')') + 2:].split()
+    if len(fields) < 20 or fields[0] in (b'Z', b'X'):
+        return None
+    return fields[19]
+
+
+def freezer_state(pid, owner):
+    """FROZEN, FREEZING or THAWED from the container's v1 freezer cgroup (None: unknown)."""
+    freezer = cgroup_paths(pid, owner).get('freezer')
+    raw = _read(freezer + '/freezer.state') if freezer else None
+    return raw.strip().decode() if raw else None
+
+
 _swap_accounting = []
 
 

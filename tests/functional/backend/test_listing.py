@@ -119,20 +119,43 @@ def test_network_state_is_the_kernels(client, backend, trio):
             'scope': 'global'} in network['eth0']['addresses']
 
 
+def _listed(client, instance):
+    found = [v for v in _get(client, '/instances', recursion=2) if v['name'] == instance.name]
+    assert len(found) == 1
+    return found[0]
+
+
 def test_state_follows_a_restart(client, backend, trio):
-    """Cgroup paths are cached per (container, init pid): a restart is seen at once."""
+    """A container restarted between two listings shows its new init at once.
+
+    The listing keeps each init it learnt from liblxc (pid and start time) and its cgroup paths.
+    """
     instance = trio['running']
-    first = instance.state()
+    first = _listed(client, instance)['state']        # learnt
+    assert first['pid'] > 0
     instance.stop(force=True, wait=True)
-    stopped = [v for v in _get(client, '/instances', recursion=2) if v['name'] == instance.name]
-    assert stopped[0]['state']['pid'] == 0 and stopped[0]['state']['memory']['usage'] == 0
     instance.start(wait=True)
-    listed = [v for v in _get(client, '/instances', recursion=2) if v['name'] == instance.name]
-    state = listed[0]['state']
-    assert state['pid'] > 0 and state['pid'] != first.pid
+    state = _listed(client, instance)['state']
+    assert state['pid'] > 0 and state['pid'] != first['pid']
+    assert state['pid'] == instance.state().pid
     assert os.path.exists('/proc/%d' % state['pid'])
     assert state['memory']['usage'] > 0 and state['processes'] >= 1
     assert state['network']['eth0']['hwaddr'] == '00:16:3e:aa:bb:01'
+    instance.stop(force=True, wait=True)
+    stopped = _listed(client, instance)
+    assert stopped['status'] == 'Stopped' and stopped['state']['pid'] == 0
+    assert stopped['state']['memory']['usage'] == 0 and stopped['state']['network'] is None
+
+
+def test_freeze_and_unfreeze_show_at_once(client, trio):
+    instance = trio['running']
+    assert _listed(client, instance)['status'] == 'Running'       # its init learnt
+    instance.freeze(wait=True)
+    assert _listed(client, instance)['status'] == 'Frozen'
+    assert _listed(client, instance)['state']['status'] == 'Frozen'
+    instance.unfreeze(wait=True)
+    listed = _listed(client, instance)
+    assert listed['status'] == 'Running' and listed['state']['status'] == 'Running'
 
 
 def test_stock_lxc_list_reads_it(backend, trio):
