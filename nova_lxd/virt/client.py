@@ -14,6 +14,7 @@ module adds is waiting, for at most RECONNECT_TIMEOUT seconds, while the backend
 import time
 
 import pylxd
+from pylxd.models import instance as lxd_instance
 from pylxd import exceptions as lxd_exceptions
 import requests
 from urllib3 import exceptions as urllib3_exceptions
@@ -147,6 +148,33 @@ def until_done(what, action):
                 raise
             LOG.warning("The backend restarted during %s (%s): running it again", what, exc)
         time.sleep(RETRY_INTERVAL)
+
+
+def run(client, response):
+    """Wait for the operation an async request started; raise its error if it failed.
+
+    One request (GET .../wait), where pylxd's wait=True makes two (GET the operation, then
+    .../wait) and reads the instance again afterwards.
+    """
+    operation = response.json()['operation']
+    result = client.api.operations[operation.rsplit('/', 1)[-1]].wait.get()
+    metadata = result.json().get('metadata') or {}
+    code = metadata.get('status_code')
+    if metadata.get('status') == 'Failure' or (code is not None and not 200 <= code < 300):
+        raise lxd_exceptions.LXDAPIException(result)
+    return metadata
+
+
+def create_instance(client, definition):
+    """Create an instance and wait for it: the pylxd Instance, not read back until used."""
+    run(client, client.api.instances.post(json=definition))
+    return lxd_instance.Instance(client, name=definition['name'])
+
+
+def start_instance(container):
+    """Start an instance and wait until it runs (its status is not read back)."""
+    run(container.client, container.api.state.put(
+        json={'action': 'start', 'timeout': 30, 'force': True}))
 
 
 def delete_instance(container):

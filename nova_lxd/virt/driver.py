@@ -240,7 +240,7 @@ class LXDDriver(driver.ComputeDriver):
         if client.instances.exists(instance.name):
             raise exception.InstanceExists(name=instance.name)
         lxd_volumes.refuse_root_volume(block_device_info)
-        pool_driver = client.storage_pools.get(CONF.lxd.pool).driver
+        pool_driver = lxd_host.pool_driver(client)
         definition = lxd_flavor.instance_config(
             instance, instance.flavor, CONF.lxd.pool, pool_driver,
             nics=lxd_vif.nic_devices(network_info))
@@ -257,7 +257,7 @@ class LXDDriver(driver.ComputeDriver):
                 storage.create_ephemeral(client, instance, CONF.lxd.pool, pool_driver))
             definition['devices'].update(lxd_volumes.connect_at_boot(block_device_info))
             volumes = block_device_info
-            created = client.instances.create(definition, wait=True)
+            created = lxd_client.create_instance(client, definition)
             instance.device_metadata = device_metadata.build(context, instance, network_info)
             if configdrive.required(instance):
                 configdrive.build(instance, injected_files, admin_password, network_info,
@@ -635,7 +635,7 @@ class LXDDriver(driver.ComputeDriver):
 def _start_container(container):
     """Start; when the backend cannot, its LXC log of the instance says why (in our log)."""
     try:
-        container.start(wait=True)
+        lxd_client.start_instance(container)
     except lxd_exceptions.LXDAPIException:
         try:
             log = container.client.api.instances[container.name].logs['lxc.log'].get().text

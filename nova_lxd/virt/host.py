@@ -2,6 +2,7 @@
 import json
 import os
 import time
+import weakref
 
 import os_resource_classes as orc
 from oslo_log import log as logging
@@ -31,6 +32,17 @@ REQUIRED_EXTENSIONS = {
 def missing_extensions(client):
     present = set(client.host_info.get('api_extensions', []))
     return {name: why for name, why in REQUIRED_EXTENSIONS.items() if name not in present}
+
+
+_POOL_DRIVERS = weakref.WeakKeyDictionary()   # client -> {pool name: driver}
+
+
+def pool_driver(client):
+    """The configured pool's driver, read once per client and pool (a pool keeps its driver)."""
+    drivers = _POOL_DRIVERS.setdefault(client, {})
+    if CONF.lxd.pool not in drivers:
+        drivers[CONF.lxd.pool] = client.storage_pools.get(CONF.lxd.pool).driver
+    return drivers[CONF.lxd.pool]
 
 
 def pool_info(client):
