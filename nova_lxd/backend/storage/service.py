@@ -57,6 +57,12 @@ def _string_config(config):
     return clean
 
 
+def _on_volume(device, pool):
+    """Whether a device is a disk on a custom volume of `pool`."""
+    return device.get('type') == 'disk' and device.get('pool') == pool and \
+        device.get('path') != '/' and bool(device.get('source'))
+
+
 def _description(value):
     if value is None:
         return ''
@@ -257,12 +263,9 @@ class StorageService:
         return urls
 
     @staticmethod
-    def _has_disk(doc, pool, source=None):
-        for device in (doc.get('devices') or {}).values():
-            if device.get('type') == 'disk' and device.get('pool') == pool and \
-                    (source is None or device.get('source') == source):
-                return True
-        return False
+    def _has_disk(doc, pool):
+        return any(device.get('type') == 'disk' and device.get('pool') == pool
+                   for device in (doc.get('devices') or {}).values())
 
     def forget_image(self, fingerprint):
         """Drop every pool's cached copy of an image (the image was deleted)."""
@@ -284,26 +287,32 @@ class StorageService:
                 'used_by': used_by if used_by is not None else [],
                 'created_at': '0001-01-01T00:00:00Z'}     # Go clients parse it as a time
 
-    def _custom_users(self, pool, name):
-        """(profile names, instance names) whose devices use a custom volume.
+    def _custom_users(self, pool):
+        """{volume: (instance names, profile names)} for the custom volumes of a pool in use.
 
-        An instance counts through its profiles too (its expanded devices).
+        One read of the instances and profiles; an instance counts through its profiles too
+        (its expanded devices).
         """
         profiles = {doc['name']: doc for doc in self.db.list('profile')}
-        instances = []
+        users = collections.defaultdict(lambda: ([], []))
         for doc in self.db.list('instance'):
             _, devices = instance_config.expand(
                 doc, [profiles[p] for p in doc.get('profiles') or [] if p in profiles])
-            if self._has_disk({'devices': devices}, pool, name):
-                instances.append(doc['name'])
-        return sorted(n for n, d in profiles.items() if self._has_disk(d, pool, name)), instances
+            for volume in {d.get('source') for d in devices.values() if _on_volume(d, pool)}:
+                users[volume][0].append(doc['name'])
+        for name, doc in sorted(profiles.items()):
+            for volume in {d.get('source') for d in (doc.get('devices') or {}).values()
+                           if _on_volume(d, pool)}:
+                users[volume][1].append(name)
+        return users
 
-    def _custom_view(self, pool, doc):
-        profiles, instances = self._custom_users(pool, doc['name'])
-        users = ['/1.0/instances/%s' % n for n in instances] + \
+    def _custom_view(self, pool, doc, users=None):
+        users = (users if users is not None else self._custom_users(pool)).get(doc['name'])
+        instances, profiles = users or ([], [])
+        used_by = ['/1.0/instances/%s' % n for n in instances] + \
             ['/1.0/profiles/%s' % n for n in profiles]
         return dict(self._volume_view(pool, 'custom', doc['name'], doc['config'],
-                                      doc['description'], users), created_at=doc['created_at'])
+                                      doc['description'], used_by), created_at=doc['created_at'])
 
     def list_volumes(self, pool, vol_type=None):
         driver = self.pool(pool)
@@ -317,11 +326,14 @@ class StorageService:
             views += [self._volume_view(pool, 'image', fp, used_by=['/1.0/images/%s' % fp])
                       for fp in driver.list_images()]
         if vol_type in (None, 'custom'):
-            views += [self._custom_view(pool, doc)
+            users = self._custom_users(pool)
+            views += [self._custom_view(pool, doc, users)
                       for doc in self.db.list(VOLUME, prefix=pool + '/')]
         return views
 
     def get_volume(self, pool, vol_type, name):
+        if vol_type == 'custom':
+            return self._custom_view(pool, self._custom_doc(pool, name))
         for view in self.list_volumes(pool, vol_type):
             if view['name'] == name:
                 return view
@@ -438,7 +450,7 @@ class StorageService:
             doc = self._custom_doc(pool, name)
             current = idmaps.from_json(doc['config'].get('volatile.idmap.last', ''))
             if current != idmap:
-                _, users = self._custom_users(pool, name)
+                users = self._custom_users(pool).get(name, ([], []))[0]
                 running = [u for u in users if u != instance and
                            self.daemon.instances.is_running(u)]
                 if running:
