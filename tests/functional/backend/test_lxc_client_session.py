@@ -118,6 +118,12 @@ def test_storage_volumes_attach_detach(session):
     assert shown['used_by'] == ['/1.0/instances/c6']
     assert 'in use' in lxc('storage', 'volume', 'delete', 'default', 'vol1', ok=False)
     lxc('storage', 'volume', 'detach', 'default', 'vol1', 'c6')
+    lxc('profile', 'create', 'pvol')
+    lxc('storage', 'volume', 'attach-profile', 'default', 'vol1', 'pvol', '/mnt/one')
+    shown = yaml.safe_load(lxc('storage', 'volume', 'show', 'default', 'vol1'))
+    assert shown['used_by'] == ['/1.0/profiles/pvol']
+    lxc('storage', 'volume', 'detach-profile', 'default', 'vol1', 'pvol')
+    lxc('profile', 'delete', 'pvol')
     lxc('config', 'device', 'remove', 'c6', 'two')
     mounts = attach(lxc.daemon, 'c6', 'cat', '/proc/mounts')
     assert ' /mnt/one ' not in mounts and ' /mnt/two ' not in mounts

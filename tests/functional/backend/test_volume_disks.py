@@ -197,6 +197,7 @@ def test_isolated_instance_shifts_the_volume_only_when_no_other_runs(backend, cl
     isolated = create_busybox(client, backend, config={'security.idmap.isolated': 'true'},
                               devices={'data': _disk(volume)})
     path = _volume_path(backend, volume)
+    privileged = None
     try:
         shared.start(wait=True)
         attach(backend, shared.name, 'touch', '/mnt/data/f')
@@ -212,9 +213,17 @@ def test_isolated_instance_shifts_the_volume_only_when_no_other_runs(backend, cl
         assert base != host_root()[0]
         assert os.stat(path + '/f').st_uid == base and os.stat(path).st_uid == base
         assert attach(backend, isolated.name, 'stat', '-c', '%u', '/mnt/data/f').strip() == '0'
+        isolated.stop(force=True, wait=True)
+        # a privileged instance gets the files in host ids, as it sees them
+        privileged = create_busybox(client, backend, config={'security.privileged': 'true'},
+                                    devices={'data': _disk(volume)})
+        privileged.start(wait=True)
+        assert os.stat(path + '/f').st_uid == 0 and os.stat(path).st_uid == 0
+        assert _get_volume(client, volume)['config']['volatile.idmap.last'] == '[]'
     finally:
-        cleanup(isolated)
-        cleanup(shared)
+        for inst in (privileged, isolated, shared):
+            if inst is not None:
+                cleanup(inst)
 
 
 def test_unknown_volume_config_key_is_refused(client, volume):
