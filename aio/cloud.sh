@@ -50,19 +50,27 @@ running() {
     kill -0 "$pid" 2>/dev/null
 }
 
-# stop NAME: SIGTERM to its process group, SIGKILL after 20 s
+# stop NAME...: SIGTERM to each one's process group, all at once (each may take seconds to shut
+# down), then SIGKILL to what is left after 20 s
 stop() {
-    local name=$1 pid i
-    pid=$(cat "$AIO_RUN/$name.pid" 2>/dev/null) || return 0
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
-        for i in $(seq 200); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL -- "-$pid" 2>/dev/null || true
-        log "stopped $name (pid $pid)"
-    fi
+    local name pid pids=() alive
+    for name in "$@"; do
+        pid=$(cat "$AIO_RUN/$name.pid" 2>/dev/null) || continue
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+            log "stopping $name (pid $pid)"
+        fi
+        pids+=("$pid")
+        rm -f "$AIO_RUN/$name.pid"
+    done
+    for _ in $(seq 200); do
+        alive=0
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        ((alive)) || break
+        sleep 0.1
+    done
     # a process group can outlive its leader (uWSGI workers, agents' children)
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    rm -f "$AIO_RUN/$name.pid"
+    for pid in "${pids[@]}"; do kill -KILL -- "-$pid" 2>/dev/null || true; done
 }
 
 # wait_http URL [SECONDS]: until the URL answers at all (any HTTP status)
@@ -163,7 +171,20 @@ start_rabbitmq() {
     rabbit_env /usr/lib/rabbitmq/bin/rabbitmqctl -q set_permissions openstack '.*' '.*' '.*'
 }
 
-start_keystone() {
+# ---------------------------------------------------------------------------- databases
+# Each service's database is independent of the others and of every running service, so they are
+# made side by side: each is a minute of Python start-up and migrations on a loaded host.
+init_databases() {
+    local pids=() pid rc=0
+    init_keystone_db & pids+=($!)
+    init_glance_placement_db & pids+=($!)
+    init_nova_db & pids+=($!)
+    init_neutron_db & pids+=($!)
+    for pid in "${pids[@]}"; do wait "$pid" || rc=1; done
+    ((rc == 0)) || die "a database was not made; see the messages above and $AIO_LOGS"
+}
+
+init_keystone_db() {
     local k=$AIO_ETC/keystone/keystone.conf
     "$BIN/keystone-manage" --config-file "$k" db_sync
     "$BIN/keystone-manage" --config-file "$k" fernet_setup --keystone-user root --keystone-group root
@@ -172,24 +193,30 @@ start_keystone() {
         --bootstrap-admin-url http://127.0.0.1:5000/v3 --bootstrap-public-url http://127.0.0.1:5000/v3 \
         --bootstrap-internal-url http://127.0.0.1:5000/v3 --bootstrap-region-id RegionOne
     sqlite_wal "$AIO_DATA/keystone.sqlite"
+}
+
+start_keystone() {
     uwsgi keystone 5000 keystone.wsgi.api:application OS_KEYSTONE_CONFIG_DIR="$AIO_ETC/keystone"
     wait_http http://127.0.0.1:5000/v3
     "$BIN/python" "$AIO/bootstrap.py" identity
 }
 
-start_glance_placement() {
+init_glance_placement_db() {
     "$BIN/glance-manage" --config-file "$AIO_ETC/glance/glance-api.conf" db_sync >/dev/null
     sqlite_wal "$AIO_DATA/glance.sqlite"
-    uwsgi glance-api 9292 glance.wsgi.api:application OS_GLANCE_CONFIG_DIR="$AIO_ETC/glance"
     "$BIN/placement-manage" --config-file "$AIO_ETC/placement/placement.conf" db sync
     sqlite_wal "$AIO_DATA/placement.sqlite"
+}
+
+start_glance_placement() {
+    uwsgi glance-api 9292 glance.wsgi.api:application OS_GLANCE_CONFIG_DIR="$AIO_ETC/glance"
     uwsgi placement-api 8778 placement.wsgi.api:application OS_PLACEMENT_CONFIG_DIR="$AIO_ETC/placement"
 }
 
 nova_manage() { "$BIN/nova-manage" --config-file "$AIO_ETC/nova/nova.conf" "$@"; }
 
-start_nova() {
-    local conf=$AIO_ETC/nova/nova.conf cells
+init_nova_db() {
+    local cells
     nova_manage api_db sync
     cells=$(nova_manage cell_v2 list_cells 2>/dev/null || true)
     grep -q ' cell0 ' <<<"$cells" || nova_manage cell_v2 map_cell0 \
@@ -197,6 +224,10 @@ start_nova() {
     grep -q ' cell1 ' <<<"$cells" || nova_manage cell_v2 create_cell --name cell1 >/dev/null
     nova_manage db sync
     sqlite_wal "$AIO_DATA"/nova_*.sqlite
+}
+
+start_nova() {
+    local conf=$AIO_ETC/nova/nova.conf
     # the paste pipeline must come first: nova's WSGI loader builds the app from the first file
     local novaenv=(OS_NOVA_CONFIG_DIR="$AIO_ETC/nova" "OS_NOVA_CONFIG_FILES=api-paste.ini;nova.conf")
     uwsgi nova-api 8774 nova.wsgi.osapi_compute:application "${novaenv[@]}"
@@ -221,14 +252,19 @@ wait_rpc_ready() {
     done
 }
 
+init_neutron_db() {
+    local n=$AIO_ETC/neutron
+    if [ ! -f "$AIO_DATA/neutron.sqlite" ]; then
+        "$BIN/python" "$AIO/neutron_db.py" "sqlite:///$AIO_DATA/neutron.sqlite"
+        "$BIN/neutron-db-manage" --config-file "$n/neutron.conf" --config-file "$n/ml2_conf.ini" \
+            stamp heads >>"$AIO_LOGS/neutron-db-manage.log" 2>&1
+    fi
+    sqlite_wal "$AIO_DATA/neutron.sqlite"
+}
+
 start_neutron() {
     local n=$AIO_ETC/neutron
     local server=(--config-file "$n/neutron.conf" --config-file "$n/ml2_conf.ini")
-    if [ ! -f "$AIO_DATA/neutron.sqlite" ]; then
-        "$BIN/python" "$AIO/neutron_db.py" "sqlite:///$AIO_DATA/neutron.sqlite"
-        "$BIN/neutron-db-manage" "${server[@]}" stamp heads >>"$AIO_LOGS/neutron-db-manage.log" 2>&1
-    fi
-    sqlite_wal "$AIO_DATA/neutron.sqlite"
     # the API under uWSGI; RPC workers and periodic tasks as their own processes
     uwsgi neutron-api 9696 neutron.wsgi.api:application OS_NEUTRON_CONFIG_DIR="$n" \
         "OS_NEUTRON_CONFIG_FILES=neutron.conf;ml2_conf.ini"
@@ -291,8 +327,11 @@ cmd_start() {
     "$AIO/install.sh"
     render
     admin_env
+    local databases
+    init_databases & databases=$!
     start_ovs
     start_rabbitmq
+    wait "$databases" || exit 1
     start_keystone
     start_glance_placement
     wait_http http://127.0.0.1:9292
@@ -330,16 +369,19 @@ stop_agent_children() {
 }
 
 cmd_down() {
-    local i ns br
-    for ((i = ${#SERVICES[@]} - 1; i >= 0; i--)); do
-        case ${SERVICES[i]} in
-            nova-lxd-backend) stop_backend ;;
-            rabbitmq) stop_rabbitmq ;;
-            ovs-vswitchd) remove_network; stop ovs-vswitchd ;;
-            *) stop "${SERVICES[i]}" ;;
-        esac
+    local name services=()
+    # the OpenStack services together, then what they stood on: the backend (and its
+    # containers), the broker, the virtual switch
+    for name in "${SERVICES[@]}"; do
+        case $name in ovsdb-server|ovs-vswitchd|rabbitmq|nova-lxd-backend) ;; *) services+=("$name") ;; esac
     done
+    stop "${services[@]}"
     stop_agent_children
+    stop_backend
+    stop_rabbitmq
+    remove_network
+    stop ovs-vswitchd
+    stop ovsdb-server
 }
 
 # containers stop with their backend (it leaves them running otherwise, by design)
@@ -395,7 +437,7 @@ case ${1:-} in
     status) cmd_status ;;
     down) cmd_down ;;
     purge) cmd_purge ;;
-    restart) shift; for s in "$@"; do stop "$s"; done; cmd_start ;;
+    restart) shift; stop "$@"; cmd_start ;;
     tempest) shift; exec "$AIO/tempest.sh" "$@" ;;
     _rabbit_env) shift; rabbit_env "$@" ;;
     *) echo "usage: $0 up|start|status|restart|down|purge|tempest" >&2; exit 2 ;;

@@ -39,7 +39,9 @@ TEMPEST_IMAGE_ALT=$TEMPEST_IMAGE
 TEMPEST_FLAVOR=$(id_of flavor c1.tiny)
 TEMPEST_FLAVOR_ALT=$(id_of flavor c1.small)
 
-[ -d "$WORKSPACE/etc" ] || "$TEMPEST" init "$WORKSPACE" >/dev/null
+# the workspace registered in a file of this cloud's, not in ~/.tempest (whose names must be unique)
+[ -f "$WORKSPACE/.stestr.conf" ] || "$TEMPEST" init --workspace-path "$AIO_ROOT/tempest-workspaces.yaml" \
+    --name aio "$WORKSPACE" >/dev/null
 # shellcheck disable=SC2016  # the names envsubst may replace
 envsubst '${AIO_ROOT} ${AIO_LOGS} ${AIO_PASSWORD} ${TEMPEST_IMAGE} ${TEMPEST_IMAGE_ALT}
           ${TEMPEST_FLAVOR} ${TEMPEST_FLAVOR_ALT} ${TEMPEST_NETWORK}' \
