@@ -113,20 +113,27 @@ def drop_caches():
         return False
 
 
-def settled_mem_available(samples=5, interval=0.4):
-    """MemAvailable after dropping caches, the median of a few samples (bytes).
+# Kernel memory no process's RSS shows: what namespaces, veths, cgroups and page tables cost.
+KERNEL_FIELDS = ('SUnreclaim', 'Percpu', 'KernelStack', 'PageTables')
+
+
+def settled_memory(samples=5, interval=0.4):
+    """(MemAvailable, kernel memory) after dropping caches, each the median of a few samples.
 
     One reading on a shared machine swings by hundreds of MB (someone's compile, a page-cache
-    burst); the median of several after a drop is what the containers hold, give or take that.
+    burst); the median of several after a drop is what is held, give or take that. The kernel
+    part (unreclaimable slab, per-cpu, stacks, page tables) moves much less with other people's
+    programs than MemAvailable does.
     """
     drop_caches()
     time.sleep(interval)
-    values = []
+    available, kernel = [], []
     for _ in range(samples):
-        values.append(mem_available())
+        values = meminfo()
+        available.append(values['MemAvailable'])
+        kernel.append(sum(values.get(field, 0) for field in KERNEL_FIELDS))
         time.sleep(interval)
-    values.sort()
-    return values[len(values) // 2]
+    return sorted(available)[samples // 2], sorted(kernel)[samples // 2]
 
 
 def pss(pid):

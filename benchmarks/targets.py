@@ -198,7 +198,9 @@ class Target:
 
     # -- description and peers ----------------------------------------------------------------
     def describe(self):
-        info = {'kind': self.kind}
+        # what this run made on the host: gone after it (the smoke test checks)
+        info = {'kind': self.kind, 'data_dir': self.daemon.data_dir,
+                'bridge': getattr(self, 'bridge', None) or getattr(self.daemon, 'bridge', None)}
         try:
             env = self.client.host_info.get('environment', {})
             info.update(server_version=env.get('server_version'),

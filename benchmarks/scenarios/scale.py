@@ -96,12 +96,14 @@ class Density(Scenario):
     """Start busybox containers until the limit or until the host's memory runs low.
 
     Host memory per container: MemAvailable before the ramp and at its peak, each the median
-    of several samples after dropping the page cache (host.settled_mem_available), so that it
-    counts everything a container costs (its processes, its monitor, kernel objects, the daemon)
-    but not files someone read meanwhile. On a machine other people use at the same time it
-    still moves with their load; two figures that only count the containers' own processes
-    are reported beside it: the memory charged to the containers' cgroups, and that plus the
-    proportional share (PSS) of each container's liblxc monitor process.
+    of several samples after dropping the page cache (host.settled_memory), so that it counts
+    everything a container costs (its processes, its monitor, kernel objects, the daemon) but
+    not files someone read meanwhile. On a machine other people use at the same time it still
+    moves with their programs, so it is reported beside figures that count only what is the
+    containers': the memory charged to their cgroups; that plus the proportional share (PSS)
+    of each container's liblxc monitor process; and the accounted total, that plus the growth
+    of the kernel's own memory (unreclaimable slab, per-cpu, stacks, page tables: namespaces,
+    veths, cgroups) and of the daemon, per container.
     """
     name = 'density'
     description = ('start busybox containers until 1000 run (LXD, the reference: 200; 20 with '
@@ -111,6 +113,7 @@ class Density(Scenario):
     units = {'density: running': 'n', 'density: host MB/container': 'MB',
              'density: cgroup MB/container': 'MB',
              'density: cgroup+monitor MB/container': 'MB',
+             'density: accounted MB/container': 'MB',
              'density: daemon MB before': 'MB', 'density: daemon MB at peak': 'MB',
              'density: daemon MB after delete': 'MB',
              'density: launch slowdown': 'x'}
@@ -174,7 +177,7 @@ class Density(Scenario):
     def measure(self, target, state):
         fingerprint = target.ensure_image(images.busybox())
         daemon_before = host.rss(target.pid)
-        available_before = host.settled_mem_available()
+        available_before, kernel_before = host.settled_memory()
         running = []
         try:
             running, launch_times, curve, stopped_by = self._ramp(
@@ -186,7 +189,7 @@ class Density(Scenario):
             pids = [target.check_running(instance) for instance in running]
             cgroups = sum(host.cgroup_memory(pid) for pid in pids)
             monitors = sum(host.pss(host.parent(pid)) for pid in pids)
-            available_peak = host.settled_mem_available()
+            available_peak, kernel_peak = host.settled_memory()
             daemon_peak = host.rss(target.pid)
         finally:
             with stopwatch() as cleanup:
@@ -196,7 +199,7 @@ class Density(Scenario):
                      '%s: density containers left after deleting them all' % target.name)
         count = len(running)
         target.check(count > 0, '%s: no container started' % target.name)
-        available_after = host.settled_mem_available()
+        available_after, kernel_after = host.settled_memory()
         first = curve[0]['launch_median_s'] if curve else statistics.median(launch_times)
         last = curve[-1]['launch_median_s'] if curve else first
         state['details'] = {'curve': curve, 'stopped_by': stopped_by,
@@ -206,6 +209,9 @@ class Density(Scenario):
                             'host_mb_available_before': available_before / MB,
                             'host_mb_available_peak': available_peak / MB,
                             'host_mb_available_after': available_after / MB,
+                            'kernel_mb_before': kernel_before / MB,
+                            'kernel_mb_peak': kernel_peak / MB,
+                            'kernel_mb_after': kernel_after / MB,
                             'host_mb_given_back_per_container':
                                 (available_after - available_peak) / MB / count,
                             'daemon_rss_before_mb': daemon_before / MB}
@@ -214,6 +220,9 @@ class Density(Scenario):
             'density: host MB/container': (available_before - available_peak) / MB / count,
             'density: cgroup MB/container': cgroups / MB / count,
             'density: cgroup+monitor MB/container': (cgroups + monitors) / MB / count,
+            'density: accounted MB/container':
+                (cgroups + monitors + kernel_peak - kernel_before + daemon_peak - daemon_before)
+                / MB / count,
             'density: launch first %d' % self.step: first,
             'density: launch last %d' % self.step: last,
             'density: launch slowdown': last / first,
