@@ -243,7 +243,13 @@ class NetworkService:
                 'status': '', 'config': {}, 'used_by': self.used_by(name), 'locations': []}
 
     def list(self):
-        return [self.get(name) for name in self.names()]
+        networks = []
+        for name in self.names():
+            try:
+                networks.append(self.get(name))
+            except NotFound:   # a host link (a stopped container's veth) gone meanwhile
+                pass
+        return networks
 
     def used_by(self, name):
         """Profiles and instances with a NIC on this network (by `network` or `parent`).

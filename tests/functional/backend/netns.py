@@ -108,8 +108,9 @@ def link_exists(name, ns=None):
 
 def sweep_test_networks(client, prefix='nlxt'):
     """Delete managed networks a failed test left behind (dnsmasq outlives the daemon)."""
+    # by name first: reading `managed` fetches the network, and a host veth can vanish meanwhile
     for net in client.networks.all():
-        if net.managed and net.name.startswith(prefix):
+        if net.name.startswith(prefix) and net.managed:
             try:
                 net.delete()
             except Exception:
