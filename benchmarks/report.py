@@ -130,6 +130,9 @@ def format_details(scenario_results):
                                       details.get('ramp_s', 0), details.get('delete_all_s', 0),
                                       details.get('delete_per_container_s', 0),
                                       details.get('host_mb_given_back_per_container', 0)))
+            if details.get('recursion2_at_peak_s'):
+                out.append('  GET recursion=2 at the peak, three in a row: %s'
+                           % ', '.join('%.3f s' % v for v in details['recursion2_at_peak_s']))
             curve = details.get('curve') or []
             if curve:
                 out.append('  running: launch median%s' % (
