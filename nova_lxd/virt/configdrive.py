@@ -11,6 +11,7 @@ dated version, so a stock cloud-init image needs nothing more ([lxd] config_driv
 import json
 import os
 import shutil
+import threading
 
 from oslo_log import log as logging
 
@@ -32,29 +33,71 @@ def path(instance):
     return os.path.join(CONF.instances_path, instance.uuid, 'config-drive')
 
 
-def build(instance, injected_files, admin_password, network_info, owner=(0, 0)):
-    """Write the config-drive tree; owner is the host (uid, gid) of the container's root."""
+def _write(instance, injected_files, admin_password, network_info):
+    """Write the config-drive tree (owned by host root) into its directory, which exists."""
     extra_md = {'admin_pass': admin_password} if admin_password else {}
     inst_md = instance_metadata.InstanceMetadata(
         instance, content=injected_files, extra_md=extra_md, network_info=network_info)
     root = path(instance)
-    shutil.rmtree(root, ignore_errors=True)
-    os.makedirs(root, mode=0o755)
-    os.chmod(os.path.dirname(root), 0o711)
     for relative, data in inst_md.metadata_for_config_drive():
         target = os.path.join(root, relative)
         os.makedirs(os.path.dirname(target), mode=0o755, exist_ok=True)
         with open(target, 'wb') as f:
             f.write(data if isinstance(data, bytes) else data.encode())
         os.chmod(target, 0o644)
+    configdrive.update_instance(instance)
+    LOG.debug('Config drive written to %s', root, instance=instance)
+
+
+def _chown(root, owner):
     uid, gid = owner
     for dirpath, dirnames, filenames in os.walk(root):
         os.chown(dirpath, uid, gid)
         for name in filenames:
             os.chown(os.path.join(dirpath, name), uid, gid)
-    configdrive.update_instance(instance)
-    LOG.debug('Config drive written to %s', root, instance=instance)
-    return root
+
+
+class Pending:
+    """A config drive being written in a thread while the backend creates the container.
+
+    Its directory exists from the start (the container's disk device names it); finish() waits
+    for the tree and gives it to the container's root, whose host uid is known once the
+    container exists.
+    """
+
+    def __init__(self, instance, injected_files, admin_password, network_info):
+        self.root = path(instance)
+        shutil.rmtree(self.root, ignore_errors=True)
+        os.makedirs(self.root, mode=0o755)
+        os.chmod(os.path.dirname(self.root), 0o711)
+        self._error = None
+        self._thread = threading.Thread(
+            target=self._run, args=(instance, injected_files, admin_password, network_info),
+            name='config-drive-%s' % instance.uuid, daemon=True)
+        self._thread.start()
+
+    def _run(self, *args):
+        try:
+            _write(*args)
+        except Exception as exc:   # raised in the spawn, by finish()
+            self._error = exc
+
+    def finish(self, owner):
+        """owner: the host (uid, gid) of the container's root (root_owner)."""
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        _chown(self.root, owner)
+        return self.root
+
+    def abandon(self):
+        """A failed spawn: let the writing end, so that remove() removes all of it."""
+        self._thread.join()
+
+
+def prepare(instance, injected_files, admin_password, network_info):
+    """Start writing the config drive; see Pending."""
+    return Pending(instance, injected_files, admin_password, network_info)
 
 
 def device(instance):

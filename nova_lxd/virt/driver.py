@@ -246,7 +246,7 @@ class LXDDriver(driver.ComputeDriver):
             nics=lxd_vif.nic_devices(network_info))
         alias = lxd_image.ensure_image(client, context, instance, image_meta)
         definition['source'] = {'type': 'image', 'alias': alias}
-        created = volumes = None
+        created = volumes = drive = None
         try:
             timeout = CONF.vif_plugging_timeout
             with self.virtapi.wait_for_instance_event(
@@ -257,17 +257,20 @@ class LXDDriver(driver.ComputeDriver):
                 storage.create_ephemeral(client, instance, CONF.lxd.pool, pool_driver))
             definition['devices'].update(lxd_volumes.connect_at_boot(block_device_info))
             volumes = block_device_info
-            created = lxd_client.create_instance(client, definition)
             instance.device_metadata = device_metadata.build(context, instance, network_info)
             if configdrive.required(instance):
-                configdrive.build(instance, injected_files, admin_password, network_info,
-                                  owner=configdrive.root_owner(created.config))
-                created.devices = dict(created.devices,
-                                       **{configdrive.DEVICE: configdrive.device(instance)})
-                created.save(wait=True)
+                # written while the backend creates the container (configdrive.Pending)
+                drive = configdrive.prepare(instance, injected_files, admin_password,
+                                            network_info)
+                definition['devices'][configdrive.DEVICE] = configdrive.device(instance)
+            created = lxd_client.create_instance(client, definition)
+            if drive is not None:
+                drive.finish(owner=configdrive.root_owner(created.config))
             if power_on:
                 _start_container(created)
         except Exception:
+            if drive is not None:
+                drive.abandon()
             if created is not None:
                 _rollback(instance, self._delete_container, created)
             if volumes:

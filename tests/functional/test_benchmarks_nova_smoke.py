@@ -19,8 +19,7 @@ import pytest
 from tests.functional.test_benchmarks_smoke import REPO, _mine
 
 # Out of the default run (`tools/test.sh -m slow` runs it): it takes 7-20 minutes on this shared
-# machine, and Nova's in-process harness can wedge under native threads (benchmarks/README.md,
-# "Known limit"); then the run is interrupted so that it still removes its daemons.
+# machine. A run that overruns anyway is interrupted, so that it still removes its daemons.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2700)]
 RUN_TIMEOUT = 1800
 
