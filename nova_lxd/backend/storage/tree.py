@@ -183,14 +183,22 @@ class TreeDriver(driver.StorageDriver):
             self._replenishing.add(name)
 
         def clone():
+            # Not under the image's lock: a create from this image takes that lock and must not
+            # wait for the clone. An image deleted meanwhile: its spare is removed here, or by
+            # delete_image if that lists the directory after the clone.
+            spare = os.path.join(os.path.dirname(cached),
+                                 '.spare-%s-%s' % (name, uuid.uuid4().hex[:8]))
             try:
-                fingerprint = name.split('@')[0]
-                with self._image_locks[fingerprint]:    # not while the image is deleted
-                    if os.path.isdir(cached):
-                        self._clone(cached, os.path.join(
-                            os.path.dirname(cached), '.spare-%s-%s' % (name, uuid.uuid4().hex[:8])))
+                if os.path.isdir(cached):
+                    self._clone(cached, spare)
+                    if not os.path.isdir(cached):
+                        self._remove(spare)
             except Exception:
                 LOG.exception('Pool %s: cloning a spare of image %s', self.pool_name, name)
+                try:
+                    self._remove(spare)     # never a half-made spare for the next instance
+                except Exception:
+                    LOG.exception('Pool %s: removing %s', self.pool_name, spare)
             finally:
                 with self._spares_lock:
                     self._replenishing.discard(name)
