@@ -186,19 +186,22 @@ class TreeDriver(driver.StorageDriver):
             # Not under the image's lock: a create from this image takes that lock and must not
             # wait for the clone. An image deleted meanwhile: its spare is removed here, or by
             # delete_image if that lists the directory after the clone.
-            spare = os.path.join(os.path.dirname(cached),
-                                 '.spare-%s-%s' % (name, uuid.uuid4().hex[:8]))
+            # made under a temporary name (.unpack-*: start-up removes it), renamed when whole
+            suffix = '%s-%s' % (name, uuid.uuid4().hex[:8])
+            making = os.path.join(os.path.dirname(cached), '.unpack-spare-' + suffix)
+            spare = os.path.join(os.path.dirname(cached), '.spare-' + suffix)
             try:
                 if os.path.isdir(cached):
-                    self._clone(cached, spare)
+                    self._clone(cached, making)
+                    os.rename(making, spare)
                     if not os.path.isdir(cached):
                         self._remove(spare)
             except Exception:
                 LOG.exception('Pool %s: cloning a spare of image %s', self.pool_name, name)
                 try:
-                    self._remove(spare)     # never a half-made spare for the next instance
+                    self._remove(making)     # never a half-made spare for the next instance
                 except Exception:
-                    LOG.exception('Pool %s: removing %s', self.pool_name, spare)
+                    LOG.exception('Pool %s: removing %s', self.pool_name, making)
             finally:
                 with self._spares_lock:
                     self._replenishing.discard(name)
