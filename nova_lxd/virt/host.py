@@ -48,13 +48,14 @@ def pool_driver(client):
 def pool_info(client):
     """(driver, total bytes, used bytes) of the configured storage pool."""
     try:
-        pool = client.storage_pools.get(CONF.lxd.pool)
+        driver = pool_driver(client)
+        space = client.api.storage_pools[CONF.lxd.pool].resources.get().json()['metadata'][
+            'space']
     except Exception as exc:
         raise exception.HypervisorUnavailable(
             host=CONF.host, reason=_('storage pool %(pool)s is unavailable: %(err)s') %
             {'pool': CONF.lxd.pool, 'err': exc})
-    space = client.api.storage_pools[CONF.lxd.pool].resources.get().json()['metadata']['space']
-    return pool.driver, int(space['total']), int(space['used'])
+    return driver, int(space['total']), int(space['used'])
 
 
 def available_resource(client, nodename):

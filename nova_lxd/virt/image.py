@@ -125,13 +125,15 @@ def _convert_disk(image_meta, path, cache_dir, properties):
     return out
 
 
-def _find(client, alias):
+def _cached(client, alias):
+    """Whether the backend has the alias (one request: the alias, not its image as well)."""
     try:
-        return client.images.get_by_alias(alias)
+        client.api.images.aliases[alias].get()
     except Exception as exc:
         if _is_not_found(exc):
-            return None
+            return False
         raise
+    return True
 
 
 def _is_not_found(exc):
@@ -163,7 +165,7 @@ def ensure_image(client, context, instance, image_meta):
     """The alias of the instance's image in the backend, importing it from Glance if needed."""
     image_id = image_meta.id
     with lockutils.lock('nova-lxd-image-%s' % image_id):
-        if _find(client, image_id) is not None:
+        if _cached(client, image_id):
             return image_id
         cache_dir = _download_dir()
         os.makedirs(cache_dir, exist_ok=True)
