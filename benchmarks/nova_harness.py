@@ -524,3 +524,92 @@ def start():
         case.close()
         raise
     return case
+
+
+# -- where a boot's time goes (`python -m benchmarks.nova_harness [BOOTS]`) ---------------------
+
+# (stage, how its end is found: (function label, start or end of its first call))
+STAGES = (
+    ('API: POST /servers answered', None),
+    ('conductor: scheduler RPC and scheduling', ('select_destinations', 'end')),
+    ('conductor: cell records, BDMs, cast to the compute', ('build_and_run_instance', 'start')),
+    ('compute: saves, claim, networks, BDMs', ('spawn', 'start')),
+    ('driver.spawn', ('spawn', 'end')),
+    ('compute: ACTIVE saved', ('active saved', 'end')),
+    ('harness: the API shows ACTIVE', None),
+)
+
+
+def _record(case, owner, name, path, calls, label):
+    """Append (label(args), start, end) to calls for each call of owner.name (patched at path)."""
+    kept = getattr(owner, name)
+
+    def timed(*args, **kwargs):
+        start_ = time.perf_counter()
+        try:
+            return kept(*args, **kwargs)
+        finally:
+            calls.append((label(args), start_, time.perf_counter()))
+    case.useFixture(fixtures.MonkeyPatch(path, timed))
+
+
+def breakdown(boots=12):
+    """Boot `boots` servers on a private bundled backend; print each stage's median and range.
+
+    Stages end at timestamps of Nova's and the driver's own functions, wrapped for it (RPC
+    endpoints through oslo.messaging's dispatcher: the services hold their endpoints bound).
+    """
+    import statistics
+    from benchmarks import images, targets
+    from nova_lxd.virt import driver as lxd_driver
+    from oslo_messaging.rpc import dispatcher
+
+    side = targets.BundledTarget.start()
+    case = None
+    try:
+        case = start()
+        host = case.host(side)
+        image_id = case.glance_image(images.busybox())
+        case.warm(host, image_id)
+        calls = []
+        # RPC endpoints by the name of the method dispatched (args: self, endpoint, method ...)
+        _record(case, dispatcher.RPCDispatcher, '_do_dispatch',
+                'oslo_messaging.rpc.dispatcher.RPCDispatcher._do_dispatch', calls,
+                lambda args: args[2])
+        _record(case, lxd_driver.LXDDriver, 'spawn', 'nova_lxd.virt.driver.LXDDriver.spawn',
+                calls, lambda args: 'spawn')
+        _record(case, nova_objects.Instance, 'save', 'nova.objects.Instance.save', calls,
+                lambda args: 'active saved' if args[0].vm_state == 'active' else 'saved')
+        stages = {name: [] for name, _ in STAGES}
+        totals = []
+        for _ in range(boots):
+            del calls[:]
+            t0 = time.perf_counter()
+            server = case.post_server(host, image_id)
+            answered = time.perf_counter()
+            server = case.wait_for(server, 'ACTIVE')
+            done = time.perf_counter()
+            ends = [answered]
+            for name, found in STAGES[1:-1]:
+                label, which = found
+                hits = [c for c in calls if c[0] == label]
+                ends.append((hits[0][2] if which == 'end' else hits[0][1]) if hits else ends[-1])
+            ends.append(done)
+            previous = t0
+            for (name, _), end in zip(STAGES, ends):
+                stages[name].append(end - previous)
+                previous = end
+            totals.append(done - t0)
+            case.delete(server)
+        print('%d boots, load average %.1f' % (boots, os.getloadavg()[0]))
+        for name, values in list(stages.items()) + [('total', totals)]:
+            print('%-52s %.3f s  (%.3f-%.3f)'
+                  % (name, statistics.median(values), min(values), max(values)))
+    finally:
+        if case is not None:
+            case.close()
+        side.close()
+
+
+if __name__ == '__main__':
+    breakdown(int(sys.argv[1]) if len(sys.argv) > 1 else 12)
