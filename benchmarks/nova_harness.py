@@ -6,14 +6,15 @@ ask for them, each on a benchmark daemon (a side's own, or a second daemon of th
 migrations), reachable over HTTPS with the tests' client certificate and its server certificate
 pinned. The test case is driven by hand (setUp, then its cleanups at close): no test runner.
 
-Three artefacts of running a whole cloud in one test process are removed here, because a
-deployment does not have them (benchmarks/README.md, "Where a Nova boot's time goes"):
+Artefacts of running a whole cloud in one test process are removed here, because a deployment
+does not have them (benchmarks/README.md, the Nova paragraphs):
 - oslo.messaging's fake transport polls its queues every 50 ms; a broker pushes. Its listeners
   here wake when a message is delivered (`_push_delivery`).
 - Nova's wait helpers poll the API every 0.5 s, and a tight poll would take the GIL from the very
   services it waits for (each GET costs the API tens of ms of Python). The waits here ask the API
-  again whenever an instance record changes (`_wake_on_instance_changes`), and every 0.25 s at
-  the latest; the end of a timed flow is still the API answering with the state waited for.
+  again after each write of an instance record that may have reached the awaited state
+  (`_wake_on_instance_changes`, `reaching`), and every second at the latest; the end of a timed
+  flow is still the API answering with the state waited for.
 - Nova's cell-database fixture serialises cell switches with a writer-preferring lock; under
   native threads that deadlocks (`_reader_preferring_cell_lock`).
 - Every service's RPC thread pool lives in one process (`_small_rpc_pools`).
