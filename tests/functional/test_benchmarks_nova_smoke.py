@@ -18,7 +18,7 @@ import pytest
 
 from tests.functional.test_benchmarks_smoke import REPO, _mine
 
-# Out of the default run (`tools/test.sh -m slow` runs it): it takes 7-20 minutes on this shared
+# Out of the default run (`tools/test.sh -m slow` runs it): it takes about 5 minutes on this shared
 # machine. A run that overruns anyway is interrupted, so that it still removes its daemons.
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(2700)]
 RUN_TIMEOUT = 1800
