@@ -1,6 +1,5 @@
 """/1.0/instances (and the /1.0/containers aliases older clients use): CRUD, state, logs."""
 import asyncio
-import ctypes
 import os
 
 from aiohttp import web
@@ -94,23 +93,7 @@ async def list_instances(request):
     chunks = await asyncio.gather(*(_blocking(request, collect, docs[i:i + step])
                                     for i in range(0, len(docs), step)))
     # the JSON of a thousand running instances is megabytes: encoded off the event loop
-    reply = await _blocking(request, response.sync, [view for chunk in chunks for view in chunk])
-    del chunks
-    await _blocking(request, _release_heap)
-    return reply
-
-
-_libc = ctypes.CDLL(None)
-
-
-def _release_heap():
-    """Give the heap the listing's views used back to the system.
-
-    A listing of 1000 running instances builds tens of MB of dicts in several worker threads;
-    glibc keeps what they free in its per-thread arenas, so the daemon's RSS grew by 10-20 MB
-    per large listing and never shrank (seen in the density benchmark).
-    """
-    _libc.malloc_trim(0)
+    return await _blocking(request, response.sync, [view for chunk in chunks for view in chunk])
 
 
 @_route('POST', '')
