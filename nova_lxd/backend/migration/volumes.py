@@ -38,6 +38,18 @@ def formats(pool):
     return ['btrfs', 'tar'] if getattr(pool, 'name', None) == 'btrfs' else ['tar']
 
 
+async def _kill(proc):
+    """Kill and reap a stream process, draining its pipes.
+
+    asyncio's wait() returns only once every pipe has seen its end, and a stdout pipe paused on
+    a full buffer (nobody reads it after a failure) never would: a source whose target died
+    mid-transfer hung there forever.
+    """
+    if proc.returncode is None:
+        proc.kill()
+    await proc.communicate()
+
+
 # -- sending ---------------------------------------------------------------------------------------
 
 async def _pump_process(cmd, channels, label):
@@ -59,9 +71,7 @@ async def _pump_process(cmd, channels, label):
                 errors='replace').strip()[-300:]))
         LOG.debug('Sent %s: %d bytes in %.3fs', label, sent, time.monotonic() - began)
     except BaseException:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await _kill(proc)
         raise
     return sent
 
@@ -136,9 +146,7 @@ async def _feed_process(cmd, channels, label):
                 errors='replace').strip()[-300:]))
         LOG.debug('Received %s: %d bytes in %.3fs', label, received, time.monotonic() - began)
     except BaseException:
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await _kill(proc)
         raise
     return received
 
