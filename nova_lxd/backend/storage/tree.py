@@ -37,7 +37,7 @@ class TreeDriver(driver.StorageDriver):
         super().__init__(pool_name, pool_dir, config)
         self._image_locks = collections.defaultdict(threading.Lock)
         self._spares_lock = threading.Lock()
-        self._replenishing = set()     # cached image names a spare is being cloned for
+        self._replenishing = {}        # cached image name -> the thread cloning its spare
 
     # -- primitives ------------------------------------------------------------------------
     @abc.abstractmethod
@@ -128,6 +128,11 @@ class TreeDriver(driver.StorageDriver):
 
     def delete_image(self, fingerprint):
         with self._image_locks[fingerprint]:
+            with self._spares_lock:
+                cloning = [thread for name, thread in self._replenishing.items()
+                           if name.split('@')[0] == fingerprint]
+            for thread in cloning:     # its spare is whole (or gone) before the listing
+                thread.join()
             for entry in os.listdir(os.path.join(self.pool_dir, 'images')):
                 cached = _spare_of(entry) if entry.startswith('.spare-') else entry
                 if cached == fingerprint or cached.startswith(fingerprint + '@'):
@@ -177,15 +182,11 @@ class TreeDriver(driver.StorageDriver):
     def _replenish(self, cached):
         """Clone a new spare of the cached image in the background (one at a time per image)."""
         name = os.path.basename(cached)
-        with self._spares_lock:
-            if name in self._replenishing:
-                return
-            self._replenishing.add(name)
 
         def clone():
             # Not under the image's lock: a create from this image takes that lock and must not
-            # wait for the clone. An image deleted meanwhile: its spare is removed here, or by
-            # delete_image if that lists the directory after the clone.
+            # wait for the clone. delete_image waits for it; an image deleted before it began
+            # has no cached copy left to clone.
             # made under a temporary name (.unpack-*: start-up removes it), renamed when whole
             suffix = '%s-%s' % (name, uuid.uuid4().hex[:8])
             making = os.path.join(os.path.dirname(cached), '.unpack-spare-' + suffix)
@@ -204,8 +205,14 @@ class TreeDriver(driver.StorageDriver):
                     LOG.exception('Pool %s: removing %s', self.pool_name, making)
             finally:
                 with self._spares_lock:
-                    self._replenishing.discard(name)
-        threading.Thread(target=clone, name='spare-clone', daemon=True).start()
+                    self._replenishing.pop(name, None)
+        with self._spares_lock:
+            if name in self._replenishing:
+                return
+            # started under the lock: delete_image may join it as soon as it is listed
+            thread = self._replenishing[name] = threading.Thread(
+                target=clone, name='spare-clone', daemon=True)
+            thread.start()
 
     # -- instances ----------------------------------------------------------------------------
     def list_instances(self):
