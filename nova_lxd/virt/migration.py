@@ -95,19 +95,20 @@ def dest_compute(context, instance, dest_ip):
 # -- root disk size --------------------------------------------------------------------------
 
 def used_bytes(container):
-    """Bytes the container's root filesystem uses (backend's count, else du inside it)."""
+    """Bytes the container's root filesystem holds, or None when nothing can tell.
+
+    A running container is measured inside (du): a pool's own count (btrfs quota groups) can
+    lag behind what the guest has just written. A stopped one has the backend's count.
+    """
+    if container.status == 'Running':
+        result = container.execute(['du', '-skx', '/'])
+        if result.exit_code == 0:
+            return int(result.stdout.split()[0]) * 1024
     try:
         root = (container.state().disk or {}).get('root') or {}
     except lxd_exceptions.LXDAPIException:
-        root = {}
-    if root.get('usage'):
-        return int(root['usage'])
-    if container.status != 'Running':
         return None
-    result = container.execute(['du', '-skx', '/'])
-    if result.exit_code != 0:
-        return None
-    return int(result.stdout.split()[0]) * 1024
+    return int(root['usage']) if root.get('usage') else None
 
 
 def check_root_fits(container, instance, new_flavor):
