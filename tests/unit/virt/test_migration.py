@@ -16,11 +16,10 @@ class _State:
 
 
 class _Container:
-    """Just what check_root_fits reads: state() and, without a backend count, exec of du."""
-    status = 'Running'
+    """Just what check_root_fits reads: status, state() and exec of du."""
 
-    def __init__(self, usage=None, du_kib=None):
-        self._usage, self._du = usage, du_kib
+    def __init__(self, usage=None, du_kib=None, status='Stopped'):
+        self._usage, self._du, self.status = usage, du_kib, status
         self.ran = []
 
     def state(self):
@@ -49,16 +48,25 @@ def test_shrink_below_used_refused_with_rollback():
 
 def test_shrink_above_used_and_growth_allowed():
     migration.check_root_fits(_Container(usage=1024 ** 3), _instance(10), _flavor(2))
+    migration.check_root_fits(_Container(du_kib=1024 * 1024, status='Running'),
+                              _instance(10), _flavor(2))
     container = _Container(usage=50 * 1024 ** 3)
     migration.check_root_fits(container, _instance(10), _flavor(20))   # growth: not measured
     migration.check_root_fits(container, _instance(10), _flavor(0))    # 0: no size at all
 
 
-def test_usage_from_du_when_backend_does_not_count():
-    container = _Container(usage=None, du_kib=3 * 1024 * 1024)
+def test_running_container_measured_inside_not_by_a_lagging_pool_count():
+    # the pool counts 1 GiB (its accounting not yet committed), the guest holds 3 GiB
+    container = _Container(usage=1024 ** 3, du_kib=3 * 1024 * 1024, status='Running')
     with pytest.raises(exception.InstanceFaultRollback):
         migration.check_root_fits(container, _instance(10), _flavor(2))
     assert container.ran == [['du', '-skx', '/']]
+
+
+def test_stopped_container_without_a_pool_count_is_not_measured():
+    container = _Container(usage=None)
+    migration.check_root_fits(container, _instance(10), _flavor(2))
+    assert container.ran == []
 
 
 def test_peer_client_needs_an_https_endpoint():
