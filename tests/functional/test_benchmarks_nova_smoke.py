@@ -16,7 +16,7 @@ import sys
 
 import pytest
 
-from tests.functional.test_benchmarks_smoke import REPO, _mine
+from tests.functional.test_benchmarks_smoke import REPO, _mine, _other_benchmarks
 
 # Out of the default run (`tools/test.sh -m slow` runs it): it takes about 5 minutes on this shared
 # machine. A run that overruns anyway is interrupted, so that it still removes its daemons.
@@ -64,20 +64,6 @@ def run(tmp_path_factory):
             document = json.load(f)
     return {'proc': proc, 'document': document, 'left': _mine() - before,
             'others': _other_benchmarks()}
-
-
-def _other_benchmarks():
-    """Benchmark runs of other people on this machine (ours has ended)."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir('/proc')):
-        try:
-            with open('/proc/%s/cmdline' % pid, 'rb') as f:
-                argv = f.read().split(b'\0')
-        except OSError:
-            continue
-        if b'-m' in argv and b'benchmarks' in argv:
-            found.append(int(pid))
-    return found
 
 
 def test_the_command_succeeds_and_writes_the_results(run):
