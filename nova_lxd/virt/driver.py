@@ -451,7 +451,14 @@ class LXDDriver(driver.ComputeDriver):
     def get_console_output(self, context, instance):
         self._get(instance)
         name = lxd_rescue.console_name(self._connect(), instance)   # while rescued: its own
-        response = self._connect().api.instances[name].console.get()
+        try:
+            response = self._connect().api.instances[name].console.get()
+        except lxd_exceptions.LXDAPIException as exc:
+            # LXD creates the log file only when the guest first writes to its console: an
+            # instance that has printed nothing yet has no output, not an error.
+            if 'no such file' not in str(exc).lower():
+                raise
+            return ''
         data = response.content[-CONF.lxd.console_log_max_bytes:]
         return data.decode('utf-8', 'replace')
 

@@ -291,6 +291,13 @@ class _DriverTest(test.TestCase):
         self.driver.destroy(self.ctxt, inst, nw)
         self.assertNotIn(nw[0]['devname'], base.host_links())
 
+    def test_console_output_before_the_guest_wrote_any(self):
+        # LXD has no console log file until the guest writes to its console: empty, not an error
+        inst = self._instance(self._image(base.busybox_bytes()))
+        self.client.instances.create({'name': inst.name, 'source': {'type': 'none'}}, wait=True)
+        self.addCleanup(self.client.instances.get(inst.name).delete, wait=True)
+        self.assertEqual('', self.driver.get_console_output(self.ctxt, inst))
+
     def test_host_resources_and_inventory(self):
         res = self.driver.get_available_resource('host1')
         self.assertEqual(os.cpu_count(), res['vcpus'])
