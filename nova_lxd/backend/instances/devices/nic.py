@@ -301,6 +301,12 @@ class Nic(DeviceType):
             lines.append((key + 'hwaddr', self._hwaddr(ctx, name, dev)))
         if dev.get('mtu'):
             lines.append((key + 'mtu', dev['mtu']))
+        elif self._liblxc_makes_veth(dev) and kind == 'bridged':
+            # the bridge's MTU, as liblxc would take it, but liblxc finds it by dumping every
+            # link of the host: each start cost more as containers accumulated
+            bridge_mtu = netlink.mtu(self._parent(ctx, name, dev))
+            if bridge_mtu:
+                lines.append((key + 'mtu', str(bridge_mtu)))
         return lines
 
     def post_stop(self, ctx, name, dev):
