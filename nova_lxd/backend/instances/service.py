@@ -34,7 +34,8 @@ _LXC_STATES = {'RUNNING': RUNNING, 'STOPPED': STOPPED, 'FROZEN': FROZEN, 'FREEZI
 
 
 # what _observe read once: the db document, its expansion, liblxc's view, the root pool
-_Observed = collections.namedtuple('_Observed', 'doc config devices container code pool pid')
+_Observed = collections.namedtuple('_Observed',
+                                   'doc config devices container code pool pid start')
 # what one listing reads once for all its instances (InstanceService.listing)
 _Listing = collections.namedtuple('_Listing', 'docs profiles snapshots active')
 
@@ -225,10 +226,10 @@ class InstanceService(CreationMixin, LifecycleMixin):
         """
         config, devices = expanded
         name = doc['name']
-        container, code, pid = None, STOPPED, None
+        container, code, pid, start = None, STOPPED, None, None
         known = self._known_init(name) if active is not None and name in active else None
         if known:
-            code, pid = known
+            code, pid, start = known
         elif active is None or name in active:
             container = self.container(name)
             code = _LXC_STATES.get(container.state, STOPPED)
@@ -237,6 +238,8 @@ class InstanceService(CreationMixin, LifecycleMixin):
                 start = state.process_start(pid) if pid and pid > 0 else None
                 if start is not None:
                     self._inits[name] = (pid, start)
+                    if active is None:
+                        start = None    # a single GET: no socket kept (see state.network_state)
         _, root = cfg.root_disk(devices)
         try:
             pool = self._pool(root['pool']) if root else None
@@ -245,10 +248,10 @@ class InstanceService(CreationMixin, LifecycleMixin):
         if code == STOPPED and not (
                 pool and os.path.isdir(os.path.join(pool.instance_path(name), 'rootfs'))):
             code = ERROR
-        return _Observed(doc, config, devices, container, code, pool, pid)
+        return _Observed(doc, config, devices, container, code, pool, pid, start)
 
     def _known_init(self, name):
-        """(status code, init pid) of a container whose monitor runs, without liblxc.
+        """(status code, init pid, its start time) of a running container, without liblxc.
 
         liblxc answers state and init pid over the container's command socket: two round trips
         to its monitor process, each waiting for the scheduler on a loaded host (most of a
@@ -259,11 +262,12 @@ class InstanceService(CreationMixin, LifecycleMixin):
         pid, start = self._inits.get(name, (None, None))
         if pid is None or state.process_start(pid) != start:
             self._inits.pop(name, None)
+            state.forget(name)
             return None
         freezer = state.freezer_state(pid, name)
         if freezer is None:
             return None
-        return (FROZEN if freezer == 'FROZEN' else RUNNING), pid
+        return (FROZEN if freezer == 'FROZEN' else RUNNING), pid, start
 
     def _rootfs_of(self, doc):
         try:
@@ -292,6 +296,7 @@ class InstanceService(CreationMixin, LifecycleMixin):
         active = set(lxc.list_containers(active=True, defined=False, config_path=self.lxcpath))
         for name in set(self._inits) - active:      # stopped since: forget their init
             self._inits.pop(name, None)
+        state.forget_all_but(active)                # ... and close their netns sockets
         return _Listing(docs, profiles, snapshots, active)
 
     def listed(self, listing, doc, level):
@@ -366,7 +371,7 @@ class InstanceService(CreationMixin, LifecycleMixin):
                                                               '')
                           for dev_name, dev in seen.devices.items()
                           if dev.get('type') == 'nic' and dev.get('name')}
-            result['network'] = state.network_state(pid, host_names)
+            result['network'] = state.network_state(pid, host_names, name, seen.start)
         return result
 
     # -- create ------------------------------------------------------------------------------------

@@ -178,3 +178,69 @@ def test_a_filter_narrows_the_listing(client, trio):
     urls = _get(client, '/instances', filter='name eq %s and status eq Frozen'
                 % trio['frozen'].name)
     assert urls == ['/1.0/instances/%s' % trio['frozen'].name]
+
+
+def test_next_listing_sees_new_addresses_and_traffic(client, backend, trio):
+    """The listing keeps its socket into each netns between listings; what changed in the
+    container since (an address, counters) still shows in the next one."""
+    instance = trio['running']
+    first = _listed(client, instance)['state']['network']
+    attach(backend, instance.name, 'ip', 'addr', 'add', '10.254.253.9/24', 'dev', 'eth0')
+    attach(backend, instance.name, 'ping', '-c', '3', '-W', '1', '127.0.0.1')
+    second = _listed(client, instance)['state']['network']
+    assert {'family': 'inet', 'address': '10.254.253.9', 'netmask': '24',
+            'scope': 'global'} in second['eth0']['addresses']
+    assert not any(a['address'] == '10.254.253.9' for a in first['eth0']['addresses'])
+    # three echo requests and their replies, all received on lo
+    assert second['lo']['counters']['packets_received'] >= \
+        first['lo']['counters']['packets_received'] + 6
+    assert second['lo']['counters']['bytes_sent'] > first['lo']['counters']['bytes_sent']
+    attach(backend, instance.name, 'ip', 'addr', 'del', '10.254.253.9/24', 'dev', 'eth0')
+    third = _listed(client, instance)['state']['network']
+    assert not any(a['address'] == '10.254.253.9' for a in third['eth0']['addresses'])
+
+
+_SIOCGSKNS = 0x894C     # a socket's network namespace, as an fd
+_SYS_PIDFD_GETFD = 438
+
+
+def _netns_of_sockets(pid):
+    """The netns inodes of every socket the process `pid` holds (pidfd_getfd + SIOCGSKNS)."""
+    import ctypes
+    import fcntl
+    libc = ctypes.CDLL(None, use_errno=True)
+    found = set()
+    pidfd = os.pidfd_open(pid)
+    try:
+        for fd in os.listdir('/proc/%d/fd' % pid):
+            try:
+                if not os.readlink('/proc/%d/fd/%s' % (pid, fd)).startswith('socket:'):
+                    continue
+            except OSError:
+                continue
+            mine = libc.syscall(_SYS_PIDFD_GETFD, pidfd, int(fd), 0)
+            if mine < 0:
+                continue
+            try:
+                netns = fcntl.ioctl(mine, _SIOCGSKNS)
+                found.add(os.fstat(netns).st_ino)
+                os.close(netns)
+            except OSError:
+                pass
+            finally:
+                os.close(mine)
+    finally:
+        os.close(pidfd)
+    return found
+
+
+def test_a_stop_lets_the_netns_go(client, backend, trio):
+    """The socket a listing keeps in a container's netns is closed when the container stops:
+    it would otherwise keep that namespace (and what is in it) alive."""
+    instance = trio['running']
+    pid = instance.state().pid
+    netns = os.stat('/proc/%d/ns/net' % pid).st_ino
+    _listed(client, instance)
+    assert netns in _netns_of_sockets(backend.process.pid)      # the kept socket
+    instance.stop(force=True, wait=True)
+    assert netns not in _netns_of_sockets(backend.process.pid)
