@@ -12,8 +12,20 @@ as serial and that device name as path: the guest finds it at the path.
 
 Containers have no device bus, so no entry carries a bus: the metadata shows bus and address
 `none`, which is Nova's own spelling for that.
+
+Swapped volumes: Nova records a swap in the BDM only after the driver's swap_volume returns
+(and which id it records is Cinder's answer), so the metadata is rebuilt from the BDMs right
+after that (refresh_after_swap) rather than keep the old id until the next attach or detach.
 """
+import threading
+
+from oslo_log import log as logging
+
+from nova import exception
 from nova import objects
+from nova import utils
+
+LOG = logging.getLogger(__name__)
 
 
 def _nics(context, instance, network_info, leaving_macs):
@@ -42,3 +54,29 @@ def build(context, instance, network_info, leaving_macs=(), leaving_paths=()):
     devices = (_nics(context, instance, network_info, leaving_macs) +
                _volumes(context, instance, leaving_paths))
     return objects.InstanceDeviceMetadata(devices=devices) if devices else None
+
+
+def refresh_after_swap(context, instance):
+    """Rebuild the instance's device metadata once Nova has recorded a volume swap.
+
+    Nova's compute manager holds the instance's lock (utils.synchronized(uuid)) through the
+    whole swap and saves the BDM after the driver returns, so a thread that takes that same
+    lock runs right after the save. The id the BDM then holds is the truth: a Cinder migration
+    keeps the old one (Cinder renames the new volume to it), a plain swap the new one.
+    """
+    uuid = instance.uuid
+
+    @utils.synchronized(uuid)
+    def refresh():
+        current = objects.Instance.get_by_uuid(context, uuid, expected_attrs=['info_cache'])
+        current.device_metadata = build(context, current, current.get_network_info())
+        current.save()
+
+    def run():
+        try:
+            refresh()
+        except exception.InstanceNotFound:
+            pass   # deleted meanwhile: nothing to describe
+        except Exception:   # a thread of its own: nobody else would see the error
+            LOG.exception('Device metadata of %s not refreshed after a volume swap', uuid)
+    threading.Thread(target=run, name='device-metadata-%s' % uuid, daemon=True).start()

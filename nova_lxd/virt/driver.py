@@ -637,6 +637,8 @@ class LXDDriver(driver.ComputeDriver):
                     mountpoint, resize_to):
         lxd_volumes.swap(self._get(instance), old_connection_info, new_connection_info,
                          mountpoint, resize_to)
+        # Nova records the swap in its BDM only after this returns
+        device_metadata.refresh_after_swap(context, instance)
 
     def extend_volume(self, context, connection_info, instance, requested_size):
         return lxd_volumes.extend(connection_info)

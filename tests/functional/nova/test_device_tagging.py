@@ -7,10 +7,12 @@ test_servers.py) and are this test's own, so their host interface names collide 
 test process. Volumes are loop devices through os-brick's local connector (loop_volumes).
 """
 import json
+import time
 
 from nova.api.metadata import base as instance_metadata
 from nova import context as nova_context
 from nova import objects
+from nova.volume import cinder
 
 from nova_lxd.virt import conf
 from tests.functional.nova import base
@@ -48,6 +50,29 @@ class _DeviceTaggingTest(moves_base.MovesTestBase):
     def _served_disks(self, server):
         return {d['serial']: (d['path'], d['tags']) for d in self._served(server)
                 if d['type'] == 'disk'}
+
+    def _swap_as_cinder(self, server, old, new):
+        """Swap old for new as Cinder does when it migrates a volume.
+
+        Nova's API accepts no other caller: the old volume is `migrating`, and the request has
+        the rights of the service role (given to admins here, as an operator may).
+        """
+        get = cinder.API.get   # the Cinder fixture's, a bound method
+
+        def migrating_get(context, volume_id, microversion=None):
+            volume = get(context, volume_id, microversion=microversion)
+            return dict(volume, migration_status='migrating') if volume_id == old else volume
+        self.stub_out('nova.volume.cinder.API.get', staticmethod(migrating_get))
+        self.policy.set_rules({'os_compute_api:os-volumes-attachments:swap': 'rule:admin_api'},
+                              overwrite=False)
+        self.admin_api.put_server_volume(server['id'], old, new)
+        self.notifier.wait_for_versioned_notifications('instance.volume_swap.end')
+
+    @staticmethod
+    def _wait_until(condition, timeout=30):
+        deadline = time.monotonic() + timeout
+        while not condition() and time.monotonic() < deadline:
+            time.sleep(0.1)
 
     def test_tagged_nics_in_config_drive_and_metadata(self):
         tagged, untagged, attached = self._tap_port(1), self._tap_port(2), self._tap_port(3)
@@ -141,6 +166,41 @@ class _DeviceTaggingTest(moves_base.MovesTestBase):
         self.assertEqual(expected, self._disk_metadata(server))
         self.assertEqual(expected, self._served_disks(server))
         self.assertEqual(volumes.views[attached], volumes.disconnected)
+        self._delete_server(server)
+
+    def test_swapped_tagged_volume_is_named_in_metadata(self):
+        """After a swap the metadata names the volume the BDM now names.
+
+        Here that is the new one: the Cinder fixture completes a migration under the new id.
+        Nova records it only after the driver returns; before the fix the old id stayed in the
+        metadata until the next attach or detach.
+        """
+        volumes = loop_volumes.LoopVolumes(self)
+        old, new = volumes.create(b'swapped-data'), volumes.create()
+        body = self._build_server(name='swapped-volume', image_uuid=self.image['id'],
+                                  flavor_id='1', networks='none', host='host1')
+        body['block_device_mapping_v2'] = [
+            {'boot_index': 0, 'uuid': self.image['id'], 'source_type': 'image',
+             'destination_type': 'local'},
+            {'boot_index': -1, 'uuid': old, 'source_type': 'volume',
+             'destination_type': 'volume', 'device_name': '/dev/vdb', 'tag': 'database'}]
+        self.admin_api.microversion = '2.74'
+        server = self._wait_for_state_change(self.admin_api.post_server({'server': body}),
+                                             'ACTIVE')
+        self.assertEqual({old: ('/dev/vdb', ['database'])}, self._disk_metadata(server))
+
+        self._swap_as_cinder(server, old, new)
+        bdm = objects.BlockDeviceMapping.get_by_volume_and_instance(
+            nova_context.get_admin_context(), new, server['id'])
+        self.assertEqual('/dev/vdb', bdm.device_name)
+        expected = {new: ('/dev/vdb', ['database'])}
+        self._wait_until(lambda: self._disk_metadata(server) == expected)
+        self.assertEqual(expected, self._disk_metadata(server))
+        self.assertEqual(expected, self._served_disks(server))
+        # and it is the volume the guest has there, with the old one's data copied
+        container = self._container('host1', server)
+        self.assertEqual('swapped-data', self._run(container, 'head', '-c', '12', '/dev/vdb'))
+        self.assertEqual(volumes.views[old], volumes.disconnected)
         self._delete_server(server)
 
 
