@@ -8,8 +8,8 @@ import subprocess
 import time
 import uuid
 
-import pylxd
 
+from tests.functional.backend import cleanup
 from tests.functional.backend import hostile_tarballs as corpus
 
 
@@ -61,11 +61,6 @@ def test_instances_take_the_spare_clone_and_image_delete_removes_it(backend, cli
         assert client.instances.get(names[1]).status == 'Running'
         instance.stop(force=True, wait=True)
     finally:
-        for name in names:
-            try:
-                client.instances.get(name).delete(wait=True)
-            except pylxd.exceptions.NotFound:
-                pass
-        image.delete(wait=True)
+        cleanup.delete_instances_and_image(client, names, image)
     assert _spares(images_dir, image.fingerprint) == []
     assert not any(e.startswith(image.fingerprint) for e in os.listdir(images_dir))

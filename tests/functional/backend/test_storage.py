@@ -4,10 +4,10 @@ import os
 import subprocess
 import uuid
 
-import pylxd
 import pytest
 
 from tests.backend_fixture import BackendDaemon
+from tests.functional.backend import cleanup
 from tests.functional.backend import hostile_tarballs as corpus
 
 
@@ -182,12 +182,7 @@ def test_instances_are_snapshots_of_the_cached_image(backend, client):
                               'count=100', 'conv=fsync'], capture_output=True, text=True)
         assert big.returncode != 0 and 'quota exceeded' in big.stderr.lower()
     finally:
-        for name in names:
-            try:
-                client.instances.get(name).delete(wait=True)
-            except pylxd.exceptions.NotFound:
-                pass
-        image.delete(wait=True)
+        cleanup.delete_instances_and_image(client, names, image)
     assert not os.path.exists(os.path.join(pool_dir, 'images', image.fingerprint))
     assert not any(os.path.exists(os.path.join(pool_dir, 'containers', n)) for n in names)
 
