@@ -135,6 +135,31 @@ class InstanceService(CreationMixin, LifecycleMixin):
             doc.update(fields)
             self.db.put('instance', name, doc)
 
+    # -- for the other services (snapshots, migration): the blocking steps run under lock(name) --
+    def lock(self, name):
+        """The asyncio lock that serialises every change of one instance."""
+        return self._lock(name)
+
+    def start_container(self, name):
+        """Blocking: start the instance's container from its record."""
+        self._start(name)
+
+    def stop_container(self, name, force, timeout):
+        """Blocking: stop it (clean within timeout, then forced); True when the stop was clean."""
+        return self._stop(name, force, timeout)
+
+    def replace_definition(self, name, body):
+        """Blocking: config, devices, profiles and description replaced, as by a PUT."""
+        self._update(name, body, merge=False)
+
+    def set_volatile(self, name, values):
+        """Record daemon-owned `volatile.*` keys (None removes one)."""
+        self._set_volatile(name, values)
+
+    def remove_everything(self, name, doc):
+        """Blocking: delete the volume, LXC dir, logs and record of an instance (idempotent)."""
+        self._remove_everything(name, doc)
+
     # -- lookups (the contract other services use) -----------------------------------------------
     def exists(self, name):
         return self.db.get('instance', name) is not None

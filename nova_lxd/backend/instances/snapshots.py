@@ -158,7 +158,7 @@ class SnapshotService:
         instances = self.daemon.instances
 
         async def work(op):
-            async with instances._lock(name):
+            async with instances.lock(name):
                 record = await op.run_blocking(self._record, name, snapshot, expires_at,
                                                body.get('description', ''))
                 if not self.db.insert(KIND, '%s/%s' % (name, snapshot), record):
@@ -225,7 +225,7 @@ class SnapshotService:
         instances = self.daemon.instances
 
         async def work(op):
-            async with instances._lock(name):
+            async with instances.lock(name):
                 await op.run_blocking(instances.pool_of(name).rename_snapshot,
                                       name, snapshot, new)
                 doc = self._doc(name, snapshot)
@@ -244,7 +244,7 @@ class SnapshotService:
         instances = self.daemon.instances
 
         async def work(op):
-            async with instances._lock(name):
+            async with instances.lock(name):
                 if self.db.get(KIND, '%s/%s' % (name, snapshot)) is None:
                     raise NotFound('Snapshot not found')
                 await op.run_blocking(instances.pool_of(name).delete_snapshot, name, snapshot)
@@ -274,7 +274,7 @@ class SnapshotService:
                 raise BadRequest('%s/%s is not a snapshot of %s' % (parent, snapshot, name))
         self._doc(name, snapshot)
         instances = self.daemon.instances
-        async with instances._lock(name):
+        async with instances.lock(name):
             await self.daemon.operations.run_blocking(self._restore, name, snapshot)
         self.daemon.events.lifecycle('instance-restored', '/1.0/instances/%s' % name,
                                      snapshot=snapshot)
@@ -284,16 +284,17 @@ class SnapshotService:
         doc = self._doc(name, snapshot)
         was_running = instances.is_running(name)
         if was_running:
-            instances._stop(name, True, 0)
+            instances.stop_container(name, True, 0)
         instances.pool_of(name).restore_snapshot(name, snapshot)
         config = {k: v for k, v in doc['config'].items() if not k.startswith('volatile.')}
-        instances._update(name, {'config': config, 'devices': doc.get('devices') or {},
-                                 'profiles': doc.get('profiles') or [],
-                                 'description': instances.get(name).get('description', ''),
-                                 'ephemeral': doc.get('ephemeral', False)}, merge=False)
+        instances.replace_definition(name, {
+            'config': config, 'devices': doc.get('devices') or {},
+            'profiles': doc.get('profiles') or [],
+            'description': instances.get(name).get('description', ''),
+            'ephemeral': doc.get('ephemeral', False)})
         # the restored files are owned as they were when the snapshot was taken
         idmap = doc['config'].get('volatile.last_state.idmap')
         if idmap is not None:
-            instances._set_volatile(name, {'volatile.last_state.idmap': idmap})
+            instances.set_volatile(name, {'volatile.last_state.idmap': idmap})
         if was_running:
-            instances._start(name)
+            instances.start_container(name)

@@ -83,7 +83,7 @@ def start(daemon, doc, body, root):
                 await channels.send('control', type='result', success=False, message=message)
             except Exception:
                 pass
-            await op.run_blocking(daemon.instances._remove_everything, name, doc)
+            await op.run_blocking(daemon.instances.remove_everything, name, doc)
             await channels.close()
             raise
         try:
@@ -97,8 +97,8 @@ def start(daemon, doc, body, root):
             await channels.close()
         daemon.events.lifecycle('instance-created', '/1.0/instances/%s' % name)
         if starts:
-            async with daemon.instances._lock(name):
-                await op.run_blocking(daemon.instances._start, name)
+            async with daemon.instances.lock(name):
+                await op.run_blocking(daemon.instances.start_container, name)
             daemon.events.lifecycle('instance-started', '/1.0/instances/%s' % name)
     resources = {'instances': ['/1.0/instances/%s' % doc['name']],
                  'containers': ['/1.0/containers/%s' % doc['name']]}

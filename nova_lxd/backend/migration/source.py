@@ -88,7 +88,7 @@ async def start(daemon, name, body, snapshot=None):
 async def _send(daemon, op, channels, name, instance_only, from_snapshot):
     instances = daemon.instances
     url = '/1.0/instances/%s' % name
-    async with instances._lock(name):
+    async with instances.lock(name):
         doc = await op.run_blocking(instances.get, name)
         was_running = not from_snapshot and await op.run_blocking(instances.is_running, name)
         if from_snapshot:
@@ -96,7 +96,7 @@ async def _send(daemon, op, channels, name, instance_only, from_snapshot):
             doc = daemon.snapshots.get(name, from_snapshot)
         if was_running:
             # a clean shutdown within the instance's boot.host_shutdown_timeout, then forced
-            clean = await op.run_blocking(instances._stop, name, False, -1)
+            clean = await op.run_blocking(instances.stop_container, name, False, -1)
             daemon.events.lifecycle('instance-shutdown' if clean else 'instance-stopped', url)
         try:
             pool = instances.pool_of(name)
@@ -153,7 +153,7 @@ async def _send(daemon, op, channels, name, instance_only, from_snapshot):
 
 async def _restart(daemon, op, name):
     try:
-        await op.run_blocking(daemon.instances._start, name)
+        await op.run_blocking(daemon.instances.start_container, name)
         daemon.events.lifecycle('instance-started', '/1.0/instances/%s' % name)
     except Exception:
         LOG.exception('Starting %s again after its migration', name)
