@@ -11,6 +11,7 @@ import collections
 import logging
 import os
 import shutil
+import time
 
 import lxc
 
@@ -535,16 +536,38 @@ class InstanceService(CreationMixin, LifecycleMixin):
 
         async def work(op):
             async with self._lock(name):
-                if self.container(name).running:
-                    raise BadRequest('Instance is running')
-                if self._doc(name)['config'].get('volatile.last_state.power') == 'RUNNING':
-                    await op.run_blocking(self._after_stop, name)
-                await op.run_blocking(self._remove_everything, name, self._doc(name))
+                await op.run_blocking(self._delete, name)
             self._locks.pop(name, None)
             self._event('instance-deleted', '/1.0/instances/%s' % name)
         return self.daemon.operations.start(
             work, 'Deleting instance', {'instances': ['/1.0/instances/%s' % name],
                                         'containers': ['/1.0/containers/%s' % name]})
+
+    def _delete(self, name):
+        """Blocking: delete a stopped instance; its volumes are deleted in the background.
+
+        They leave the instance's name first (a rename, see retire_instance), so the name is free
+        when the operation ends and a re-create of it finds nothing in the way; the daemon's
+        stop drains the background, its start removes what a crash left.
+        """
+        began = time.monotonic()
+        if self.container(name).running:
+            raise BadRequest('Instance is running')
+        doc = self._doc(name)
+        state.forget(name)
+        if doc['config'].get('volatile.last_state.power') == 'RUNNING':
+            self._after_stop(name)
+        try:
+            purge = self._pool(self._root(doc)['pool']).retire_instance(name)
+        except ApiError:        # no such pool: _remove_everything logs it
+            purge = None
+        retired = time.monotonic()
+        self._remove_everything(name, doc)      # the rest; its volume delete finds none now
+        if purge is not None:
+            self._post_stop_jobs().defer(('volumes', name, began), purge,
+                                         'deleting the volumes of %s' % name)
+        LOG.debug('Deleted %s in %.4fs (volumes moved aside %.4fs, the rest %.4fs)', name,
+                  time.monotonic() - began, retired - began, time.monotonic() - retired)
 
     async def restore(self, name, snapshot):
         """PUT with {"restore": snap}: the snapshots service does the work."""

@@ -95,6 +95,13 @@ class StorageDriver(abc.ABC):
         """Delete an instance volume and all its snapshots (idempotent)."""
 
     @abc.abstractmethod
+    def retire_instance(self, name):
+        """Move an instance's volumes out of its name; return a callable that deletes them.
+
+        At once (the name is free for a new instance); the callable runs later, in the background.
+        """
+
+    @abc.abstractmethod
     def rename_instance(self, old, new):
         """Rename an instance volume and its snapshots."""
 

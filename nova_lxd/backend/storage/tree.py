@@ -24,6 +24,10 @@ from nova_lxd.backend.storage import driver, system
 LOG = logging.getLogger(__name__)
 
 
+# An instance being deleted: its volumes renamed out of its name, deleted in the background
+_TRASH = '.trash-'
+
+
 def _spare_of(entry):
     """The cached image a spare clone (.spare-<image>-<id>) belongs to."""
     return entry[len('.spare-'):].rsplit('-', 1)[0]
@@ -82,7 +86,7 @@ class TreeDriver(driver.StorageDriver):
         containers = os.path.join(self.pool_dir, 'containers')
         for entry in os.listdir(containers):
             path = os.path.join(containers, entry)
-            if entry.startswith('.restore-'):
+            if entry.startswith(('.restore-', _TRASH)):     # _TRASH: a delete not finished
                 self._remove(path)
             elif entry.startswith('.old-'):
                 # the instance was moved aside and its restored copy not yet put in place
@@ -91,6 +95,10 @@ class TreeDriver(driver.StorageDriver):
                     self._remove(path)
                 else:
                     os.rename(path, os.path.join(containers, name))
+        snapshots = os.path.join(self.pool_dir, 'containers-snapshots')
+        for entry in os.listdir(snapshots):
+            if entry.startswith(_TRASH):
+                self._remove_snapshots_dir(os.path.join(snapshots, entry))
 
     # -- paths ------------------------------------------------------------------------------
     def _path(self, *parts):
@@ -260,11 +268,34 @@ class TreeDriver(driver.StorageDriver):
         return path
 
     def delete_instance(self, name):
-        snapshots = self._path('containers-snapshots', name)
-        for snapshot in self._listdir(os.path.join('containers-snapshots', name)):
+        self._remove_snapshots_dir(self._path('containers-snapshots', name))
+        self._remove(self.instance_path(name))
+
+    def _remove_snapshots_dir(self, snapshots):
+        for snapshot in self._listdir(snapshots):
             self._remove(os.path.join(snapshots, snapshot))
         shutil.rmtree(snapshots, ignore_errors=True)
-        self._remove(self.instance_path(name))
+
+    def retire_instance(self, name):
+        """Rename an instance's volume and snapshots out of its name; return what deletes them.
+
+        The renames are atomic and cost no transaction: the name is free at once (a new
+        instance may take it), and the deletion can run later. A restart deletes what a crash
+        left of it (_remove_leftovers).
+        """
+        tag = '%s%s-%s' % (_TRASH, name, uuid.uuid4().hex[:8])
+        volume, snapshots = self.instance_path(name), self._path('containers-snapshots', name)
+        moved_volume = self._path('containers', tag)
+        moved_snapshots = self._path('containers-snapshots', tag)
+        if os.path.lexists(snapshots):
+            os.rename(snapshots, moved_snapshots)
+        if os.path.lexists(volume):
+            os.rename(volume, moved_volume)
+
+        def purge():
+            self._remove_snapshots_dir(moved_snapshots)
+            self._remove(moved_volume)
+        return purge
 
     def rename_instance(self, old, new):
         if os.path.lexists(self.instance_path(new)):
