@@ -10,7 +10,7 @@ import sys
 
 from aiohttp import web
 
-from nova_lxd.backend import api, certs, events, operations, trust
+from nova_lxd.backend import api, certs, events, memory, operations, trust
 from nova_lxd.backend import config as daemon_config
 from nova_lxd.backend.db import Database
 from nova_lxd.backend.errors import BadRequest
@@ -49,6 +49,7 @@ class Daemon:
         self._https_site = None
         self._https_address = ''
         self._stopped = None
+        self._trimmer = None
 
     # -- start-up ---------------------------------------------------------------------------
     def prepare(self):
@@ -64,7 +65,7 @@ class Daemon:
             LOG.warning('Operation %s (%s) was interrupted by a daemon restart: failed',
                         op_id, description)
         self.operations = operations.OperationRegistry(
-            on_change=lambda op: self.events.send('operation', op.to_dict()), store=self.db)
+            on_change=self._operation_changed, store=self.db)
         self.trust = trust.TrustStore(self.db, self.certificate_fingerprint, self.https_addresses)
         # storage, then images: pools mounted (the default one created on first start)
         from nova_lxd.backend.images import ImageStore
@@ -90,13 +91,26 @@ class Daemon:
         self.migration = MigrationService(self)
         self.migration.prepare()
 
+    def _operation_changed(self, op):
+        self.events.send('operation', op.to_dict())
+        if self._trimmer is not None:
+            self._trimmer.activity()
+
+    async def _request_served(self, request, response):
+        if self._trimmer is not None:
+            self._trimmer.activity()
+
     async def start(self):
+        loop = asyncio.get_running_loop()
+        memory.trace_from_environment(loop, self.config.data_dir)
+        self._trimmer = memory.IdleTrimmer(loop)    # the heap of a burst goes back after it
         self.prepare()
         self.instances.start_background()
         self.snapshots.start_background()
         self._stopped = asyncio.Event()
-        self._runner = web.AppRunner(api.make_app(self), handle_signals=False,
-                                     access_log=None)
+        app = api.make_app(self)
+        app.on_response_prepare.append(self._request_served)   # a listing is a burst too
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
         path = self.config.socket_path
         _remove_stale_socket(path)
@@ -117,6 +131,8 @@ class Daemon:
             self.instances.stop_background()   # lxcfs keeps running for the containers
         if getattr(self, 'snapshots', None):
             self.snapshots.stop_background()
+        if self._trimmer is not None:
+            self._trimmer.cancel()
         if self.operations:
             await self.operations.shutdown()
         if self._runner:
