@@ -199,13 +199,16 @@ class CreationMixin:
             wanted, base = self._wanted_map(self.expanded(doc)[0], name)
         rootfs = os.path.join(pool.instance_path(name), 'rootfs')
         idmaps.shift_rootfs(rootfs, previous, wanted)
-        os.chmod(pool.instance_path(name), 0o711)
+        volume = pool.instance_path(name)
+        if os.stat(volume).st_mode & 0o7777 != 0o711:   # a chmod is a pool write even when idle
+            os.chmod(volume, 0o711)
         doc['config'].update(self._idmap_volatile(wanted, base))
         doc['config']['volatile.last_state.idmap'] = idmaps.to_json(wanted)
         doc['config']['volatile.last_state.power'] = 'STOPPED'
         self._render(doc, trigger, wanted)
         doc.pop('_creating', None)
         self.db.put('instance', name, doc)
+        pool.instance_ready(name)
 
     def _idmap_volatile(self, idmap, base):
         return {'volatile.idmap.base': str(base or 0), 'volatile.idmap.current':

@@ -82,6 +82,10 @@ class StorageDriver(abc.ABC):
         prepared copy and clone it; others run prepare on each new volume).
         """
 
+    def instance_ready(self, name):
+        """A new instance's volume is finished (shifted, templates rendered): background work the
+        create put off (a copy-on-write pool's next spare clone) may go on."""
+
     @abc.abstractmethod
     def create_empty_instance(self, name, size=None):
         """Create an instance volume with an empty rootfs/."""

@@ -7,7 +7,10 @@ volumes, renames, restore) is written here once.
 Where images are cached, one spare clone of each cached image waits beside it
 (images/.spare-<image>-<id>): an instance created from that image takes the spare by a rename and
 a new spare is cloned in the background. A btrfs snapshot commits a transaction, which costs
-1-2 ms on a quiet host and tens of ms when the disk is busy; the rename costs neither.
+1-2 ms on a quiet host and tens of ms when the disk is busy; the rename costs neither. The new
+spare is cloned once the instance that took the old one is ready (instance_ready): a commit in
+flight makes every writer to the pool wait, and the new instance's own first writes (its
+templates, its volume's mode) were waiting for it.
 """
 import abc
 import collections
@@ -22,6 +25,8 @@ from nova_lxd.backend.errors import BadRequest, Conflict, NotFound
 from nova_lxd.backend.storage import driver, system
 
 LOG = logging.getLogger(__name__)
+# a spare's replacement waits at most this long for the instance that took it to be ready
+SPARE_HOLD_TIMEOUT = 2.0
 
 
 # An instance being deleted: its volumes renamed out of its name, deleted in the background
@@ -42,6 +47,7 @@ class TreeDriver(driver.StorageDriver):
         self._image_locks = collections.defaultdict(threading.Lock)
         self._spares_lock = threading.Lock()
         self._replenishing = {}        # cached image name -> the thread cloning its spare
+        self._holds = {}               # instance volume -> (its cached image, Event when ready)
 
     # -- primitives ------------------------------------------------------------------------
     @abc.abstractmethod
@@ -137,6 +143,9 @@ class TreeDriver(driver.StorageDriver):
     def delete_image(self, fingerprint):
         with self._image_locks[fingerprint]:
             with self._spares_lock:
+                for cached, ready in self._holds.values():
+                    if cached.split('@')[0] == fingerprint:
+                        ready.set()    # its clone need not wait for an instance any more
                 cloning = [thread for name, thread in self._replenishing.items()
                            if name.split('@')[0] == fingerprint]
             for thread in cloning:     # its spare is whole (or gone) before the listing
@@ -185,13 +194,25 @@ class TreeDriver(driver.StorageDriver):
                     break
         if not taken:
             self._clone(cached, dest)
-        self._replenish(cached)
+        ready = threading.Event()
+        with self._spares_lock:
+            self._holds[dest] = (name, ready)
+        self._replenish(cached, ready)
 
-    def _replenish(self, cached):
-        """Clone a new spare of the cached image in the background (one at a time per image)."""
+    def instance_ready(self, name):
+        """The new instance's own first writes are done: its spare's replacement may be cloned."""
+        with self._spares_lock:
+            _, ready = self._holds.pop(self.instance_path(name), (None, None))
+        if ready is not None:
+            ready.set()
+
+    def _replenish(self, cached, ready):
+        """Clone a new spare of the cached image in the background (one at a time per image),
+        once `ready` is set (or after SPARE_HOLD_TIMEOUT)."""
         name = os.path.basename(cached)
 
         def clone():
+            ready.wait(SPARE_HOLD_TIMEOUT)
             # Not under the image's lock: a create from this image takes that lock and must not
             # wait for the clone. delete_image waits for it; an image deleted before it began
             # has no cached copy left to clone.
@@ -268,6 +289,7 @@ class TreeDriver(driver.StorageDriver):
         return path
 
     def delete_instance(self, name):
+        self.instance_ready(name)      # a failed create: its spare's replacement need not wait
         self._remove_snapshots_dir(self._path('containers-snapshots', name))
         self._remove(self.instance_path(name))
 
@@ -283,6 +305,7 @@ class TreeDriver(driver.StorageDriver):
         instance may take it), and the deletion can run later. A restart deletes what a crash
         left of it (_remove_leftovers).
         """
+        self.instance_ready(name)
         tag = '%s%s-%s' % (_TRASH, name, uuid.uuid4().hex[:8])
         volume, snapshots = self.instance_path(name), self._path('containers-snapshots', name)
         moved_volume = self._path('containers', tag)
