@@ -102,6 +102,7 @@ class Daemon:
 
     async def start(self):
         loop = asyncio.get_running_loop()
+        memory.limit_arenas()       # before the worker threads: each would get its own
         memory.trace_from_environment(loop, self.config.data_dir)
         self._trimmer = memory.IdleTrimmer(loop)    # the heap of a burst goes back after it
         self.prepare()

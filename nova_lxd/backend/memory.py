@@ -2,9 +2,9 @@
 
 After a burst (a thousand launches, listings, deletes) CPython frees its objects, but the heap
 they lived on stays with the process: glibc keeps freed memory in its arenas (one per thread
-that allocated, up to 8 per core) until something trims them. So once the daemon has been idle
-for a moment after operations ran, it collects its garbage and asks glibc to give back what it
-can (malloc_trim(0)), once, on a worker thread.
+that allocated, up to 8 per core; capped at ARENAS here) until something trims them. So once
+the daemon has been idle for a moment after operations or requests, it collects its garbage and
+asks glibc to give back what it can (malloc_trim(0)), once, on a worker thread.
 
 Debugging: with NOVA_LXD_TRACEMALLOC=<frames> in its environment the daemon traces its Python
 allocations, and SIGUSR2 writes a snapshot (tracemalloc-<n>.snap in the data directory) and
@@ -24,11 +24,25 @@ LOG = logging.getLogger(__name__)
 # Idle this long after the last operation changed: the burst is over.
 IDLE_DELAY = 2.0
 
+# glibc gives each thread that allocates an arena of its own, up to 8 per core; a worker that
+# decoded a large netlink dump or a listing keeps its arena's high-water mark. The daemon's
+# threads mostly wait on the GIL, so a few arenas shared between them cost no contention.
+ARENAS = 2
+M_ARENA_MAX = -8
+
 try:
-    _malloc_trim = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6').malloc_trim
+    _libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+    _malloc_trim = _libc.malloc_trim
     _malloc_trim.argtypes = [ctypes.c_size_t]
+    _mallopt = _libc.mallopt
+    _mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
 except (OSError, AttributeError):        # not glibc
-    _malloc_trim = None
+    _malloc_trim = _mallopt = None
+
+
+def limit_arenas(count=ARENAS):
+    """Cap glibc's malloc arenas (call before the worker threads start); False if not glibc."""
+    return bool(_mallopt is not None and _mallopt(M_ARENA_MAX, count))
 
 
 def rss_bytes():

@@ -48,3 +48,12 @@ def test_activity_after_the_loop_closed_is_ignored():
     loop.close()
     trimmer.activity()
     assert trimmer.trims == 0
+
+
+def test_arenas_can_be_capped_on_glibc():
+    # a separate process: the cap is for the whole process, set before its threads start
+    import subprocess
+    import sys
+    code = ('from nova_lxd.backend import memory; import sys; '
+            'sys.exit(0 if memory.limit_arenas(2) else 1)')
+    assert subprocess.run([sys.executable, '-c', code]).returncode == 0
