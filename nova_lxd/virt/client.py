@@ -9,7 +9,9 @@ module adds is waiting, for at most RECONNECT_TIMEOUT seconds, while the backend
   one finds nothing and says 404);
 - anything else, and a backend that does not come back in time, raises BackendUnavailable (a
   HypervisorUnavailable naming the endpoint). Callers whose action is idempotent by its effect
-  (stop a stopped instance, delete a deleted one) re-run it with until_done().
+  (stop a stopped instance, delete a deleted one) re-run it with until_done(); the others
+  (create, start, rename, snapshot, publish: the helpers below) give until_done a check of the
+  state that tells whether the lost attempt had its effect after all, so none runs twice.
 """
 import time
 
@@ -128,15 +130,24 @@ def _busy(exc):
     return 'busy' in str(exc).lower()
 
 
-def until_done(what, action):
+def until_done(what, action, done=None):
     """Run action (`what` names it in the log) to its end, through restarts and busy instances.
 
     action must be idempotent by its effect and check the state before acting (sync, then stop
     if still running): a request lost with the backend, an operation the restarted backend no
     longer knows, or a busy instance makes it run again (for at most RECONNECT_TIMEOUT).
+    For an action that is not idempotent (a create), done checks the state before each repeat:
+    it returns the action's result when the lost attempt took effect after all, else None.
     """
     deadline = time.monotonic() + RECONNECT_TIMEOUT
+    repeat = False
     while True:
+        if repeat and done is not None:
+            result = done()
+            if result is not None:
+                LOG.info('%s: done before the backend restarted', what)
+                return result
+        repeat = True
         try:
             return action()
         except lxd_exceptions.LXDAPIException as exc:
@@ -165,16 +176,100 @@ def run(client, response):
     return metadata
 
 
+def _instance_json(client, name):
+    """The backend's record of an instance, None when it has none."""
+    try:
+        return client.api.instances[name].get().json()['metadata']
+    except lxd_exceptions.NotFound:
+        return None
+
+
 def create_instance(client, definition):
-    """Create an instance and wait for it: the pylxd Instance, not read back until used."""
-    run(client, client.api.instances.post(json=definition))
-    return lxd_instance.Instance(client, name=definition['name'])
+    """Create an instance and wait for it: the pylxd Instance, not read back until used.
+
+    A create lost with a restarting backend is done if the instance is there with the config
+    asked for; one of that name with another config is not ours to take.
+    """
+    name = definition['name']
+    made = lxd_instance.Instance(client, name=name)
+
+    def create():
+        run(client, client.api.instances.post(json=definition))
+        return made
+
+    def created():
+        found = _instance_json(client, name)
+        if found is None:
+            return None
+        wanted = definition.get('config') or {}
+        if any(found['config'].get(key) != value for key, value in wanted.items()):
+            raise exception.InstanceExists(name=name)
+        return made
+    return until_done('creating %s' % name, create, done=created)
 
 
 def start_instance(container):
     """Start an instance and wait until it runs (its status is not read back)."""
-    run(container.client, container.api.state.put(
-        json={'action': 'start', 'timeout': 30, 'force': True}))
+    def start():
+        run(container.client, container.api.state.put(
+            json={'action': 'start', 'timeout': 30, 'force': True}))
+        return True
+
+    def running():
+        found = _instance_json(container.client, container.name)
+        return True if found and found['status'] == 'Running' else None
+    until_done('starting %s' % container.name, start, done=running)
+
+
+def rename_instance(container, new_name):
+    """Rename an instance (container.name follows); done if only the new name is there."""
+    client = container.client
+
+    def rename():
+        run(client, client.api.instances[container.name].post(json={'name': new_name}))
+        return True
+
+    def renamed():
+        gone = _instance_json(client, container.name) is None
+        return True if gone and _instance_json(client, new_name) is not None else None
+    until_done('renaming %s to %s' % (container.name, new_name), rename, done=renamed)
+    container.name = new_name
+
+
+def create_snapshot(container, name):
+    """Take a stateless snapshot of the instance; done if the snapshot is there."""
+    def take():
+        return container.snapshots.create(name, stateful=False, wait=True)
+
+    def taken():
+        try:
+            return container.snapshots.get(name)
+        except lxd_exceptions.NotFound:
+            return None
+    return until_done('snapshot %s of %s' % (name, container.name), take, done=taken)
+
+
+def publish_snapshot(snap, alias):
+    """Publish a snapshot as a private image under alias (a unique name).
+
+    The alias tells a publish lost with a restarting backend that took effect from one that
+    did not.
+    """
+    client = snap.client
+
+    def publish():
+        metadata = run(client, client.api.images.post(json={
+            'public': False, 'aliases': [{'name': alias}],
+            'source': {'type': 'snapshot', 'name': '%s/%s' % (snap.instance.name, snap.name)}}))
+        return client.images.get(metadata['metadata']['fingerprint'])
+
+    def published():
+        try:
+            return client.images.get_by_alias(alias)
+        except lxd_exceptions.NotFound:
+            return None
+    return until_done('publishing %s/%s' % (snap.instance.name, snap.name), publish,
+                      done=published)
 
 
 def delete_instance(container):

@@ -23,6 +23,7 @@ from nova.i18n import _
 from nova.image import glance
 
 from nova_lxd.image import formats
+from nova_lxd.virt import client as lxd_client
 from nova_lxd.virt import conf
 
 CONF = conf.CONF
@@ -141,8 +142,9 @@ def _is_not_found(exc):
     return getattr(response, 'status_code', None) == 404
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
+def _sha256(path, prefix=b''):
+    """The image fingerprint of the file at path (prefix: a split image's metadata tarball)."""
+    digest = hashlib.sha256(prefix)
     with open(path, 'rb') as f:
         for chunk in iter(lambda: f.read(1024 * 1024), b''):
             digest.update(chunk)
@@ -150,15 +152,19 @@ def _sha256(path):
 
 
 def _import(client, path, fmt, image_meta, properties):
-    if fmt == UNIFIED:
-        # the same bytes may already be there under another Glance id: share them
-        fingerprint = _sha256(path)
-        if client.images.exists(fingerprint):
-            return client.images.get(fingerprint)
-    with open(path, 'rb') as data:
-        if fmt == UNIFIED:
-            return client.images.create(data)
-        return client.images.create(data, metadata=metadata_tarball(image_meta, properties))
+    metadata = None if fmt == UNIFIED else metadata_tarball(image_meta, properties)
+    # the fingerprint is known before the upload: the same bytes may already be there under
+    # another Glance id (shared), and an upload lost with a restarting backend may be done
+    fingerprint = _sha256(path, metadata or b'')
+
+    def uploaded():
+        return client.images.get(fingerprint) if client.images.exists(fingerprint) else None
+
+    def upload():
+        with open(path, 'rb') as data:
+            return client.images.create(data, metadata=metadata)
+    return uploaded() or lxd_client.until_done('uploading image %s' % fingerprint, upload,
+                                               done=uploaded)
 
 
 def ensure_image(client, context, instance, image_meta):

@@ -29,6 +29,7 @@ from nova.i18n import _
 from nova.objects import base as obj_base
 from nova.objects import migrate_data as migrate_data_obj
 
+from nova_lxd.virt import client as lxd_client
 from nova_lxd.virt import conf
 from nova_lxd.virt import flavor as lxd_flavor
 from nova_lxd.virt import vif as lxd_vif
@@ -169,7 +170,7 @@ def migrate_disk_and_power_off(client, instance, dest_host, new_flavor, stop):
         except exception.MigrationError as exc:
             raise exception.InstanceFaultRollback(exc)
     stop(container)
-    container.rename(revert_name(instance), wait=True)
+    lxd_client.rename_instance(container, revert_name(instance))
     try:
         transfer(src_client, revert_name(instance), dest_client, instance.name, same_host)
     except Exception as exc:
@@ -177,7 +178,7 @@ def migrate_disk_and_power_off(client, instance, dest_host, new_flavor, stop):
                   dest_host, exc, instance=instance)
         _remove_partial(dest_client, instance.name)
         restored = client.instances.get(revert_name(instance))
-        restored.rename(instance.name, wait=True)
+        lxd_client.rename_instance(restored, instance.name)
         if was_running:
             restored.start(wait=True)
         raise exception.InstanceFaultRollback(exception.MigrationError(reason=_(
@@ -222,7 +223,7 @@ def revert(client, instance):
         if current.status != 'Stopped':
             current.stop(force=True, wait=True)
         current.delete(wait=True)
-    backup.rename(instance.name, wait=True)
+    lxd_client.rename_instance(backup, instance.name)
     return client.instances.get(instance.name)
 
 

@@ -13,6 +13,8 @@ from oslo_log import log as logging
 from nova.compute import task_states
 from nova.image import glance
 
+from nova_lxd.virt import client as lxd_client
+
 LOG = logging.getLogger(__name__)
 IMAGE_API = glance.API()
 
@@ -39,7 +41,7 @@ def glance_metadata(container, snapshot_meta):
 @contextlib.contextmanager
 def _scratch_snapshot(container):
     name = 'nova-snapshot-%s' % uuid.uuid4().hex[:12]
-    snap = container.snapshots.create(name, stateful=False, wait=True)
+    snap = lxd_client.create_snapshot(container, name)
     try:
         yield snap
     finally:
@@ -49,7 +51,8 @@ def _scratch_snapshot(container):
 
 @contextlib.contextmanager
 def _published(snap):
-    image = snap.publish(wait=True)
+    # the snapshot's name is unique: the image's alias tells a lost publish that it was done
+    image = lxd_client.publish_snapshot(snap, alias=snap.name)
     try:
         yield image
     finally:

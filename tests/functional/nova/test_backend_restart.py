@@ -17,8 +17,10 @@ import signal
 import threading
 import time
 import uuid
+from urllib.parse import urlparse
 
 import fixtures
+import requests
 
 from nova.compute import power_state
 from nova import context as nova_context
@@ -190,6 +192,93 @@ class TestDriverAcrossBackendRestarts(test.TestCase):
         _restart(self.daemon, signal.SIGKILL)
         self.driver.destroy(self.ctxt, inst, [])
         self.assertFalse(self.driver.instance_exists(inst))
+
+    # -- calls that are not idempotent, lost mid-request (client.py: until_done with a check) --
+
+    def _on_request(self, method, path, before):
+        """Run before(request) once, when the driver first sends method to a URL ending in path.
+
+        Returns the list of such requests sent (by anyone) from then on.
+        """
+        real_send = requests.Session.send
+        sent = []
+
+        def send(session, request, **kwargs):
+            if request.method == method and urlparse(request.url).path.endswith(path):
+                sent.append(request.url)
+                if len(sent) == 1:
+                    before(request)
+            return real_send(session, request, **kwargs)
+        self.useFixture(fixtures.MonkeyPatch('requests.Session.send', send))
+        return sent
+
+    def _lose_unread(self, request):
+        """The backend is frozen before it reads the request, then killed and started again."""
+        os.kill(self.daemon.process.pid, signal.SIGSTOP)
+
+        def kill_and_start():
+            time.sleep(0.5)   # the request is in the socket by then, unread
+            _restart(self.daemon, signal.SIGKILL)
+        threading.Thread(target=kill_and_start).start()
+
+    def _logged(self):
+        return self.stdlog.logger.output
+
+    def test_create_lost_unread_is_sent_again(self):
+        posts = self._on_request('POST', '/1.0/instances', self._lose_unread)
+        inst = self._spawn()
+        self.assertEqual(power_state.RUNNING, self._state(inst))
+        self.assertEqual(2, len(posts))
+        self.assertIn('The backend restarted during creating %s' % inst.name, self._logged())
+
+    def test_create_done_before_restart_is_not_repeated(self):
+        first = self._spawn()   # the image is cached: the next spawn's first wait is its create's
+        created = []
+
+        def restart_when_created(request):
+            # the create has happened; the restarted backend no longer knows its operation
+            client = self.daemon.client()
+            deadline = time.monotonic() + 60
+            while len(client.instances.all()) < 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            created.extend(i.name for i in client.instances.all() if i.name != first.name)
+            _restart(self.daemon, signal.SIGKILL)
+        posts = self._on_request('POST', '/1.0/instances', lambda request: None)
+        self._on_request('GET', '/wait', restart_when_created)
+        inst = self._spawn()
+        self.assertEqual([inst.name], created)
+        self.assertEqual(1, len(posts))
+        self.assertEqual(power_state.RUNNING, self._state(inst))
+        self.assertIn('creating %s: done before the backend restarted' % inst.name,
+                      self._logged())
+
+    def _snapshot_uploaded(self, inst, image_id, images_before):
+        """The driver's snapshot reached Glance, and left nothing behind in the backend."""
+        # (the Glance fixture keeps no data: the metadata the upload sets stands for it)
+        self.assertIn('hw_architecture', self.glance.show(self.ctxt, image_id)['properties'])
+        client = self.daemon.client()
+        self.assertEqual([], client.instances.get(inst.name).snapshots.all())
+        self.assertEqual(images_before, {i.fingerprint for i in client.images.all()})
+
+    def test_snapshot_lost_unread_is_sent_again(self):
+        inst = self._spawn()
+        image_id = self.glance.create(self.ctxt, {'name': 'snap'})['id']
+        images_before = {i.fingerprint for i in self.daemon.client().images.all()}
+        snapshots = self._on_request('POST', '/snapshots', self._lose_unread)
+        publishes = self._on_request('POST', '/1.0/images', lambda request: None)
+        self.driver.snapshot(self.ctxt, inst, image_id, lambda **kwargs: None)
+        self.assertEqual(2, len(snapshots))
+        self.assertEqual(1, len(publishes))
+        self._snapshot_uploaded(inst, image_id, images_before)
+
+    def test_publish_lost_unread_is_sent_again(self):
+        inst = self._spawn()
+        image_id = self.glance.create(self.ctxt, {'name': 'snap'})['id']
+        images_before = {i.fingerprint for i in self.daemon.client().images.all()}
+        publishes = self._on_request('POST', '/1.0/images', self._lose_unread)
+        self.driver.snapshot(self.ctxt, inst, image_id, lambda **kwargs: None)
+        self.assertEqual(2, len(publishes))
+        self._snapshot_uploaded(inst, image_id, images_before)
 
 
 def _running_operations(client):
