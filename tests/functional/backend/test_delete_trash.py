@@ -115,3 +115,34 @@ def test_a_restart_removes_the_trash_a_crash_left(private_backend):
     assert os.path.isdir(rootfs_path(backend, kept.name))
     client.instances.get(kept.name).delete(wait=True)
     assert _wait_no_trash(backend) == []
+
+
+def test_the_delete_is_an_async_operation_already_done(client, backend):
+    """The work is done in the request; clients still get LXD's 202, Location and operation."""
+    instance = create_busybox(client, backend)
+    reply = client.api.instances[instance.name].delete()
+    assert reply.status_code == 202
+    body = reply.json()
+    assert body['type'] == 'async' and reply.headers['Location'] == body['operation']
+    assert body['metadata']['resources']['instances'] == ['/1.0/instances/%s' % instance.name]
+    assert not client.instances.exists(instance.name)
+    operation = client.operations.get(body['operation'].rsplit('/', 1)[1])
+    operation.wait()
+    assert client.operations.get(operation.id).status == 'Success'
+
+
+def test_a_protected_instance_is_not_deleted(client, backend):
+    instance = create_busybox(client, backend,
+                              config={'security.protection.delete': 'true'})
+    try:
+        with pytest.raises(LXDAPIException) as refused:
+            instance.delete(wait=True)
+        assert refused.value.response.status_code == 400
+        assert 'protected' in str(refused.value)
+        assert client.instances.exists(instance.name)
+        assert os.path.isdir(rootfs_path(backend, instance.name))
+        assert _trash(backend) == []
+    finally:
+        instance.config['security.protection.delete'] = 'false'
+        instance.save(wait=True)
+        cleanup(instance)
