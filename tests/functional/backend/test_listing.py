@@ -181,8 +181,10 @@ def test_a_filter_narrows_the_listing(client, trio):
 
 
 def test_next_listing_sees_new_addresses_and_traffic(client, backend, trio):
-    """The listing keeps its socket into each netns between listings; what changed in the
-    container since (an address, counters) still shows in the next one."""
+    """What changed in a container since the last listing shows in the next one.
+
+    The listing keeps its socket into each netns between listings: a new address and counters.
+    """
     instance = trio['running']
     first = _listed(client, instance)['state']['network']
     attach(backend, instance.name, 'ip', 'addr', 'add', '10.254.253.9/24', 'dev', 'eth0')
@@ -235,8 +237,10 @@ def _netns_of_sockets(pid):
 
 
 def test_a_stop_lets_the_netns_go(client, backend, trio):
-    """The socket a listing keeps in a container's netns is closed when the container stops:
-    it would otherwise keep that namespace (and what is in it) alive."""
+    """The socket a listing keeps in a container's netns is closed when the container stops.
+
+    It would otherwise keep that namespace (and what is in it) alive.
+    """
     instance = trio['running']
     pid = instance.state().pid
     netns = os.stat('/proc/%d/ns/net' % pid).st_ino
