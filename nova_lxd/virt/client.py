@@ -176,12 +176,18 @@ def run(client, response):
     return metadata
 
 
-def _instance_json(client, name):
-    """The backend's record of an instance, None when it has none."""
+def _found(lookup, *args):
+    """lookup(*args), or None when the backend has no such thing (404)."""
     try:
-        return client.api.instances[name].get().json()['metadata']
+        return lookup(*args)
     except lxd_exceptions.NotFound:
         return None
+
+
+def _instance_json(client, name):
+    """The backend's record of an instance, None when it has none."""
+    found = _found(client.api.instances[name].get)
+    return found.json()['metadata'] if found is not None else None
 
 
 def create_instance(client, definition):
@@ -241,12 +247,8 @@ def create_snapshot(container, name):
     def take():
         return container.snapshots.create(name, stateful=False, wait=True)
 
-    def taken():
-        try:
-            return container.snapshots.get(name)
-        except lxd_exceptions.NotFound:
-            return None
-    return until_done('snapshot %s of %s' % (name, container.name), take, done=taken)
+    return until_done('snapshot %s of %s' % (name, container.name), take,
+                      done=lambda: _found(container.snapshots.get, name))
 
 
 def publish_snapshot(snap, alias):
@@ -263,13 +265,8 @@ def publish_snapshot(snap, alias):
             'source': {'type': 'snapshot', 'name': '%s/%s' % (snap.instance.name, snap.name)}}))
         return client.images.get(metadata['metadata']['fingerprint'])
 
-    def published():
-        try:
-            return client.images.get_by_alias(alias)
-        except lxd_exceptions.NotFound:
-            return None
     return until_done('publishing %s/%s' % (snap.instance.name, snap.name), publish,
-                      done=published)
+                      done=lambda: _found(client.images.get_by_alias, alias))
 
 
 def delete_instance(container):

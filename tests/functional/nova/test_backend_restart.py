@@ -252,33 +252,32 @@ class TestDriverAcrossBackendRestarts(test.TestCase):
         self.assertIn('creating %s: done before the backend restarted' % inst.name,
                       self._logged())
 
-    def _snapshot_uploaded(self, inst, image_id, images_before):
-        """The driver's snapshot reached Glance, and left nothing behind in the backend."""
+    def _snapshot_losing(self, lost):
+        """A driver snapshot whose first POST to the path `lost` is lost unread.
+
+        It must reach Glance and leave nothing behind in the backend; returns how many POSTs
+        went to each path (the snapshot's, the publish's).
+        """
+        inst = self._spawn()
+        image_id = self.glance.create(self.ctxt, {'name': 'snap'})['id']
+        client = self.daemon.client()
+        images_before = {i.fingerprint for i in client.images.all()}
+        sent = {path: self._on_request('POST', path, self._lose_unread if path == lost
+                                       else (lambda request: None))
+                for path in ('/snapshots', '/1.0/images')}
+        self.driver.snapshot(self.ctxt, inst, image_id, lambda **kwargs: None)
         # (the Glance fixture keeps no data: the metadata the upload sets stands for it)
         self.assertIn('hw_architecture', self.glance.show(self.ctxt, image_id)['properties'])
         client = self.daemon.client()
         self.assertEqual([], client.instances.get(inst.name).snapshots.all())
         self.assertEqual(images_before, {i.fingerprint for i in client.images.all()})
+        return {path: len(urls) for path, urls in sent.items()}
 
     def test_snapshot_lost_unread_is_sent_again(self):
-        inst = self._spawn()
-        image_id = self.glance.create(self.ctxt, {'name': 'snap'})['id']
-        images_before = {i.fingerprint for i in self.daemon.client().images.all()}
-        snapshots = self._on_request('POST', '/snapshots', self._lose_unread)
-        publishes = self._on_request('POST', '/1.0/images', lambda request: None)
-        self.driver.snapshot(self.ctxt, inst, image_id, lambda **kwargs: None)
-        self.assertEqual(2, len(snapshots))
-        self.assertEqual(1, len(publishes))
-        self._snapshot_uploaded(inst, image_id, images_before)
+        self.assertEqual({'/snapshots': 2, '/1.0/images': 1}, self._snapshot_losing('/snapshots'))
 
     def test_publish_lost_unread_is_sent_again(self):
-        inst = self._spawn()
-        image_id = self.glance.create(self.ctxt, {'name': 'snap'})['id']
-        images_before = {i.fingerprint for i in self.daemon.client().images.all()}
-        publishes = self._on_request('POST', '/1.0/images', self._lose_unread)
-        self.driver.snapshot(self.ctxt, inst, image_id, lambda **kwargs: None)
-        self.assertEqual(2, len(publishes))
-        self._snapshot_uploaded(inst, image_id, images_before)
+        self.assertEqual({'/snapshots': 1, '/1.0/images': 2}, self._snapshot_losing('/1.0/images'))
 
 
 def _running_operations(client):
