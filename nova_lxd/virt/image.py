@@ -198,7 +198,11 @@ def ensure_image(client, context, instance, image_meta):
                      instance=instance)
             image = _import(client, path, fmt, image_meta, properties)
             try:
-                image.add_alias(image_id, CACHE_DESCRIPTION % image_id)
+                # an alias lost with a restarting backend may be there already
+                lxd_client.until_done(
+                    'aliasing image %s' % image.fingerprint,
+                    lambda: image.add_alias(image_id, CACHE_DESCRIPTION % image_id) or True,
+                    done=lambda: _cached(client, image_id) or None)
             except Exception:
                 if not image.aliases:
                     image.delete(wait=True)

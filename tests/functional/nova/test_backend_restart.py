@@ -231,6 +231,13 @@ class TestDriverAcrossBackendRestarts(test.TestCase):
         self.assertEqual(2, len(posts))
         self.assertIn('The backend restarted during creating %s' % inst.name, self._logged())
 
+    def test_image_alias_lost_unread_is_sent_again(self):
+        aliases = self._on_request('POST', '/1.0/images/aliases', self._lose_unread)
+        inst = self._spawn()
+        self.assertEqual(power_state.RUNNING, self._state(inst))
+        self.assertEqual(2, len(aliases))
+        self.assertTrue(self.daemon.client().images.get_by_alias(self.image_id))
+
     def test_create_done_before_restart_is_not_repeated(self):
         first = self._spawn()   # the image is cached: the next spawn's first wait is its create's
         created = []
