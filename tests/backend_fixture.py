@@ -3,5 +3,5 @@ from nova_lxd.backend.local import LocalDaemon, REPO  # noqa: F401
 
 
 class BackendDaemon(LocalDaemon):
-    def __init__(self, data_dir=None, extra_args=()):
-        super().__init__(data_dir, extra_args, prefix='nova-lxd-test-')
+    def __init__(self, data_dir=None, extra_args=(), env=None):
+        super().__init__(data_dir, extra_args, prefix='nova-lxd-test-', env=env)

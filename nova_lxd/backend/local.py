@@ -16,13 +16,14 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 class LocalDaemon:
-    def __init__(self, data_dir=None, extra_args=(), prefix='nova-lxd-'):
+    def __init__(self, data_dir=None, extra_args=(), prefix='nova-lxd-', env=None):
         self.owns_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix=prefix, dir='/var/tmp')
         os.makedirs(self.data_dir, exist_ok=True)
         # containers' mapped root must be able to traverse to their rootfs
         os.chmod(self.data_dir, 0o711)
         self.extra_args = list(extra_args)
+        self.env = dict(env or {})   # set in the daemon's environment at every start
         self.process = None
 
     @property
@@ -35,7 +36,8 @@ class LocalDaemon:
 
     def start(self, timeout=30):
         """Start the daemon and return a pylxd client once it answers."""
-        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''))
+        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''),
+                   **self.env)
         self.process = subprocess.Popen(
             [sys.executable, '-m', 'nova_lxd.backend.daemon', '--config-file', '/dev/null',
              '--data-dir', self.data_dir, '--log-file', self.log_file, '--debug']

@@ -46,8 +46,8 @@ def client_certificate(directory):
 class Host:
     """One daemon: .daemon (BackendDaemon), .local (unix socket client), .remote (HTTPS)."""
 
-    def __init__(self, cert):
-        self.daemon = BackendDaemon()
+    def __init__(self, cert, env=None):
+        self.daemon = BackendDaemon(env=env)
         self.port = free_port()
         self.cert = cert
         self.daemon.start()
@@ -79,7 +79,7 @@ class Host:
 class Hosts:
     """Hosts a and b (b only if second), and an `lxc` config with remotes hosta and hostb."""
 
-    def __init__(self, second=True):
+    def __init__(self, second=True, env=None):
         # this machine sets these, and they override `verify=` in requests
         self._saved = {k: os.environ.pop(k) for k in ('REQUESTS_CA_BUNDLE', 'CURL_CA_BUNDLE')
                        if k in os.environ}
@@ -88,10 +88,10 @@ class Hosts:
         self.a = self.b = None
         self.lxc_conf = os.path.join(self.dir, 'lxc')
         os.makedirs(self.lxc_conf)
-        self.a = Host(self.cert)
+        self.a = Host(self.cert, env)
         self.add_remote('hosta', self.a.url)
         if second:
-            self.b = Host(self.cert)
+            self.b = Host(self.cert, env)
             self.add_remote('hostb', self.b.url)
 
     def add_remote(self, name, url):

@@ -13,6 +13,7 @@ import glob
 import os
 import signal
 import sqlite3
+import shutil
 import time
 
 import pylxd
@@ -129,14 +130,31 @@ def test_sigkill_during_an_operation(own_backend, action):
 
 # -- SIGKILL mid-migration ------------------------------------------------------------------------
 # Two daemons trusting each other over HTTPS; a stopped container with a snapshot and data is
-# pulled from host a (source) to host b (target). The source's volume sender (`btrfs send` or
-# `tar`, a child of the daemon) is suspended as soon as it runs, so the kill lands mid-transfer
-# deterministically: the target has reserved the instance and started receiving.
+# pulled from host a (source) to host b (target). The daemons find `btrfs` and `tar` first in a
+# directory of wrappers: while the wrappers' directory holds a file named `stop`, a volume sender
+# (`btrfs send`, `tar -c`) stops itself (SIGSTOP) before it sends a byte, so the kill lands
+# mid-transfer deterministically, however loaded the host (a test that raced to catch the sender
+# lost the race under load): the target has reserved the instance and started receiving.
+# Everything else runs the real program.
+
+SENDER_WRAPPERS = {
+    'btrfs': 'if [ "$1" = send ] && [ -e "${0%%/*}/stop" ]; then kill -STOP $$; fi\n'
+             'exec %s "$@"\n',
+    'tar': 'for a; do [ "$a" = -cf ] && [ -e "${0%%/*}/stop" ] && kill -STOP $$ && break; done\n'
+           'exec %s "$@"\n',
+}
+
 
 @pytest.fixture(scope='module')
-def hosts():
+def hosts(tmp_path_factory):
     from tests.functional.backend.migration_hosts import Hosts
-    pair = Hosts()
+    wrappers = tmp_path_factory.mktemp('sender-wrappers')
+    for program, body in SENDER_WRAPPERS.items():
+        path = wrappers / program
+        path.write_text('#!/bin/sh\n' + body % shutil.which(program))
+        path.chmod(0o755)
+    pair = Hosts(env={'PATH': '%s:%s' % (wrappers, os.environ['PATH'])})
+    pair.stop_senders = wrappers / 'stop'
     yield pair
     pair.destroy()
 
@@ -146,34 +164,25 @@ def _children(pid):
     for entry in os.listdir('/proc'):
         try:
             with open('/proc/%s/stat' % entry) as f:
-                ppid = int(f.read().rsplit(')', 1)[1].split()[1])
+                fields = f.read().rsplit(')', 1)[1].split()
             with open('/proc/%s/cmdline' % entry, 'rb') as f:
                 argv = f.read().split(b'\0')
         except (OSError, ValueError, IndexError):
             continue
-        if ppid == pid:
-            found.append((int(entry), [a.decode(errors='replace') for a in argv]))
+        if int(fields[1]) == pid:
+            found.append((int(entry), fields[0], [a.decode(errors='replace') for a in argv]))
     return found
 
 
-def _suspend_sender(daemon, target, target_op, timeout=180):
-    """SIGSTOP the daemon's volume sender as soon as it exists; its pid."""
+def _stopped_sender(daemon, timeout=180):
+    """The pid of the daemon's volume sender, once it has stopped itself (a wrapper above)."""
     deadline = time.monotonic() + timeout
-    checked = 0
     while time.monotonic() < deadline:
-        if time.monotonic() - checked > 0.5:
-            checked = time.monotonic()
-            status = target.local.api.operations[target_op].get().json()['metadata']
-            assert status['status'] == 'Running', ('the target gave up before the transfer',
-                                                   status, target.daemon.log()[-3000:])
-        for pid, argv in _children(daemon.process.pid):
-            if argv[:2] == ['btrfs', 'send'] or argv[:1] == ['tar']:
-                try:
-                    os.kill(pid, signal.SIGSTOP)
-                    return pid
-                except ProcessLookupError:
-                    pass    # a small volume already sent: catch the next one
-        time.sleep(0.002)
+        for pid, state, argv in _children(daemon.process.pid):
+            if state == 'T' and os.path.basename(argv[1] if len(argv) > 1 else '') in \
+                    SENDER_WRAPPERS:
+                return pid
+        time.sleep(0.01)
     raise AssertionError('the source never started sending; log:\n' + daemon.log())
 
 
@@ -236,13 +245,17 @@ def test_sigkill_during_migration(hosts, killed):
     mounts = {a: _mounts(a.daemon), b: _mounts(b.daemon)}
     source_rows = _rows(a.daemon, name)
 
+    hosts.stop_senders.touch()
     src = a.remote.api.instances[name].post(json={'migration': True}).json()
     source_op = src['metadata']['id']
     target_op = b.local.api.instances.post(json={'name': name, 'source': {
         'type': 'migration', 'mode': 'pull', 'certificate': a.certificate(),
         'operation': a.url + src['operation'],
         'secrets': src['metadata']['metadata']}}).json()['metadata']['id']
-    sender = _suspend_sender(a.daemon, b, target_op)
+    try:
+        sender = _stopped_sender(a.daemon)
+    finally:
+        hosts.stop_senders.unlink()
     try:
         # mid-transfer: the target has reserved the instance and is receiving
         assert _rows(b.daemon, name), 'the target reserved nothing'
