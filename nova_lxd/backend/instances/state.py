@@ -289,6 +289,11 @@ class _Kept:
         self.sock.settimeout(5)
         self.lock = threading.Lock()    # one dump at a time (two listings side by side)
 
+    def close(self):
+        # not while a listing's dump runs on it: its fd number could be reused mid-call
+        with self.lock:
+            self.sock.close()
+
 
 _sockets = {}       # owner -> _Kept
 _sockets_lock = threading.Lock()
@@ -303,7 +308,7 @@ def _kept(owner, pid, start):
         kept = _sockets.get(owner)
         if kept is None or kept.init != (pid, start):
             if kept is not None:
-                kept.sock.close()       # an earlier init's netns
+                kept.close()        # an earlier init's netns
             kept = _sockets[owner] = _Kept(pid, start)
         return kept
 
@@ -313,7 +318,7 @@ def forget(owner):
     with _sockets_lock:
         kept = _sockets.pop(owner, None)
     if kept is not None:
-        kept.sock.close()
+        kept.close()
     with _paths_lock:
         for key in [key for key in _paths_cache if key[0] == owner]:
             del _paths_cache[key]
