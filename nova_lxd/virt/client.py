@@ -5,8 +5,9 @@ reconnects by itself (pylxd's connection pool opens a new connection for a dead 
 module adds is waiting, for at most RECONNECT_TIMEOUT seconds, while the backend is down:
 - a request that never reached the backend (its socket absent or refusing) is sent again;
 - a request lost on the way (the connection died after it was sent) is sent again only if
-  repeating it cannot do harm: GET/HEAD (reads, and waits on operations) and DELETE (a second
-  one finds nothing and says 404);
+  repeating it cannot do harm: GET/HEAD (reads, and waits on operations), DELETE (a second
+  one finds nothing and says 404) and PUT of a record (a second one leaves what the first
+  did; not PUT .../state, an action: a second start of a running instance is an error);
 - anything else, and a backend that does not come back in time, raises BackendUnavailable (a
   HypervisorUnavailable naming the endpoint). Callers whose action is idempotent by its effect
   (stop a stopped instance, delete a deleted one) re-run it with until_done(); the others
@@ -88,6 +89,11 @@ def _never_sent(exc):
     return False
 
 
+def _resendable(method, url):
+    method = method.upper()
+    return method in RESENDABLE or (method == 'PUT' and not url.rstrip('/').endswith('/state'))
+
+
 class _Reconnecting:
     """Session.request, waiting out a restarting backend (see the module docstring)."""
 
@@ -105,7 +111,7 @@ class _Reconnecting:
                     deadline = time.monotonic() + RECONNECT_TIMEOUT
                     LOG.warning('Lost the LXD API at %s (%s %s: %s)', self._target, method,
                                 url, exc)
-                if method.upper() not in RESENDABLE and not _never_sent(exc):
+                if not _resendable(method, url) and not _never_sent(exc):
                     raise BackendUnavailable(host=self._target, reason=_(
                         'the connection broke during %(method)s %(url)s (%(error)s)') % {
                         'method': method, 'url': url, 'error': exc}) from exc

@@ -238,6 +238,17 @@ class TestDriverAcrossBackendRestarts(test.TestCase):
         self.assertEqual(2, len(aliases))
         self.assertTrue(self.daemon.client().images.get_by_alias(self.image_id))
 
+    def test_config_put_lost_unread_is_sent_again(self):
+        inst = self._spawn()
+        container = self.driver._get(inst)   # through the driver's client
+        puts = self._on_request('PUT', '/1.0/instances/%s' % inst.name, self._lose_unread)
+        container.config = dict(container.config, **{'user.marker': 'kept'})
+        container.save(wait=True)
+        # sent again (as often as the restarting backend refused it) until it was answered
+        self.assertGreaterEqual(len(puts), 2)
+        self.assertEqual('kept',
+                         self.daemon.client().instances.get(inst.name).config['user.marker'])
+
     def test_create_done_before_restart_is_not_repeated(self):
         first = self._spawn()   # the image is cached: the next spawn's first wait is its create's
         created = []
