@@ -7,7 +7,9 @@ Each test has a bundled backend of its own (stopped and started again on the sam
 - restarted during a long call (a clean power-off the container does not answer): the call ends
   with the container stopped; the other container runs on;
 - gone for good: a clear HypervisorUnavailable naming the endpoint, no hang;
-- stop and delete of an instance already stopped or deleted behind the driver's back succeed.
+- stop and delete of an instance already stopped or deleted behind the driver's back succeed;
+- a create, image alias, snapshot, publish or config PUT lost with the backend (killed with the
+  request unread, or restarted after the create took effect) is sent again or found done.
 And in Nova's in-process harness: a compute service restart (a new driver) keeps an ACTIVE
 server running and a SHUTOFF one stopped, and init_host cleans what a crash left on the host.
 """
