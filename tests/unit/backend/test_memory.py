@@ -1,4 +1,4 @@
-"""The daemon's memory given back after a burst (nova_lxd/backend/memory.py): real glibc, no daemon."""
+"""The daemon's memory given back after a burst (backend/memory.py): real glibc, no daemon."""
 import asyncio
 import ctypes
 
