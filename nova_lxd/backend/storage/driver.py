@@ -83,8 +83,10 @@ class StorageDriver(abc.ABC):
         """
 
     def instance_ready(self, name):
-        """A new instance's volume is finished (shifted, templates rendered): background work the
-        create put off (a copy-on-write pool's next spare clone) may go on."""
+        """A new instance's volume is finished (shifted, templates rendered).
+
+        Background work the create put off (a copy-on-write pool's next spare clone) may go on.
+        """
 
     @abc.abstractmethod
     def create_empty_instance(self, name, size=None):

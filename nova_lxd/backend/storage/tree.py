@@ -207,8 +207,10 @@ class TreeDriver(driver.StorageDriver):
             ready.set()
 
     def _replenish(self, cached, ready):
-        """Clone a new spare of the cached image in the background (one at a time per image),
-        once `ready` is set (or after SPARE_HOLD_TIMEOUT)."""
+        """Clone a new spare of the cached image in the background (one at a time per image).
+
+        The clone begins once `ready` is set, or after SPARE_HOLD_TIMEOUT.
+        """
         name = os.path.basename(cached)
 
         def clone():
