@@ -12,6 +12,7 @@ import tempfile
 import threading
 import time
 import uuid
+from unittest import mock
 
 from nova import context as nova_context
 from nova import exception
@@ -254,6 +255,16 @@ class _DriverTest(test.TestCase):
         self.driver.destroy(self.ctxt, inst, [])
         self.driver.destroy(self.ctxt, inst, [])   # idempotent
         self.assertRaises(exception.InstanceNotFound, self.driver.get_info, inst)
+
+    def test_forced_stop_of_an_instance_that_stopped_meanwhile(self):
+        inst = self._spawn(self._image(base.busybox_bytes()))
+        container = self.client.instances.get(inst.name)
+        self.client.instances.get(inst.name).stop(force=True, wait=True)
+        # the race: the driver's check saw it running, then it stopped before the kill
+        with mock.patch.object(type(container), 'sync'):
+            self.driver._force_stop(container)
+        self.assertEqual('Stopped', self.client.instances.get(inst.name).status)
+        self.driver.destroy(self.ctxt, inst, [])
 
     def test_events_from_the_backend(self):
         self.flags(listen_events=True, group='lxd')
