@@ -5,3 +5,16 @@ from nova_lxd.backend.local import LocalDaemon, REPO  # noqa: F401
 class BackendDaemon(LocalDaemon):
     def __init__(self, data_dir=None, extra_args=(), env=None):
         super().__init__(data_dir, extra_args, prefix='nova-lxd-test-', env=env)
+
+    def start(self, timeout=30):
+        """Start it; one that dies or hangs while starting is destroyed before the error.
+
+        It may have mounted its pool (a loop device) and started lxcfs already, and the test
+        that started it fails before any clean-up of its own (seen: four pools and an lxcfs left
+        mounted by daemons that died of a syntax error while starting).
+        """
+        try:
+            return super().start(timeout)
+        except RuntimeError:
+            self.destroy()
+            raise

@@ -67,3 +67,10 @@ def test_sigterm_stops_cleanly_and_removes_socket():
         assert not os.path.exists(daemon.socket)
     finally:
         daemon.destroy()
+
+
+def test_a_daemon_that_dies_while_starting_leaves_nothing():
+    daemon = BackendDaemon(extra_args=['--no-such-option'])
+    with pytest.raises(RuntimeError, match='backend exited'):
+        daemon.start()
+    assert daemon.process is None and not os.path.exists(daemon.data_dir)
