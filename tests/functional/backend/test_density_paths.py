@@ -6,6 +6,8 @@ LXC config, so liblxc does not find it by dumping every link of the host at each
 import os
 import random
 
+import pytest
+
 from nova_lxd.backend.network import netlink
 from tests.functional.backend import netns
 from tests.functional.backend.busybox_rootfs import cleanup, create_busybox
@@ -16,43 +18,46 @@ def _lxc_config(backend, name):
         return [line.strip() for line in f]
 
 
-def test_bridged_nic_without_mtu_takes_the_bridges_from_the_lxc_config(backend):
-    client = backend.client()
-    bridge = 'nlxtmtu%04x' % random.getrandbits(16)
-    netns.run('ip', 'link', 'add', bridge, 'mtu', '1420', 'type', 'bridge')
-    inst = None
-    try:
-        inst = create_busybox(client, backend, devices={
-            'eth0': {'type': 'nic', 'nictype': 'bridged', 'parent': bridge, 'name': 'eth0'}})
-        inst.start(wait=True)
-        assert 'lxc.net.0.mtu = 1420' in _lxc_config(backend, inst.name)
-        eth0 = inst.state().network['eth0']
-        assert eth0['mtu'] == 1420
-        assert netlink.link_info(eth0['host_name'])['mtu'] == 1420
-        assert netlink.mtu(bridge) == 1420
-    finally:
-        if inst is not None:
-            cleanup(inst)
-        netns.run('ip', 'link', 'del', bridge, check=False)
+@pytest.fixture
+def bridge():
+    """An unmanaged bridge with MTU 1420, removed after the test."""
+    name = 'nlxtmtu%04x' % random.getrandbits(16)
+    netns.run('ip', 'link', 'add', name, 'mtu', '1420', 'type', 'bridge')
+    yield name
+    netns.run('ip', 'link', 'del', name, check=False)
 
 
-def test_an_explicit_nic_mtu_still_wins(backend):
-    client = backend.client()
-    bridge = 'nlxtmtu%04x' % random.getrandbits(16)
-    netns.run('ip', 'link', 'add', bridge, 'mtu', '1420', 'type', 'bridge')
-    inst = None
-    try:
-        inst = create_busybox(client, backend, devices={
-            'eth0': {'type': 'nic', 'nictype': 'bridged', 'parent': bridge, 'name': 'eth0',
-                     'mtu': '1300'}})
+@pytest.fixture
+def start_on(backend):
+    """start_on(bridge, **nic): a running busybox with eth0 on the bridge; cleaned up after."""
+    made = []
+
+    def start(bridge, **nic):
+        inst = create_busybox(backend.client(), backend, devices={'eth0': dict(
+            {'type': 'nic', 'nictype': 'bridged', 'parent': bridge, 'name': 'eth0'}, **nic)})
+        made.append(inst)
         inst.start(wait=True)
-        assert [line for line in _lxc_config(backend, inst.name)
-                if line.startswith('lxc.net.0.mtu')] == ['lxc.net.0.mtu = 1300']
-        assert inst.state().network['eth0']['mtu'] == 1300
-    finally:
-        if inst is not None:
-            cleanup(inst)
-        netns.run('ip', 'link', 'del', bridge, check=False)
+        return inst
+    yield start
+    for inst in made:
+        cleanup(inst)
+
+
+def test_bridged_nic_without_mtu_takes_the_bridges_from_the_lxc_config(backend, bridge,
+                                                                       start_on):
+    inst = start_on(bridge)
+    assert 'lxc.net.0.mtu = 1420' in _lxc_config(backend, inst.name)
+    eth0 = inst.state().network['eth0']
+    assert eth0['mtu'] == 1420
+    assert netlink.link_info(eth0['host_name'])['mtu'] == 1420
+    assert netlink.mtu(bridge) == 1420
+
+
+def test_an_explicit_nic_mtu_still_wins(backend, bridge, start_on):
+    inst = start_on(bridge, mtu='1300')
+    assert [line for line in _lxc_config(backend, inst.name)
+            if line.startswith('lxc.net.0.mtu')] == ['lxc.net.0.mtu = 1300']
+    assert inst.state().network['eth0']['mtu'] == 1300
 
 
 def test_mtu_of_a_missing_link_is_none():
