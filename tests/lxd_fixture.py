@@ -6,6 +6,7 @@ appears to succeed on this machine, which defeats `lxd init --auto`'s free-subne
 """
 import os
 import random
+import re
 import shutil
 import subprocess
 import tempfile
@@ -17,13 +18,20 @@ import yaml
 LXD = shutil.which('lxd') or '/usr/bin/lxd'
 
 
+def _free_subnet_octet():
+    """N of a 10.213.N.0/24 that no link of the host has (other LXD fixtures run at once)."""
+    out = subprocess.run(['ip', '-4', '-o', 'addr'], capture_output=True, text=True).stdout
+    used = {int(n) for n in re.findall(r'inet 10\.213\.(\d+)\.', out)}
+    return random.choice([n for n in range(20, 250) if n not in used])
+
+
 class LXDDaemon:
     def __init__(self):
         self.data_dir = tempfile.mkdtemp(prefix='nova-lxd-lxd-', dir='/var/tmp')
         os.chmod(self.data_dir, 0o711)
         suffix = '%04x' % random.randrange(0x10000)
         self.bridge = 'nlxdbr' + suffix
-        self.subnet_octet = random.randrange(20, 250)
+        self.subnet_octet = _free_subnet_octet()
         self.pool = 'default'
         self.process = None
 
@@ -54,8 +62,11 @@ class LXDDaemon:
                     'root': {'type': 'disk', 'path': '/', 'pool': self.pool},
                     'eth0': {'type': 'nic', 'name': 'eth0', 'network': self.bridge}}}],
             }
-            subprocess.run([LXD, 'init', '--preseed'], env=self._env(), check=True,
-                           input=yaml.safe_dump(preseed).encode(), capture_output=True)
+            result = subprocess.run([LXD, 'init', '--preseed'], env=self._env(),
+                                    input=yaml.safe_dump(preseed).encode(), capture_output=True)
+            if result.returncode != 0:     # LXD's reason, not just its exit status
+                raise RuntimeError('lxd init --preseed failed: %s'
+                                   % result.stderr.decode(errors='replace').strip())
         except Exception:
             self.destroy()
             raise
