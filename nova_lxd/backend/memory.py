@@ -40,6 +40,28 @@ except (OSError, AttributeError):        # not glibc
     _malloc_trim = _mallopt = None
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [(field, ctypes.c_size_t) for field in (
+        'arena', 'ordblks', 'smblks', 'hblks', 'hblkhd', 'usmblks', 'fsmblks', 'uordblks',
+        'fordblks', 'keepcost')]
+
+
+def malloc_summary():
+    """glibc's heap in MB: in use, free inside it, in large mmapped blocks ({} if not glibc)."""
+    try:
+        mallinfo2 = _libc.mallinfo2
+    except (NameError, AttributeError):
+        return {}
+    mallinfo2.restype = _MallInfo2
+    info = mallinfo2()
+    return {'in use': info.uordblks / 1048576, 'free': info.fordblks / 1048576,
+            'mmapped': info.hblkhd / 1048576}
+
+
+def _heap_text():
+    return ', '.join('%s %.1f MB' % item for item in malloc_summary().items()) or 'unknown'
+
+
 def limit_arenas(count=ARENAS):
     """Cap glibc's malloc arenas (call before the worker threads start); False if not glibc."""
     return bool(_mallopt is not None and _mallopt(M_ARENA_MAX, count))
@@ -94,8 +116,9 @@ class IdleTrimmer:
         try:
             freed = give_back()
             self.trims += 1
-            LOG.debug('Idle after a burst: gave back %.1f MB (RSS now %.1f MB)',
-                      freed / 1048576, rss_bytes() / 1048576)
+            if LOG.isEnabledFor(logging.DEBUG):
+                LOG.debug('Idle after a burst: gave back %.1f MB (RSS now %.1f MB; glibc heap '
+                          '%s)', freed / 1048576, rss_bytes() / 1048576, _heap_text())
         finally:
             self._lock.release()
 
@@ -119,7 +142,7 @@ def trace_from_environment(loop, directory):
         tracemalloc.take_snapshot().dump(path)
         current, peak = tracemalloc.get_traced_memory()
         LOG.info('tracemalloc snapshot %s: RSS %.1f MB, traced %.1f MB (peak %.1f MB), '
-                 '%d threads', path, rss_bytes() / 1048576, current / 1048576,
-                 peak / 1048576, threading.active_count())
+                 '%d threads, glibc heap %s', path, rss_bytes() / 1048576, current / 1048576,
+                 peak / 1048576, threading.active_count(), _heap_text())
     loop.add_signal_handler(signal.SIGUSR2, dump)
     LOG.info('Tracing allocations (%s frames); SIGUSR2 writes a snapshot', frames)
