@@ -14,6 +14,28 @@ def wait_for(predicate, timeout=30, interval=0.02):
     return predicate()
 
 
+def cpu_busy(window=0.25):
+    """Fraction of the host's CPU time busy (not idle or waiting for I/O) over a short window."""
+    def sample():
+        values = [int(v) for v in _read('/proc/stat').split('\n', 1)[0].split()[1:]]
+        return sum(values) - values[3] - values[4], sum(values)
+    busy_before, total_before = sample()
+    time.sleep(window)
+    busy_after, total_after = sample()
+    return (busy_after - busy_before) / max(1, total_after - total_before)
+
+
+def wait_quiet(threshold=0.25, timeout=5.0):
+    """Wait (bounded) until the host's CPU is mostly idle: what was just launched has booted.
+
+    Before a timed step that follows untimed work (containers booting, their DHCP exchanges),
+    so that the step measures the operation at that count, not the boot of the previous ones.
+    """
+    deadline = time.monotonic() + timeout
+    while cpu_busy() > threshold and time.monotonic() < deadline:
+        pass
+
+
 def _read(path):
     try:
         with open(path) as f:

@@ -208,7 +208,8 @@ class Density(Scenario):
         """Launch in steps until the limit; returns (running, launch times, curve, why it ended).
 
         Of each step, the first fifth is launched one after another, each timed alone with
-        nothing else going on: those give the launch time at that count. The rest of the step
+        nothing else going on (once the previous step's containers have booted): those give
+        the launch time at that count. The rest of the step
         is launched a few at a time, untimed, which only brings the count up faster.
         """
         running, launch_times, curve = [], [], []
@@ -218,6 +219,7 @@ class Density(Scenario):
                 return running, launch_times, curve, 'memory'
             size = min(self.step, limit - len(running))
             step_times = []
+            host.wait_quiet()     # the previous step's containers have booted
             for _ in range(min(timed, size)):
                 instance, seconds = self._launch(target.client, fingerprint,
                                                  target.unique('dense'))

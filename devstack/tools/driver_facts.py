@@ -44,9 +44,9 @@ CAPABILITY_FLAGS = {
     'stable_rescue': 'supports_bfv_rescue',
 }
 # Block migration, personality files, disk_config, IDE buses and vTPMs are VM ideas with no
-# container meaning; the driver has no volume encryptor support.  Flags that Nova's API, Neutron or the deployment decide
-# (enable_instance_password, metadata_service, can_migrate_between_any_hosts ...) are left to
-# devstack.
+# container meaning; the driver has no volume encryptor support. Flags that Nova's API, Neutron
+# or the deployment decide (enable_instance_password, metadata_service,
+# can_migrate_between_any_hosts ...) are left to devstack.
 # tempest's config_drive test looks for a `config-2` block device in the guest; nova-lxd's
 # config drive is a read-only directory (cloud-init reads both), so that test cannot pass.
 NEVER = ('block_migration_for_live_migration', 'personality', 'disk_config',

@@ -1,4 +1,4 @@
-"""The daemon's configuration: its own file (paths, socket group) and the server config of PUT /1.0."""
+"""The daemon's configuration: its own file (paths, socket group) and PUT /1.0's server config."""
 import configparser
 import hashlib
 import hmac

@@ -1,4 +1,4 @@
-"""nova-lxd-backend: the bundled LXD-API daemon (config, sockets, start-up reconciliation, shutdown)."""
+"""nova-lxd-backend: the bundled LXD-API daemon (config, sockets, start-up reconciliation, stop)."""
 import argparse
 import asyncio
 import grp
@@ -65,7 +65,7 @@ class Daemon:
             LOG.warning('Operation %s (%s) was interrupted by a daemon restart: failed',
                         op_id, description)
         self.operations = operations.OperationRegistry(
-            on_change=self._operation_changed, store=self.db)
+            on_change=self._operation_changed, store=self.db, on_forget=self._work_done)
         self.trust = trust.TrustStore(self.db, self.certificate_fingerprint, self.https_addresses)
         # storage, then images: pools mounted (the default one created on first start)
         from nova_lxd.backend.images import ImageStore
@@ -93,10 +93,13 @@ class Daemon:
 
     def _operation_changed(self, op):
         self.events.send('operation', op.to_dict())
-        if self._trimmer is not None:
-            self._trimmer.activity()
+        self._work_done()
 
     async def _request_served(self, request, response):
+        self._work_done()
+
+    def _work_done(self):
+        """Work was done or let go of: give the heap back once things are quiet."""
         if self._trimmer is not None:
             self._trimmer.activity()
 

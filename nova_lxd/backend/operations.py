@@ -118,11 +118,12 @@ class Operation:
 
 
 class OperationRegistry:
-    def __init__(self, workers=32, on_change=None, store=None):
+    def __init__(self, workers=32, on_change=None, store=None, on_forget=None):
         self._ops = {}
         self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers,
                                                            thread_name_prefix='op')
         self._on_change = on_change or (lambda op: None)
+        self._on_forget = on_forget or (lambda: None)   # a finished operation's memory is free
         self._store = store
 
     async def run_blocking(self, func, *args):
@@ -159,7 +160,11 @@ class OperationRegistry:
     def finished(self, op):
         if self._store:
             self._store.operation_finished(op.id)
-        asyncio.get_running_loop().call_later(KEEP_FINISHED, self._ops.pop, op.id, None)
+        asyncio.get_running_loop().call_later(KEEP_FINISHED, self._forget, op.id)
+
+    def _forget(self, op_id):
+        self._ops.pop(op_id, None)
+        self._on_forget()
 
     def get(self, op_id):
         try:

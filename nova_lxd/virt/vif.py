@@ -80,8 +80,11 @@ def _create_veth(host_end, peer, mtu):
 
 
 def _disable_tx_checksum(*names):
-    """Have the kernel fill in checksums itself: OVS's userspace (netdev) datapath forwards a
-    veth's partially checksummed packets unfinished, and receivers drop them (DHCP, TCP)."""
+    """Have the kernel fill in checksums itself.
+
+    OVS's userspace (netdev) datapath forwards a veth's partially checksummed packets
+    unfinished, and receivers drop them (DHCP, TCP).
+    """
     ethtool = Ethtool()
     try:
         for name in names:

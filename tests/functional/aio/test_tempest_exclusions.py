@@ -48,7 +48,8 @@ def test_an_exclusion_without_a_reason_is_refused(exclusions, tmp_path):
 
 
 def test_the_exclude_list_tempest_reads(exclusions):
-    out = subprocess.run([sys.executable, SCRIPT], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run([sys.executable, SCRIPT], capture_output=True, text=True,
+                         check=True).stdout
     regexes = [line for line in out.splitlines() if line and not line.startswith('#')]
     assert len(regexes) == len(exclusions.load())
     assert any(re.match(r, CONSOLE + '[id-1]') for r in regexes)

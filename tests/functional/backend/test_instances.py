@@ -214,8 +214,10 @@ def test_rename_to_existing_is_refused(client, backend, instance):
 
 
 def test_rename_over_stale_logs_of_a_deleted_instance(client, backend, instance):
-    """A log directory left by a deleted instance of the target name must not break the rename
-    half-way (the Nova driver's resize revert renames `<name>-resize` back to `<name>`)."""
+    """A log directory left by a deleted instance of the target name must not break the rename.
+
+    Not half-way either: the Nova driver's resize revert renames `<name>-resize` back to `<name>`.
+    """
     target = unique('reused')
     stale = os.path.join(backend.data_dir, 'logs', target)
     os.makedirs(stale)

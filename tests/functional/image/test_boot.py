@@ -13,8 +13,11 @@ from tests.functional.image import disks
 
 @pytest.fixture(scope='module')
 def backend():
-    """A daemon of this module's own: the session's shared one may hold these images already
-    (other modules import the same cached tarballs), and an import must start from nothing."""
+    """A daemon of this module's own: an import must start from nothing.
+
+    The session's shared daemon may hold these images already (other modules import the same
+    cached tarballs).
+    """
     daemon = BackendDaemon()
     daemon.start()
     yield daemon

@@ -1,4 +1,4 @@
-"""tools/setup.sh is idempotent: after the run that set this host up, a second run changes nothing."""
+"""tools/setup.sh is idempotent: after the run that set this host up, a second changes nothing."""
 import subprocess
 
 from tests.backend_fixture import REPO
