@@ -20,7 +20,6 @@ from nova_lxd.backend.instances import lxcconf
 from nova_lxd.backend.instances import monitor
 from nova_lxd.backend.instances import reboot
 from nova_lxd.backend.instances import shutdown
-from nova_lxd.backend.instances import state
 from nova_lxd.backend.instances.common import now
 from nova_lxd.backend.instances.paths import resolve_in_rootfs
 
@@ -220,7 +219,7 @@ class LifecycleMixin:
         return clean
 
     def _after_stop(self, name):
-        state.forget(name)      # the listing's socket would keep the netns alive
+        self._forget_running(name)     # the listing's socket would keep the netns alive
         doc = self._doc(name)
         config, devices = self.expanded(doc)
         ctx = self._device_context(doc, config, self.idmap(name))

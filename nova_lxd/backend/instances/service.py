@@ -276,6 +276,11 @@ class InstanceService(CreationMixin, LifecycleMixin):
             code = ERROR
         return _Observed(doc, config, devices, container, code, pool, pid, start)
 
+    def _forget_running(self, name):
+        """The container stopped or is gone: drop what the listings keep of its run."""
+        self._inits.pop(name, None)
+        state.forget(name)
+
     def _known_init(self, name):
         """(status code, init pid, its start time) of a running container, without liblxc.
 
@@ -287,8 +292,7 @@ class InstanceService(CreationMixin, LifecycleMixin):
         """
         pid, start = self._inits.get(name, (None, None))
         if pid is None or state.process_start(pid) != start:
-            self._inits.pop(name, None)
-            state.forget(name)
+            self._forget_running(name)
             return None
         freezer = state.freezer_state(pid, name)
         if freezer is None:
@@ -560,7 +564,7 @@ class InstanceService(CreationMixin, LifecycleMixin):
         doc = self._doc(name)
         if cfg.is_true(self.expanded(doc)[0].get('security.protection.delete', 'false')):
             raise BadRequest('Instance is protected (security.protection.delete)')
-        state.forget(name)
+        self._forget_running(name)
         if doc['config'].get('volatile.last_state.power') == 'RUNNING':
             self._after_stop(name)
         try:
