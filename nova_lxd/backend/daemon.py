@@ -105,7 +105,7 @@ class Daemon:
 
     async def start(self):
         loop = asyncio.get_running_loop()
-        memory.limit_arenas()       # before the worker threads: each would get its own
+        memory.tune_malloc()        # before the worker threads: each would get its own arena
         memory.trace_from_environment(loop, self.config.data_dir)
         self._trimmer = memory.IdleTrimmer(loop)    # the heap of a burst goes back after it
         self.prepare()

@@ -29,6 +29,11 @@ IDLE_DELAY = 2.0
 # threads mostly wait on the GIL, so a few arenas shared between them cost no contention.
 ARENAS = 2
 M_ARENA_MAX = -8
+# glibc serves a block this large or larger from mmap, and unmaps it when freed. By default it
+# raises that threshold to the size of each mmapped block freed (up to 32 MB): after one large
+# listing reply, the next ones went to the heap and left it fragmented.
+MMAP_THRESHOLD = 256 * 1024
+M_MMAP_THRESHOLD = -3
 
 try:
     _libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
@@ -62,9 +67,13 @@ def _heap_text():
     return ', '.join('%s %.1f MB' % item for item in malloc_summary().items()) or 'unknown'
 
 
-def limit_arenas(count=ARENAS):
-    """Cap glibc's malloc arenas (call before the worker threads start); False if not glibc."""
-    return bool(_mallopt is not None and _mallopt(M_ARENA_MAX, count))
+def tune_malloc(arenas=ARENAS, mmap_threshold=MMAP_THRESHOLD):
+    """Cap glibc's arenas and fix its mmap threshold (before the worker threads start).
+
+    False if not glibc.
+    """
+    return bool(_mallopt is not None and _mallopt(M_ARENA_MAX, arenas)
+                and _mallopt(M_MMAP_THRESHOLD, mmap_threshold))
 
 
 def rss_bytes():
