@@ -25,15 +25,17 @@ def cpu_busy(window=0.25):
     return (busy_after - busy_before) / max(1, total_after - total_before)
 
 
-def wait_quiet(threshold=0.25, timeout=5.0):
+def wait_quiet(threshold=0.25, timeout=20.0):
     """Wait (bounded) until the host's CPU is mostly idle: what was just launched has booted.
 
     Before a timed step that follows untimed work (containers booting, their DHCP exchanges),
     so that the step measures the operation at that count, not the boot of the previous ones.
+    Returns the seconds waited.
     """
-    deadline = time.monotonic() + timeout
-    while cpu_busy() > threshold and time.monotonic() < deadline:
+    began = time.monotonic()
+    while cpu_busy() > threshold and time.monotonic() < began + timeout:
         pass
+    return time.monotonic() - began
 
 
 def _read(path):

@@ -222,7 +222,7 @@ class Density(Scenario):
                 return running, launch_times, curve, 'memory'
             size = min(self.step, limit - len(running))
             step_times = []
-            host.wait_quiet()     # the previous step's containers have booted
+            settle = host.wait_quiet()     # the previous step's containers have booted
             for _ in range(min(timed, size)):
                 instance, seconds = self._launch(target.client, fingerprint,
                                                  target.unique('dense'))
@@ -241,6 +241,7 @@ class Density(Scenario):
                 return running, launch_times, curve, 'a launch near %d failed: %s' % (
                     len(running) + 1, failed[0])
             point = {'running': len(running), 'launch_median_s': statistics.median(step_times),
+                     'settle_s': settle,
                      'daemon_rss_mb': host.rss(target.pid) / MB}
             # the full listing at doubling counts (50, 100, 200, 400, 800)
             if len(running) % self.step == 0 and _power_of_two(len(running) // self.step):
