@@ -182,15 +182,21 @@ class LifecycleMixin:
             # reported once liblxc has removed what it made (its monitor still tears down)
             monitor.wait_gone(self.lxcpath, name, LXC_START, always=True)
             monitor.remove_orphaned_cgroups(name, returned)
-            raise ApiError('Failed to start instance %s: %s' % (name, self._lxc_log_tail(name)))
+            raise ApiError('Failed to start instance %s: %s' % (name, self._lxc_log_reason(name)))
 
-    def _lxc_log_tail(self, name):
+    def _lxc_log_reason(self, name):
+        """Why liblxc failed: the first ERROR lines of its log, else its last lines.
+
+        The last lines alone are often the clean-up's warnings after the failure (a full
+        bridge's "Exchange full" came before five cgroup warnings).
+        """
         try:
             with open(self.lxc_log_path(name)) as f:
-                lines = [line.strip() for line in f.readlines()[-5:]]
-            return ' | '.join(lines) or 'no details in the LXC log'
+                lines = [line.strip() for line in f if line.strip()]
         except OSError:
             return 'no LXC log'
+        errors = [line for line in lines if ' ERROR ' in line]
+        return ' | '.join(errors[:3] or lines[-5:]) or 'no details in the LXC log'
 
     def _stop(self, name, force, timeout):
         """Blocking: clean shutdown within timeout (halt signal), then forced; devices cleaned."""

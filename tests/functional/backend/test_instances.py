@@ -468,3 +468,18 @@ def test_copy_takes_snapshots_unless_instance_only(client, backend, instance):
     finally:
         for copy in copies:
             cleanup(copy)
+
+
+def test_a_failed_start_says_why_in_liblxc_s_words(client, backend, instance):
+    """The error quotes liblxc's ERROR lines, not the clean-up warnings that follow them."""
+    missing = 'nlnobr%04d' % (os.getpid() % 10000)
+    instance.config['raw.lxc'] = ('lxc.net.9.type = veth\nlxc.net.9.link = %s\n'
+                                  'lxc.net.9.name = eth9' % missing)
+    instance.save(wait=True)
+    with pytest.raises(pylxd.exceptions.LXDAPIException) as failed:
+        instance.start(wait=True)
+    message = str(failed.value)
+    assert 'Failed to start instance %s' % instance.name in message
+    assert ' ERROR ' in message and missing in message, message
+    instance.sync()
+    assert instance.status == 'Stopped'
