@@ -25,6 +25,11 @@ _HOSTS_LOCK = threading.Lock()   # one read-compare-write of an entry file at a 
 # dnsmasq processes this daemon started (its children), by pid, so that stop() reaps them
 _CHILDREN = {}
 
+# dnsmasq lists the host's links as it starts; a link deleted meanwhile (another container's
+# veth going away) makes that fail with ENODEV. A race, not a fault: it is tried again.
+_LINK_RACE = 'failed to find list of interfaces'
+START_ATTEMPTS = 3
+
 
 class Dnsmasq:
     def __init__(self, directory, network, bridge):
@@ -111,6 +116,15 @@ class Dnsmasq:
         if running == cmd:
             return self.pid()
         self.stop()
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                return self._spawn(cmd)
+            except RuntimeError as exc:
+                if _LINK_RACE not in str(exc) or attempt == START_ATTEMPTS:
+                    raise
+                LOG.info('Network %s: %s; starting dnsmasq again', self.network, exc)
+
+    def _spawn(self, cmd):
         # In the foreground (our child, in its own session): we can reap it, and a host
         # without a real init (no reaper for orphans) gets no zombies from dnsmasq's forks.
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
