@@ -35,15 +35,6 @@ M_ARENA_MAX = -8
 MMAP_THRESHOLD = 256 * 1024
 M_MMAP_THRESHOLD = -3
 
-try:
-    _libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
-    _malloc_trim = _libc.malloc_trim
-    _malloc_trim.argtypes = [ctypes.c_size_t]
-    _mallopt = _libc.mallopt
-    _mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-except (OSError, AttributeError):        # not glibc
-    _malloc_trim = _mallopt = None
-
 
 class _MallInfo2(ctypes.Structure):
     _fields_ = [(field, ctypes.c_size_t) for field in (
@@ -51,14 +42,24 @@ class _MallInfo2(ctypes.Structure):
         'fordblks', 'keepcost')]
 
 
+try:
+    _libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+    _malloc_trim = _libc.malloc_trim
+    _malloc_trim.argtypes = [ctypes.c_size_t]
+    _mallopt = _libc.mallopt
+    _mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    _mallinfo2 = getattr(_libc, 'mallinfo2', None)      # glibc 2.33 and later
+    if _mallinfo2 is not None:
+        _mallinfo2.restype = _MallInfo2
+except (OSError, AttributeError):        # not glibc
+    _malloc_trim = _mallopt = _mallinfo2 = None
+
+
 def malloc_summary():
     """glibc's heap in MB: in use, free inside it, in large mmapped blocks ({} if not glibc)."""
-    try:
-        mallinfo2 = _libc.mallinfo2
-    except (NameError, AttributeError):
+    if _mallinfo2 is None:
         return {}
-    mallinfo2.restype = _MallInfo2
-    info = mallinfo2()
+    info = _mallinfo2()
     return {'in use': info.uordblks / 1048576, 'free': info.fordblks / 1048576,
             'mmapped': info.hblkhd / 1048576}
 
