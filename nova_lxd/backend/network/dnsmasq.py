@@ -6,8 +6,10 @@ watches that directory (--dhcp-hostsdir, inotify) and reads a new file by itself
 start adds its entry without rewriting every other instance's and without a SIGHUP that makes
 dnsmasq re-read them all (that cost grew with the number of instances). dnsmasq only ever adds
 from that directory: a changed entry, or a removed one that pinned an address, takes a SIGHUP; a
-removed name-only entry stays in dnsmasq's memory until the next SIGHUP, harmless, as no lease
-of that MAC exists any more. dnsmasq outlives a daemon stop, as in LXD, so containers keep their
+removed name-only entry stays in dnsmasq's memory until the next SIGHUP. Those are not free:
+each new entry makes dnsmasq match every lease against every entry it holds, so with 900
+entries and 900 removed ones it spent 126 ms of CPU per new entry against 13.5 ms with none
+removed. A SIGHUP drops them once STALE_RELOAD have gathered. dnsmasq outlives a daemon stop, as in LXD, so containers keep their
 leases; the next start adopts it by its pid file when its command line is still the one wanted,
 and restarts it otherwise.
 """
@@ -29,6 +31,10 @@ _CHILDREN = {}
 # veth going away) makes that fail with ENODEV. A race, not a fault: it is tried again.
 _LINK_RACE = 'failed to find list of interfaces'
 START_ATTEMPTS = 3
+
+# name-only entries removed since dnsmasq last read its whole directory, by that directory
+STALE_RELOAD = 100
+_STALE = {}
 
 
 class Dnsmasq:
@@ -138,6 +144,7 @@ class Dnsmasq:
             if pid == proc.pid:
                 proc.stderr.close()
                 _CHILDREN[pid] = proc
+                _STALE.pop(self.hosts_dir, None)     # a new dnsmasq read only what is there
                 return pid
             time.sleep(0.02)
         proc.kill()
@@ -145,7 +152,8 @@ class Dnsmasq:
         raise RuntimeError('dnsmasq did not write its pid file %s' % self.pid_file)
 
     def reload(self):
-        """Re-read the hosts file (reservations) without dropping leases."""
+        """Re-read the entries (reservations, names) without dropping leases."""
+        _STALE.pop(self.hosts_dir, None)
         pid = self.pid()
         if pid:
             os.kill(pid, signal.SIGHUP)
@@ -249,6 +257,10 @@ class Dnsmasq:
                 return False
             if old is not None and old[1][0]:
                 self.reload()    # a pinned address must be free for another MAC at once
+            else:
+                _STALE[self.hosts_dir] = stale = _STALE.get(self.hosts_dir, 0) + 1
+                if stale >= STALE_RELOAD:
+                    self.reload()
             return True
 
     def _migrate_hosts_file(self):
