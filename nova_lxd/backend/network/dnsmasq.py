@@ -9,9 +9,9 @@ from that directory: a changed entry, or a removed one that pinned an address, t
 removed name-only entry stays in dnsmasq's memory until the next SIGHUP. Those are not free:
 each new entry makes dnsmasq match every lease against every entry it holds, so with 900
 entries and 900 removed ones it spent 126 ms of CPU per new entry against 13.5 ms with none
-removed. A SIGHUP drops them once STALE_RELOAD have gathered. dnsmasq outlives a daemon stop, as in LXD, so containers keep their
-leases; the next start adopts it by its pid file when its command line is still the one wanted,
-and restarts it otherwise.
+removed. A SIGHUP drops them once STALE_RELOAD have gathered. dnsmasq outlives a daemon stop,
+as in LXD, so containers keep their leases; the next start adopts it by its pid file when its
+command line is still the one wanted, and restarts it otherwise.
 """
 import ipaddress
 import logging
