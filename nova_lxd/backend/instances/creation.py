@@ -13,6 +13,7 @@ import uuid
 
 from nova_lxd.backend.errors import ApiError, BadRequest, Conflict, NotFound
 from nova_lxd.backend.instances import config as cfg
+from nova_lxd.backend.instances import devices as device_registry
 from nova_lxd.backend.instances import idmap as idmaps
 from nova_lxd.backend.instances import templates
 from nova_lxd.backend.instances.common import check_name, daemon_owned, now
@@ -238,6 +239,19 @@ class CreationMixin:
         templates.render(instance_dir, os.path.join(instance_dir, 'rootfs'), trigger,
                          dict(doc, config=config, privileged=privileged), owner)
 
+    def _devices_deleted(self, doc):
+        """Each device gives back what outlives the instance's stops (device_registry.deleted)."""
+        try:
+            _, devices = self.expanded(doc)
+        except ApiError:            # a profile is gone: what it brought cannot be known
+            return
+        for dev_name, dev in devices.items():
+            try:
+                device_registry.get(dev.get('type')).deleted(self.daemon, dev_name, dev,
+                                                             doc.get('config') or {})
+            except Exception as exc:    # never stops a delete
+                LOG.warning('Deleting %s: device %s: %s', doc['name'], dev_name, exc)
+
     def _remove_everything(self, name, doc):
         """Blocking: delete volume, LXC dir, logs and records of an instance (idempotent)."""
         try:
@@ -247,6 +261,7 @@ class CreationMixin:
         # never Container.destroy(): it deletes the rootfs even outside the lxcpath
         shutil.rmtree(os.path.join(self.lxcpath, name), ignore_errors=True)
         shutil.rmtree(os.path.join(self.logs, name), ignore_errors=True)
+        self._devices_deleted(doc)
         for snap in self.db.names('snapshot'):
             if snap.startswith(name + '/'):
                 self.db.delete('snapshot', snap)

@@ -16,7 +16,10 @@ command line is still the one wanted, and restarts it otherwise.
 import ipaddress
 import logging
 import os
+import secrets
 import signal
+import socket
+import struct
 import subprocess
 import threading
 import time
@@ -179,6 +182,22 @@ class Dnsmasq:
         except FileNotFoundError:
             pass
 
+    def release_leases(self, hwaddr, server):
+        """Give back the IPv4 leases of a MAC whose NIC is gone; how many there were.
+
+        dnsmasq keeps a lease until it expires (an hour by default), and with it the address,
+        so on a small network that sees many instances come and go new ones would find none
+        free. The host sends the DHCPRELEASE the container no longer can, to dnsmasq's address
+        `server` (as LXD does); dnsmasq drops the lease.
+        """
+        hwaddr = hwaddr.lower()
+        addresses = [ip for _, mac, ip, _ in self.leases() if mac == hwaddr and ':' not in ip]
+        if addresses:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                for ip in addresses:
+                    sock.sendto(_dhcp_release(hwaddr, ip, server), (server, 67))
+        return len(addresses)
+
     # -- files --------------------------------------------------------------------------
     def leases(self):
         """[(expiry, hwaddr, ip, hostname)] from the leases file."""
@@ -278,6 +297,16 @@ class Dnsmasq:
                 else:
                     self.set_host(fields[0], None, fields[1])
         os.unlink(self.old_hosts_file)
+
+
+def _dhcp_release(hwaddr, ip, server):
+    """A DHCPRELEASE (RFC 2131) of `ip`, leased to `hwaddr`, sent to the server `server`."""
+    chaddr = bytes.fromhex(hwaddr.replace(':', '')).ljust(16, b'\0')
+    header = struct.pack('!BBBB4sHH4s4s4s4s16s64s128s', 1, 1, 6, 0, secrets.token_bytes(4), 0, 0,
+                         socket.inet_aton(ip), bytes(4), bytes(4), bytes(4), chaddr, b'', b'')
+    # magic cookie; message type 7 (release); server identifier; end
+    options = b'\x63\x82\x53\x63' + bytes([53, 1, 7, 54, 4]) + socket.inet_aton(server) + b'\xff'
+    return header + options
 
 
 def _is_ip(value):

@@ -537,6 +537,18 @@ class NetworkService:
         if self.db.get(KIND, name) is not None:
             self.dnsmasq(name).remove_host(hwaddr)
 
+    def release_lease(self, name, hwaddr):
+        """Free the IPv4 address `hwaddr` holds on network `name`: its NIC is gone for good."""
+        if self.db.get(KIND, name) is None:
+            return
+        iface = self.ipv4(name)
+        if iface is None:
+            return
+        try:
+            self.dnsmasq(name).release_leases(hwaddr, str(iface.ip))
+        except OSError as exc:      # the lease then expires by itself; the delete goes on
+            LOG.warning('Network %s: releasing the lease of %s: %s', name, hwaddr, exc)
+
     def state(self, name):
         link = netlink.link_info(name)
         if link is None:

@@ -25,6 +25,10 @@ The interface (all methods receive the device's name and its config dict, as in 
                                                  raise BadRequest if impossible live
         def unplug(self, ctx, name, dev)         remove from a RUNNING container
         def update(self, ctx, name, old, new)    changed live; default: unplug(old) + hotplug(new)
+        def deleted(self, daemon, name, dev, volatile)
+                                                 the instance is deleted: give back what outlives
+                                                 its stops (a NIC's DHCP lease); volatile: its
+                                                 volatile.* keys
         def state(self, ctx, name, dev)          optional extra state (NICs: None here)
 
     register(MyType) at the bottom of the module makes the type known.
@@ -105,6 +109,9 @@ class DeviceType:
     def update(self, ctx, name, old, new):
         self.unplug(ctx, name, old)
         self.hotplug(ctx, name, new)
+
+    def deleted(self, daemon, name, dev, volatile):
+        pass
 
     def state(self, ctx, name, dev):
         return None

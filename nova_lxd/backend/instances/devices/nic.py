@@ -168,12 +168,18 @@ class Nic(DeviceType):
         return dev['parent']
 
     @staticmethod
-    def _managed_network(ctx, dev):
+    def _managed_network(daemon, dev):
         """The managed network a bridged nic joins (by network, or parent naming one)."""
         if nictype(dev) != 'bridged':
             return None
         network = dev.get('network') or dev.get('parent')
-        return network if ctx.daemon.networks.is_managed(network) else None
+        return network if daemon.networks.is_managed(network) else None
+
+    def _release_lease(self, daemon, dev, hwaddr):
+        # at a stop the lease stays: the next start gets the same address
+        network = self._managed_network(daemon, dev)
+        if network and hwaddr:
+            daemon.networks.release_lease(network, hwaddr)
 
     @staticmethod
     def _inner_name(name, dev):
@@ -205,7 +211,7 @@ class Nic(DeviceType):
         return host, hwaddr
 
     def _register_dhcp(self, ctx, dev, hwaddr):
-        network = self._managed_network(ctx, dev)
+        network = self._managed_network(ctx.daemon, dev)
         if dev.get('ipv4.address'):
             ctx.daemon.networks.reserve(dev['network'], hwaddr, dev['ipv4.address'], ctx.name)
         elif network:
@@ -253,7 +259,7 @@ class Nic(DeviceType):
         """Delete the veth (later: in the background) and drop its DHCP entry (at once)."""
         host = dev.get('host_name') or ctx.volatile.get(_volatile(name, 'host_name'))
         peer = _stable_name('nlxc', ctx, name)
-        network = self._managed_network(ctx, dev)
+        network = self._managed_network(ctx.daemon, dev)
         if network:
             ctx.daemon.networks.release(network, self._hwaddr(ctx, name, dev))
         ctx.volatile[_volatile(name, 'last_state.created')] = None
@@ -358,6 +364,10 @@ class Nic(DeviceType):
             self._apply_limits(name, new, host)
             return
         super().update(ctx, name, old, new)
+
+    def deleted(self, daemon, name, dev, volatile):
+        hwaddr = dev.get('hwaddr') or volatile.get(_volatile(name, 'hwaddr'))
+        self._release_lease(daemon, dev, hwaddr)
 
     def unplug(self, ctx, name, dev):
         kind = nictype(dev)
