@@ -13,6 +13,7 @@ import time
 import pytest
 
 from nova_lxd.backend.network import dnsmasq
+from tests.unit.backend import dnsmasq_stand_in
 
 STAND_IN = r'''#!/bin/bash
 for arg in "$@"; do
@@ -32,11 +33,7 @@ time.sleep(60)
 
 @pytest.fixture
 def server(tmp_path, monkeypatch):
-    program = tmp_path / 'dnsmasq'
-    program.write_text(STAND_IN)
-    program.chmod(0o755)
-    monkeypatch.setenv('STATE', str(tmp_path))
-    server = dnsmasq.Dnsmasq(str(tmp_path / 'net'), 'testnet', 'nltestbr0')
+    program, server = dnsmasq_stand_in.make(tmp_path, monkeypatch, STAND_IN)
     server.ensure([str(program), '--pid-file=%s' % server.pid_file])
     deadline = time.monotonic() + 10
     while not (tmp_path / 'ready').exists():      # its SIGHUP handler is in place

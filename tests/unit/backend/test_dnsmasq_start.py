@@ -11,7 +11,7 @@ import subprocess
 
 import pytest
 
-from nova_lxd.backend.network import dnsmasq
+from tests.unit.backend import dnsmasq_stand_in
 
 STAND_IN = r'''#!/bin/bash
 if [ ! -e "$STATE/failed" ] || [ -n "$ALWAYS_FAIL" ]; then
@@ -28,11 +28,7 @@ exec -a "$0" /usr/bin/python3 -c 'import time; time.sleep(60)' "$@"
 
 @pytest.fixture
 def stand_in(tmp_path, monkeypatch):
-    program = tmp_path / 'dnsmasq'
-    program.write_text(STAND_IN)
-    program.chmod(0o755)
-    monkeypatch.setenv('STATE', str(tmp_path))
-    server = dnsmasq.Dnsmasq(str(tmp_path / 'net'), 'testnet', 'nltestbr0')
+    program, server = dnsmasq_stand_in.make(tmp_path, monkeypatch, STAND_IN)
     yield program, server
     server.stop()
 
