@@ -106,7 +106,7 @@ class Daemon:
     async def start(self):
         loop = asyncio.get_running_loop()
         memory.tune_malloc()        # before the worker threads: each would get its own arena
-        memory.trace_from_environment(loop, self.config.data_dir)
+        memory.report_on_signal(loop, self.config.data_dir)
         self._trimmer = memory.IdleTrimmer(loop)    # the heap of a burst goes back after it
         self.prepare()
         self.instances.start_background()

@@ -6,9 +6,10 @@ that allocated, up to 8 per core; capped at ARENAS here) until something trims t
 the daemon has been idle for a moment after operations or requests, it collects its garbage and
 asks glibc to give back what it can (malloc_trim(0)), once, on a worker thread.
 
-Debugging: with NOVA_LXD_TRACEMALLOC=<frames> in its environment the daemon traces its Python
-allocations, and SIGUSR2 writes a snapshot (tracemalloc-<n>.snap in the data directory) and
-logs RSS and the traced size, for a diff between two moments (tracemalloc.Snapshot.load).
+Debugging: SIGUSR2 logs the daemon's RSS and glibc heap. With NOVA_LXD_TRACEMALLOC=<frames> in
+its environment the daemon also traces its Python allocations, and SIGUSR2 writes a snapshot
+(tracemalloc-<n>.snap in the data directory) too, for a diff between two moments
+(tracemalloc.Snapshot.load).
 """
 import ctypes
 import ctypes.util
@@ -138,21 +139,27 @@ class IdleTrimmer:
             self._handle = None
 
 
-def trace_from_environment(loop, directory):
-    """NOVA_LXD_TRACEMALLOC=<frames>: trace allocations, SIGUSR2 dumps a snapshot (see above)."""
+def report_on_signal(loop, directory):
+    """SIGUSR2 logs the daemon's memory (and writes a snapshot when tracing, see above).
+
+    Installed whether tracing or not: SIGUSR2's default action ends the process, and a daemon
+    killed that way leaves its dnsmasq and firewall table behind.
+    """
     frames = os.environ.get('NOVA_LXD_TRACEMALLOC')
-    if not frames:
-        return
-    tracemalloc.start(int(frames))
+    if frames:
+        tracemalloc.start(int(frames))
+        LOG.info('Tracing allocations (%s frames); SIGUSR2 writes a snapshot', frames)
     count = [0]
 
-    def dump():
-        count[0] += 1
-        path = os.path.join(directory, 'tracemalloc-%d.snap' % count[0])
-        tracemalloc.take_snapshot().dump(path)
-        current, peak = tracemalloc.get_traced_memory()
-        LOG.info('tracemalloc snapshot %s: RSS %.1f MB, traced %.1f MB (peak %.1f MB), '
-                 '%d threads, glibc heap %s', path, rss_bytes() / 1048576, current / 1048576,
-                 peak / 1048576, threading.active_count(), _heap_text())
-    loop.add_signal_handler(signal.SIGUSR2, dump)
-    LOG.info('Tracing allocations (%s frames); SIGUSR2 writes a snapshot', frames)
+    def report():
+        traced = ''
+        if tracemalloc.is_tracing():
+            count[0] += 1
+            path = os.path.join(directory, 'tracemalloc-%d.snap' % count[0])
+            tracemalloc.take_snapshot().dump(path)
+            current, peak = tracemalloc.get_traced_memory()
+            traced = ', traced %.1f MB (peak %.1f MB), snapshot %s' % (
+                current / 1048576, peak / 1048576, path)
+        LOG.info('Memory: RSS %.1f MB, %d threads, glibc heap %s%s', rss_bytes() / 1048576,
+                 threading.active_count(), _heap_text(), traced)
+    loop.add_signal_handler(signal.SIGUSR2, report)

@@ -73,3 +73,22 @@ def test_tuned_malloc_keeps_large_blocks_out_of_the_heap():
     result = subprocess.run([sys.executable, '-c', TUNED_PROCESS], capture_output=True,
                             text=True)
     assert result.returncode == 0, result.stderr
+
+
+def test_sigusr2_logs_memory_and_does_not_end_the_daemon(caplog, tmp_path, monkeypatch):
+    import logging
+    import os
+    import signal
+    monkeypatch.delenv('NOVA_LXD_TRACEMALLOC', raising=False)
+
+    async def scenario():
+        memory.report_on_signal(asyncio.get_running_loop(), str(tmp_path))
+        os.kill(os.getpid(), signal.SIGUSR2)     # unhandled, this would end the test run
+        for _ in range(100):
+            if 'RSS' in caplog.text:
+                break
+            await asyncio.sleep(0.01)
+    with caplog.at_level(logging.INFO, logger=memory.__name__):
+        asyncio.run(scenario())      # closing the loop removes its handler
+    assert 'Memory: RSS' in caplog.text
+    assert not list(tmp_path.iterdir())      # no snapshot without tracing
