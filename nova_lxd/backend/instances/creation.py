@@ -246,11 +246,14 @@ class CreationMixin:
         except ApiError:            # a profile is gone: what it brought cannot be known
             return
         for dev_name, dev in devices.items():
-            try:
-                device_registry.get(dev.get('type')).deleted(self.daemon, dev_name, dev,
-                                                             doc.get('config') or {})
-            except Exception as exc:    # never stops a delete
-                LOG.warning('Deleting %s: device %s: %s', doc['name'], dev_name, exc)
+            self._device_deleted(doc['name'], dev_name, dev, doc.get('config') or {})
+
+    def _device_deleted(self, name, dev_name, dev, volatile):
+        """Device `dev_name` left instance `name` for good (device_registry.deleted)."""
+        try:
+            device_registry.get(dev.get('type')).deleted(self.daemon, dev_name, dev, volatile)
+        except Exception as exc:    # what it gives back is late, never a failed delete
+            LOG.warning('Instance %s: device %s left: %s', name, dev_name, exc)
 
     def _remove_everything(self, name, doc):
         """Blocking: delete volume, LXC dir, logs and records of an instance (idempotent)."""

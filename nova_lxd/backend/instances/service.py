@@ -41,6 +41,16 @@ _Observed = collections.namedtuple('_Observed',
 _Listing = collections.namedtuple('_Listing', 'docs profiles snapshots active')
 
 
+def _merge_volatile(config, values):
+    """Record volatile.* changes ({key: value, or None to drop it}) into an instance's config."""
+    for key, value in values.items():
+        if key.startswith('volatile.'):
+            if value is None:
+                config.pop(key, None)
+            else:
+                config[key] = value
+
+
 class InstanceService(CreationMixin, LifecycleMixin):
     def __init__(self, daemon):
         self.daemon = daemon
@@ -127,12 +137,7 @@ class InstanceService(CreationMixin, LifecycleMixin):
             doc = self.db.get('instance', name)
             if doc is None:
                 return
-            for key, value in values.items():
-                if key.startswith('volatile.'):
-                    if value is None:
-                        doc['config'].pop(key, None)
-                    else:
-                        doc['config'][key] = value
+            _merge_volatile(doc['config'], values)
             doc.update(fields)
             self.db.put('instance', name, doc)
 
@@ -459,11 +464,18 @@ class InstanceService(CreationMixin, LifecycleMixin):
             raise BadRequest('The architecture of an instance cannot be changed')
         new_config, new_devices = self._check(new)
         old_config, old_devices = self.expanded(old)
-        self.apply_live(name, old, old_config, old_devices, new_config, new_devices)
+        # the devices' generated values (a hot-plugged NIC's MAC) go into the record written
+        _merge_volatile(new['config'], self.apply_live(
+            name, old, old_config, old_devices, new_config, new_devices))
         self.db.put('instance', name, new)
 
     def apply_live(self, name, doc, old_config, old_devices, new_config, new_devices):
-        """Blocking: push limit and device changes into a running container."""
+        """Blocking: push limit and device changes into a running container.
+
+        A device removed (running or not) gives back what outlives the instance's stops, and
+        its volatile.<device>.* keys go. Returns the volatile.* keys changed ({key: value or
+        None}); the caller records them.
+        """
         _, old_root = cfg.root_disk(old_devices)
         _, new_root = cfg.root_disk(new_devices)
         if old_root.get('pool') != new_root.get('pool'):
@@ -471,23 +483,33 @@ class InstanceService(CreationMixin, LifecycleMixin):
         if old_root.get('size') != new_root.get('size'):
             size = cfg.parse_size(new_root['size']) if new_root.get('size') else None
             self._pool(new_root['pool']).set_instance_size(name, size)
+        before = {k: v for k, v in doc['config'].items() if k.startswith('volatile.')}
+        volatile = dict(before)
         container = self.container(name)
-        if not container.running:
-            return
-        limits.apply_live(container, old_config, new_config)
-        ctx = self._device_context(doc, new_config, self.idmap(name), container.init_pid)
+        ctx = None
+        if container.running:
+            limits.apply_live(container, old_config, new_config)
+            ctx = self._device_context(doc, new_config, self.idmap(name), container.init_pid)
+            volatile = ctx.volatile
         for dev_name in sorted(set(old_devices) | set(new_devices)):
             old_dev, new_dev = old_devices.get(dev_name), new_devices.get(dev_name)
             if old_dev == new_dev:
                 continue
             if old_dev and new_dev and old_dev['type'] == new_dev['type']:
-                device_registry.get(new_dev['type']).update(ctx, dev_name, old_dev, new_dev)
+                if ctx:
+                    device_registry.get(new_dev['type']).update(ctx, dev_name, old_dev,
+                                                                new_dev)
                 continue
             if old_dev:
-                device_registry.get(old_dev['type']).unplug(ctx, dev_name, old_dev)
-            if new_dev:
+                if ctx:
+                    device_registry.get(old_dev['type']).unplug(ctx, dev_name, old_dev)
+                self._device_deleted(name, dev_name, old_dev, volatile)
+                for key in [k for k in volatile if k.startswith('volatile.%s.' % dev_name)]:
+                    volatile[key] = None
+            if new_dev and ctx:
                 device_registry.get(new_dev['type']).hotplug(ctx, dev_name, new_dev)
-        self._set_volatile(name, ctx.volatile)
+        return {k: volatile.get(k) for k in set(before) | set(volatile)
+                if volatile.get(k) != before.get(k)}
 
     # -- rename / delete -------------------------------------------------------------------------
     async def rename(self, name, new_name):
@@ -598,7 +620,8 @@ class InstanceService(CreationMixin, LifecycleMixin):
                         for p in doc.get('profiles') or []]
             old_config, old_devices = cfg.expand(doc, profiles)
             new_config, new_devices = self.expanded(doc)
-            self.apply_live(name, doc, old_config, old_devices, new_config, new_devices)
+            self._set_volatile(name, self.apply_live(name, doc, old_config, old_devices,
+                                                     new_config, new_devices))
 
     def check_profile_change(self, profile, new_profile):
         """Blocking: refuse a profile change that would leave an instance using it invalid."""

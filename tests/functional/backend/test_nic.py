@@ -131,10 +131,39 @@ def test_hotplug_and_unplug_a_bridged_nic(backend, network):
         assert netlink.link_info('nlxtplug0')['master'] == \
             netlink.link_info(network.name)['index']
         assert dhcp(inst, 'eth1') is not None
+        # the MAC it was given is recorded, as at a start, and holds the lease
+        hwaddr = fresh(client, inst).config['volatile.eth1.hwaddr']
+        assert inst.state().network['eth1']['hwaddr'] == hwaddr
+        assert hwaddr in _leased(client, network)
+        inst = fresh(client, inst)
         del inst.devices['eth1']
         inst.save(wait=True)
         assert 'eth1' not in links(inst)
         assert not netlink.exists('nlxtplug0')
+        # removed for good: its lease is given back and its volatile keys are gone
+        assert wait_until(lambda: hwaddr not in _leased(client, network))
+        assert not [key for key in fresh(client, inst).config
+                    if key.startswith('volatile.eth1.')]
+    finally:
+        cleanup(inst)
+
+
+def test_a_nic_removed_from_a_stopped_instance_gives_its_lease_back(backend, network):
+    client = backend.client()
+    inst = create_busybox(client, backend, devices={
+        'eth0': {'type': 'nic', 'network': network.name, 'name': 'eth0'}})
+    try:
+        inst.start(wait=True)
+        assert dhcp(inst) is not None
+        hwaddr = fresh(client, inst).config['volatile.eth0.hwaddr']
+        inst.stop(force=True, wait=True)
+        assert hwaddr in _leased(client, network)      # a stop keeps it
+        inst = fresh(client, inst)
+        del inst.devices['eth0']
+        inst.save(wait=True)
+        assert wait_until(lambda: hwaddr not in _leased(client, network))
+        assert not [key for key in fresh(client, inst).config
+                    if key.startswith('volatile.eth0.')]
     finally:
         cleanup(inst)
 

@@ -26,9 +26,10 @@ The interface (all methods receive the device's name and its config dict, as in 
         def unplug(self, ctx, name, dev)         remove from a RUNNING container
         def update(self, ctx, name, old, new)    changed live; default: unplug(old) + hotplug(new)
         def deleted(self, daemon, name, dev, volatile)
-                                                 the instance is deleted: give back what outlives
-                                                 its stops (a NIC's DHCP lease); volatile: its
-                                                 volatile.* keys
+                                                 the device leaves for good (its instance is
+                                                 deleted, or it is removed from it): give back
+                                                 what outlives stops (a NIC's DHCP lease);
+                                                 volatile: the instance's volatile.* keys
         def state(self, ctx, name, dev)          optional extra state (NICs: None here)
 
     register(MyType) at the bottom of the module makes the type known.

@@ -364,6 +364,9 @@ class Nic(DeviceType):
             self._apply_limits(name, new, host)
             return
         super().update(ctx, name, old, new)
+        if (self._managed_network(ctx.daemon, old), old.get('hwaddr')) != \
+                (self._managed_network(ctx.daemon, new), new.get('hwaddr')):
+            self.deleted(ctx.daemon, name, old, ctx.volatile)     # the old address is free
 
     def deleted(self, daemon, name, dev, volatile):
         hwaddr = dev.get('hwaddr') or volatile.get(_volatile(name, 'hwaddr'))
