@@ -191,6 +191,11 @@ class Target:
         except Exception:
             pass
 
+    def lxc(self, *args):
+        """Run the stock lxc client against this daemon (its unix socket); the CompletedProcess."""
+        return subprocess.run(['lxc'] + list(args), capture_output=True, timeout=120,
+                              env=dict(os.environ, LXD_DIR=self.daemon.data_dir))
+
     def list_raw(self, recursion):
         """GET /1.0/instances?recursion=N through pylxd's raw API object (same client)."""
         response = self.client.api.instances.get(params={'recursion': recursion})

@@ -32,6 +32,24 @@ class ExecRoundTrip(_OnRunning):
 
 
 @register
+class ExecRoundTripLxc(_OnRunning):
+    name = 'exec round trip (lxc)'
+    description = ('the same through the stock lxc client: pylxd\'s websocket thread waits '
+                   'out 0.1 s polls at the end of each exec, which hides the daemons\' own time')
+    reps = (3, 20)
+    cheap = True
+
+    def measure(self, target, state):
+        with stopwatch() as t:
+            result = target.lxc('exec', state['instance'].name, '--', 'echo', 'round-trip')
+        target.check(result.returncode == 0, '%s: lxc exec exit %r: %s'
+                     % (target.name, result.returncode, result.stderr[-300:]))
+        target.check(result.stdout == b'round-trip\n', '%s: stdout %r'
+                     % (target.name, result.stdout))
+        return {self.name: t.seconds}
+
+
+@register
 class FilePush(_OnRunning):
     name = 'file push 10 MB'
     description = 'push 10 MB into a running container; pulled back and compared (untimed)'

@@ -17,7 +17,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 # The cheap scenarios the smoke run covers.
 SCENARIOS = ('image import', 'launch busybox', 'forced stop', 'exec round trip',
-             'snapshot (running)', 'GET instances recursion')
+             'exec round trip (lxc)', 'snapshot (running)', 'GET instances recursion')
 # What the bundled backend already does: these must measure on it too ('unsupported' would be a
 # regression). A scenario left out may say 'unsupported', with the error that says why.
 BUNDLED_SUPPORTS = set(SCENARIOS)
