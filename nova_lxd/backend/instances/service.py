@@ -472,9 +472,9 @@ class InstanceService(CreationMixin, LifecycleMixin):
     def apply_live(self, name, doc, old_config, old_devices, new_config, new_devices):
         """Blocking: push limit and device changes into a running container.
 
-        A device removed (running or not) gives back what outlives the instance's stops, and
-        its volatile.<device>.* keys go. Returns the volatile.* keys changed ({key: value or
-        None}); the caller records them.
+        A device removed or replaced (running or not; device_registry: replaces) gives back
+        what outlives the instance's stops; a removed one's volatile.<device>.* keys go.
+        Returns the volatile.* keys changed ({key: value or None}); the caller records them.
         """
         _, old_root = cfg.root_disk(old_devices)
         _, new_root = cfg.root_disk(new_devices)
@@ -495,17 +495,19 @@ class InstanceService(CreationMixin, LifecycleMixin):
             old_dev, new_dev = old_devices.get(dev_name), new_devices.get(dev_name)
             if old_dev == new_dev:
                 continue
-            if old_dev and new_dev and old_dev['type'] == new_dev['type']:
+            old_kind = device_registry.get(old_dev['type']) if old_dev else None
+            same_type = old_dev and new_dev and old_dev['type'] == new_dev['type']
+            if same_type and not old_kind.replaces(old_dev, new_dev):
                 if ctx:
-                    device_registry.get(new_dev['type']).update(ctx, dev_name, old_dev,
-                                                                new_dev)
+                    old_kind.update(ctx, dev_name, old_dev, new_dev)
                 continue
             if old_dev:
                 if ctx:
-                    device_registry.get(old_dev['type']).unplug(ctx, dev_name, old_dev)
+                    old_kind.unplug(ctx, dev_name, old_dev)
                 self._device_deleted(name, dev_name, old_dev, volatile)
-                for key in [k for k in volatile if k.startswith('volatile.%s.' % dev_name)]:
-                    volatile[key] = None
+                if not same_type:      # its generated values (a MAC) are a new device's
+                    for key in [k for k in volatile if k.startswith('volatile.%s.' % dev_name)]:
+                        volatile[key] = None
             if new_dev and ctx:
                 device_registry.get(new_dev['type']).hotplug(ctx, dev_name, new_dev)
         return {k: volatile.get(k) for k in set(before) | set(volatile)

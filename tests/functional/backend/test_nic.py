@@ -148,16 +148,36 @@ def test_hotplug_and_unplug_a_bridged_nic(backend, network):
         cleanup(inst)
 
 
-def test_a_nic_removed_from_a_stopped_instance_gives_its_lease_back(backend, network):
+def _static(client, network):
+    return {(lease['hwaddr'], lease['address']) for lease in
+            client.api.networks[network.name].leases.get().json()['metadata']
+            if lease['type'] == 'static'}
+
+
+def test_a_stopped_instance_keeps_its_address_until_its_nic_goes(backend, network):
     client = backend.client()
-    inst = create_busybox(client, backend, devices={
-        'eth0': {'type': 'nic', 'network': network.name, 'name': 'eth0'}})
+    pinned = str(ipaddress.ip_interface(network.config['ipv4.address']).ip + 88)
+    nic = {'type': 'nic', 'network': network.name, 'name': 'eth0'}
+    inst = create_busybox(client, backend, devices={'eth0': dict(nic)})
+    other = create_busybox(client, backend, devices={'eth0': dict(nic, **{
+        'ipv4.address': pinned})})
     try:
         inst.start(wait=True)
         assert dhcp(inst) is not None
         hwaddr = fresh(client, inst).config['volatile.eth0.hwaddr']
+        other.start(wait=True)
+        other_hwaddr = fresh(client, other).config['volatile.eth0.hwaddr']
         inst.stop(force=True, wait=True)
-        assert hwaddr in _leased(client, network)      # a stop keeps it
+        other.stop(force=True, wait=True)
+        # a stop keeps the lease and the reservation, as in LXD: the address stays theirs
+        assert hwaddr in _leased(client, network)
+        assert (other_hwaddr, pinned) in _static(client, network)
+        inst = fresh(client, inst)
+        inst.devices['eth0'] = dict(nic, **{'ipv4.address': pinned})
+        with pytest.raises(Exception, match='already reserved'):
+            inst.save(wait=True)
+            inst.start(wait=True)
+        # the NIC removed from the stopped instance: its lease goes, its volatile keys too
         inst = fresh(client, inst)
         del inst.devices['eth0']
         inst.save(wait=True)
@@ -166,6 +186,8 @@ def test_a_nic_removed_from_a_stopped_instance_gives_its_lease_back(backend, net
                     if key.startswith('volatile.eth0.')]
     finally:
         cleanup(inst)
+        cleanup(other)
+    assert (other_hwaddr, pinned) not in _static(client, network)   # deleted: it is free
 
 
 def test_physical_nic_moves_a_host_veth_end_in_and_back(backend):

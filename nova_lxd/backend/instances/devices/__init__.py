@@ -25,6 +25,9 @@ The interface (all methods receive the device's name and its config dict, as in 
                                                  raise BadRequest if impossible live
         def unplug(self, ctx, name, dev)         remove from a RUNNING container
         def update(self, ctx, name, old, new)    changed live; default: unplug(old) + hotplug(new)
+        def replaces(self, old, new)             new is another device under the old one's name:
+                                                 the old one is deleted, not updated (a NIC on
+                                                 another network); default False
         def deleted(self, daemon, name, dev, volatile)
                                                  the device leaves for good (its instance is
                                                  deleted, or it is removed from it): give back
@@ -110,6 +113,9 @@ class DeviceType:
     def update(self, ctx, name, old, new):
         self.unplug(ctx, name, old)
         self.hotplug(ctx, name, new)
+
+    def replaces(self, old, new):
+        return False
 
     def deleted(self, daemon, name, dev, volatile):
         pass

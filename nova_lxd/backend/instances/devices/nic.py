@@ -56,6 +56,10 @@ def nictype(dev):
     return 'bridged' if dev.get('network') else None
 
 
+def _identity(dev):
+    return nictype(dev), dev.get('network') or dev.get('parent'), dev.get('hwaddr')
+
+
 def _volatile(name, key):
     return 'volatile.%s.%s' % (name, key)
 
@@ -175,12 +179,6 @@ class Nic(DeviceType):
         network = dev.get('network') or dev.get('parent')
         return network if daemon.networks.is_managed(network) else None
 
-    def _release_lease(self, daemon, dev, hwaddr):
-        # at a stop the lease stays: the next start gets the same address
-        network = self._managed_network(daemon, dev)
-        if network and hwaddr:
-            daemon.networks.release_lease(network, hwaddr)
-
     @staticmethod
     def _inner_name(name, dev):
         return dev.get('name') or name
@@ -256,12 +254,9 @@ class Nic(DeviceType):
                                  % (name, exc))
 
     def _remove_veth(self, ctx, name, dev, later=False):
-        """Delete the veth (later: in the background) and drop its DHCP entry (at once)."""
+        """Delete the veth (later: in the background); its DHCP entry stays (see deleted)."""
         host = dev.get('host_name') or ctx.volatile.get(_volatile(name, 'host_name'))
         peer = _stable_name('nlxc', ctx, name)
-        network = self._managed_network(ctx.daemon, dev)
-        if network:
-            ctx.daemon.networks.release(network, self._hwaddr(ctx, name, dev))
         ctx.volatile[_volatile(name, 'last_state.created')] = None
         if later:
             deferred.BACKGROUND.defer(_job_key(ctx, name), lambda: _delete_veth(host, peer),
@@ -364,13 +359,22 @@ class Nic(DeviceType):
             self._apply_limits(name, new, host)
             return
         super().update(ctx, name, old, new)
-        if (self._managed_network(ctx.daemon, old), old.get('hwaddr')) != \
-                (self._managed_network(ctx.daemon, new), new.get('hwaddr')):
-            self.deleted(ctx.daemon, name, old, ctx.volatile)     # the old address is free
+
+    def replaces(self, old, new):
+        # on another network or with another MAC, the old interface's address is free
+        return _identity(old) != _identity(new)
 
     def deleted(self, daemon, name, dev, volatile):
+        """Its DHCP entry (DNS name, pinned address) and its lease go.
+
+        A stop keeps both, as in LXD: the address stays the instance's, and a restart does not
+        make dnsmasq read an entry again.
+        """
+        network = self._managed_network(daemon, dev)
         hwaddr = dev.get('hwaddr') or volatile.get(_volatile(name, 'hwaddr'))
-        self._release_lease(daemon, dev, hwaddr)
+        if network and hwaddr:
+            daemon.networks.release(network, hwaddr)
+            daemon.networks.release_lease(network, hwaddr)
 
     def unplug(self, ctx, name, dev):
         kind = nictype(dev)
