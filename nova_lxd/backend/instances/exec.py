@@ -329,17 +329,11 @@ class ExecSession:
 
     # -- pumps -------------------------------------------------------------------------------
     async def _pump_out(self, fd, ws):
-        """Command -> client, in binary messages; at its end an empty text message.
-
-        That barrier is LXD's end-of-stream mark: the lxc client stops reading there, and
-        pylxd, having it before the operation's end, returns without its 0.1 s poll.
-        """
         while True:
             data = await read_fd(fd)
+            if not data:
+                return
             try:
-                if not data:
-                    await ws.send_str('')
-                    return
                 await ws.send_bytes(data)
             except (ConnectionError, RuntimeError):
                 self._client_gone()

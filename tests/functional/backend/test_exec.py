@@ -188,34 +188,6 @@ def test_signal_through_control_socket(backend, running):
     assert op['metadata']['return'] == 128 + 15
 
 
-def test_each_output_ends_with_a_barrier_before_the_operation_ends(backend, running):
-    # LXD's end-of-stream mark, an empty text message, on stdout and stderr
-    async def scenario():
-        session, op_id, ws = await _raw_exec(backend, running.name, {
-            'command': ['sh', '-c', 'echo out; echo err >&2'],
-            'wait-for-websocket': True, 'interactive': False})
-        try:
-            op = await _wait_op(session, op_id)
-            streams = {}
-            for fd in ('1', '2'):
-                streams[fd] = []
-                while True:
-                    msg = await ws[fd].receive(timeout=5)
-                    streams[fd].append((msg.type, msg.data))
-                    if msg.type != aiohttp.WSMsgType.BINARY:
-                        break
-            return op, streams
-        finally:
-            for sock in ws.values():
-                await sock.close()
-            await session.close()
-    op, streams = asyncio.run(scenario())
-    assert op['metadata']['return'] == 0
-    text = aiohttp.WSMsgType.TEXT
-    assert streams == {'1': [(aiohttp.WSMsgType.BINARY, b'out\n'), (text, '')],
-                       '2': [(aiohttp.WSMsgType.BINARY, b'err\n'), (text, '')]}
-
-
 def test_client_vanishing_mid_stream_leaves_nothing(backend, running):
     marker = 'vanish%d' % os.getpid()
     before = _exec_fds(_daemon_pid(backend))
