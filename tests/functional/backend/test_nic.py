@@ -62,9 +62,12 @@ def inet(instance, ifname):
     return None
 
 
+def _leases(client, network):
+    return client.api.networks[network.name].leases.get().json()['metadata']
+
+
 def _leased(client, network):
-    return {lease['hwaddr'] for lease in
-            client.api.networks[network.name].leases.get().json()['metadata']}
+    return {lease['hwaddr'] for lease in _leases(client, network)}
 
 
 def links(instance):
@@ -98,7 +101,7 @@ def test_bridged_nic_gets_dhcp_and_reaches_another_container(backend, network):
         assert code == 0 and reserved in out, out
         code, out = run(b, 'nslookup', a.name, str(base.ip))
         assert code == 0 and address_a in out, out
-        leases = client.api.networks[network.name].leases.get().json()['metadata']
+        leases = _leases(client, network)
         fresh_b_hwaddr = fresh(client, b).config['volatile.eth0.hwaddr']
         assert {(lease['hwaddr'], lease['address']) for lease in leases} >= {
             (hwaddr, address_a), (fresh_b_hwaddr, reserved)}
@@ -149,8 +152,7 @@ def test_hotplug_and_unplug_a_bridged_nic(backend, network):
 
 
 def _static(client, network):
-    return {(lease['hwaddr'], lease['address']) for lease in
-            client.api.networks[network.name].leases.get().json()['metadata']
+    return {(lease['hwaddr'], lease['address']) for lease in _leases(client, network)
             if lease['type'] == 'static'}
 
 
