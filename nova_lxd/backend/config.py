@@ -11,12 +11,18 @@ from nova_lxd.backend.errors import BadRequest
 DEFAULT_DATA_DIR = '/var/lib/nova-lxd'
 DEFAULT_CONFIG_FILE = '/etc/nova-lxd/backend.conf'
 
+# Seconds the API server keeps a connection that is idle between requests. aiohttp's default is
+# an hour, and each idle connection holds its parser, buffers and last request; pylxd leaves
+# dozens open (a pool per URL) and reconnects at its next request when one was closed.
+KEEPALIVE_TIMEOUT = 30.0
+
 
 class DaemonConfig:
     """Settings read once at start: `[backend]` section of backend.conf, overridden by flags."""
 
     def __init__(self, data_dir=DEFAULT_DATA_DIR, socket_group='', socket_mode=0o660,
-                 log_file='', debug=False, storage_driver='', bridge_subnet=''):
+                 log_file='', debug=False, storage_driver='', bridge_subnet='',
+                 keepalive_timeout=KEEPALIVE_TIMEOUT):
         self.data_dir = os.path.abspath(data_dir)
         self.socket_group = socket_group
         self.socket_mode = socket_mode
@@ -25,6 +31,7 @@ class DaemonConfig:
         # '' chooses the fastest driver that works on this host
         self.storage_driver = storage_driver
         self.bridge_subnet = bridge_subnet
+        self.keepalive_timeout = keepalive_timeout
 
     @classmethod
     def load(cls, path, **overrides):
@@ -42,6 +49,8 @@ class DaemonConfig:
                     values['socket_mode'] = int(section['socket_mode'], 8)
                 if 'debug' in section:
                     values['debug'] = section.getboolean('debug')
+                if 'keepalive_timeout' in section:
+                    values['keepalive_timeout'] = section.getfloat('keepalive_timeout')
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 

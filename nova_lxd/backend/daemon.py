@@ -107,14 +107,17 @@ class Daemon:
         loop = asyncio.get_running_loop()
         memory.tune_malloc()        # before the worker threads: each would get its own arena
         memory.report_on_signal(loop, self.config.data_dir)
-        self._trimmer = memory.IdleTrimmer(loop)    # the heap of a burst goes back after it
+        # the heap of a burst goes back after it, and once more when its idle connections close
+        self._trimmer = memory.IdleTrimmer(
+            loop, late=self.config.keepalive_timeout + memory.IDLE_DELAY)
         self.prepare()
         self.instances.start_background()
         self.snapshots.start_background()
         self._stopped = asyncio.Event()
         app = api.make_app(self)
         app.on_response_prepare.append(self._request_served)   # a listing is a burst too
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        self._runner = web.AppRunner(app, handle_signals=False, access_log=None,
+                                     keepalive_timeout=self.config.keepalive_timeout)
         await self._runner.setup()
         path = self.config.socket_path
         _remove_stale_socket(path)

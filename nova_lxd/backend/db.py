@@ -64,6 +64,15 @@ class Database:
         return json.loads(row[0]) if row else None
 
     def list(self, kind, prefix=None):
+        return list(self.each(kind, prefix))
+
+    def each(self, kind, prefix=None):
+        """The documents of `kind` in name order, read at once and decoded one at a time.
+
+        A listing of a thousand instances then holds their JSON text, not a thousand decoded
+        documents: those are small objects that would spread over new arenas of CPython's
+        allocator, which the objects made meanwhile keep after the listing is done.
+        """
         with self._lock:
             if prefix is None:
                 rows = self._conn.execute(
@@ -72,7 +81,7 @@ class Database:
                 rows = self._conn.execute(
                     'SELECT doc FROM resources WHERE kind=? AND substr(name,1,?)=? ORDER BY name',
                     (kind, len(prefix), prefix)).fetchall()
-        return [json.loads(row[0]) for row in rows]
+        return (json.loads(text) for text, in rows)
 
     def names(self, kind):
         with self._lock:

@@ -95,14 +95,17 @@ def give_back():
 class IdleTrimmer:
     """Calls give_back() once the operations have been quiet for IDLE_DELAY seconds.
 
+    And again `late` seconds after them (if given): by then the server has closed the
+    connections the burst's clients left idle (config.KEEPALIVE_TIMEOUT), and their buffers.
+
     activity() is called on the event loop at each operation change; a trim is due only after
     some activity, so an idle daemon does not trim over and over.
     """
 
-    def __init__(self, loop, delay=IDLE_DELAY):
+    def __init__(self, loop, delay=IDLE_DELAY, late=None):
         self._loop = loop
-        self._delay = delay
-        self._handle = None
+        self._delays = (delay,) if late is None else (delay, late)
+        self._handles = []
         self._lock = threading.Lock()     # one trim at a time
         self.trims = 0
 
@@ -113,12 +116,10 @@ class IdleTrimmer:
             pass
 
     def _reschedule(self):
-        if self._handle is not None:
-            self._handle.cancel()
-        self._handle = self._loop.call_later(self._delay, self._due)
+        self.cancel()
+        self._handles = [self._loop.call_later(delay, self._due) for delay in self._delays]
 
     def _due(self):
-        self._handle = None
         self._loop.run_in_executor(None, self._trim)
 
     def _trim(self):
@@ -134,9 +135,9 @@ class IdleTrimmer:
             self._lock.release()
 
     def cancel(self):
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
+        for handle in self._handles:
+            handle.cancel()
+        self._handles = []
 
 
 def report_on_signal(loop, directory):

@@ -322,7 +322,7 @@ class InstanceService(CreationMixin, LifecycleMixin):
         monitor (liblxc's scan of its command sockets), instead of db reads and liblxc queries
         per instance.
         """
-        docs = [doc for doc in self.db.list('instance') if not doc.get('_creating')]
+        docs = (doc for doc in self.db.each('instance') if not doc.get('_creating'))
         profiles = {profile['name']: profile for profile in self.db.list('profile')}
         snapshots = collections.defaultdict(list)
         for key in self.db.names(snapshot_records.KIND):     # instance/snapshot, in order

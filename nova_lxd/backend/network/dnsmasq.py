@@ -200,18 +200,21 @@ class Dnsmasq:
 
     # -- files --------------------------------------------------------------------------
     def leases(self):
-        """[(expiry, hwaddr, ip, hostname)] from the leases file."""
-        result = []
+        """(expiry, hwaddr, ip, hostname) of each lease in the file, read as they are iterated.
+
+        Each delete looks for its MAC among them: with a thousand leases, a list of them all
+        per delete was tens of thousands of small objects at once in a burst of deletes.
+        """
         try:
-            with open(self.leases_file) as f:
-                for line in f:
-                    fields = line.split()
-                    if len(fields) >= 4 and fields[0] != 'duid':
-                        hostname = '' if fields[3] == '*' else fields[3]
-                        result.append((int(fields[0]), fields[1].lower(), fields[2], hostname))
+            f = open(self.leases_file)
         except OSError:
-            pass
-        return result
+            return
+        with f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 4 and fields[0] != 'duid':
+                    yield (int(fields[0]), fields[1].lower(), fields[2],
+                           '' if fields[3] == '*' else fields[3])
 
     def reservations(self):
         """{hwaddr: (ip or '', name)} from the hosts directory (`mac,ip,name` or `mac,name`)."""

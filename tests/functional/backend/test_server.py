@@ -1,8 +1,11 @@
 """The daemon's server endpoints, through pylxd and the stock `lxc` client."""
 import json
 import os
+import re
 import signal
+import socket
 import subprocess
+import time
 
 import pylxd
 import pytest
@@ -74,3 +77,40 @@ def test_a_daemon_that_dies_while_starting_leaves_nothing():
     with pytest.raises(RuntimeError, match='backend exited'):
         daemon.start()
     assert daemon.process is None and not os.path.exists(daemon.data_dir)
+
+
+def _get_on(sock):
+    """One keep-alive GET /1.0 on an open unix-socket connection; the reply's status line."""
+    sock.sendall(b'GET /1.0 HTTP/1.1\r\nHost: localhost\r\nConnection: keep-alive\r\n\r\n')
+    reply = b''
+    while b'\r\n\r\n' not in reply:
+        reply += sock.recv(65536)
+    head, _, body = reply.partition(b'\r\n\r\n')
+    length = int(re.search(rb'(?i)content-length: *(\d+)', head).group(1))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head.split(b'\r\n', 1)[0]
+
+
+def test_idle_connections_are_closed_after_keepalive_timeout(backend, tmp_path):
+    """An idle client connection (and what the daemon holds for it) lasts keepalive_timeout."""
+    conf = tmp_path / 'backend.conf'
+    conf.write_text('[backend]\nkeepalive_timeout = 1\n')
+    daemon = BackendDaemon(extra_args=['--config-file', str(conf)])
+    try:
+        client = daemon.start()
+        with socket.socket(socket.AF_UNIX) as short, socket.socket(socket.AF_UNIX) as default:
+            short.connect(daemon.socket)
+            default.connect(backend.socket)     # the shared daemon: the default, 30 s
+            assert _get_on(short).endswith(b'200 OK')
+            assert _get_on(default).endswith(b'200 OK')
+            time.sleep(2.5)
+            short.settimeout(5)
+            assert short.recv(1) == b''         # closed by the daemon
+            assert _get_on(default).endswith(b'200 OK')     # still open
+        # pylxd finds its pooled connection closed and opens another
+        assert client.api.get().json()['metadata']['api_version'] == '1.0'
+        time.sleep(2.5)
+        assert client.api.get().json()['metadata']['api_version'] == '1.0'
+    finally:
+        daemon.destroy()

@@ -92,3 +92,15 @@ def test_sigusr2_logs_memory_and_does_not_end_the_daemon(caplog, tmp_path, monke
         asyncio.run(scenario())      # closing the loop removes its handler
     assert 'Memory: RSS' in caplog.text
     assert not list(tmp_path.iterdir())      # no snapshot without tracing
+
+
+def test_idle_trimmer_trims_again_once_idle_connections_have_closed():
+    async def scenario():
+        trimmer = memory.IdleTrimmer(asyncio.get_running_loop(), delay=0.05, late=0.4)
+        trimmer.activity()
+        await asyncio.sleep(0.25)
+        early = trimmer.trims
+        await asyncio.sleep(0.6)
+        trimmer.cancel()
+        return early, trimmer.trims
+    assert asyncio.run(scenario()) == (1, 2)
