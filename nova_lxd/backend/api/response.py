@@ -51,6 +51,7 @@ def _sync_envelope(metadata):
 
 # The sync envelope around a list given as its items' JSON: split where the list goes.
 _LIST_HEAD, _LIST_TAIL = encode(_sync_envelope([0])).split(b'[0]')
+_LIST_OPEN = _LIST_HEAD + b'['
 
 
 def sync(metadata=None, status=200, etag=None, headers=None):
@@ -69,14 +70,12 @@ class SyncList:
     """
 
     def __init__(self):
-        self._body = bytearray(_LIST_HEAD + b'[')
-        self._first = True
+        self._body = bytearray(_LIST_OPEN)
 
     def append(self, item):
-        if not self._first:
+        if len(self._body) > len(_LIST_OPEN):      # after an item
             self._body += b','
         self._body += encode(item)
-        self._first = False
 
     def reply(self):
         self._body += b']' + _LIST_TAIL
