@@ -1,7 +1,6 @@
 """nova-lxd-backend: the bundled LXD-API daemon (config, sockets, start-up reconciliation, stop)."""
 import argparse
 import asyncio
-import grp
 import logging
 import os
 import signal
@@ -10,7 +9,7 @@ import sys
 
 from aiohttp import web
 
-from nova_lxd.backend import api, certs, events, memory, operations, trust
+from nova_lxd.backend import api, certs, events, listeners, memory, operations, recycle, trust
 from nova_lxd.backend import config as daemon_config
 from nova_lxd.backend.db import Database
 from nova_lxd.backend.errors import BadRequest
@@ -46,10 +45,12 @@ class Daemon:
         self.operations = None
         self.certificate_fingerprint = ''
         self._runner = None
-        self._https_site = None
+        self._listeners = {}         # 'unix' / 'https' -> (listening socket, its address)
+        self._sites = {}             # the same names -> the aiohttp site serving it
         self._https_address = ''
         self._stopped = None
         self._trimmer = None
+        self._recycler = recycle.Recycler(self, config.recycle_growth_mb)
 
     # -- start-up ---------------------------------------------------------------------------
     def prepare(self):
@@ -105,13 +106,18 @@ class Daemon:
 
     async def start(self):
         loop = asyncio.get_running_loop()
+        recycled = recycle.was_recycled()
+        if recycled:
+            recycle.reap_inherited(loop)    # before this image starts children of its own
         memory.tune_malloc()        # before the worker threads: each would get its own arena
         memory.report_on_signal(loop, self.config.data_dir)
-        # the heap of a burst goes back after it, and once more when its idle connections close
+        # the heap of a burst goes back after it, and once more when its idle connections close;
+        # then, if that was not enough, the whole process image (recycle.py)
         self._trimmer = memory.IdleTrimmer(
-            loop, late=self.config.keepalive_timeout + memory.IDLE_DELAY)
+            loop, late=self.config.keepalive_timeout + memory.IDLE_DELAY,
+            on_settled=self._recycler.check)
         self.prepare()
-        self.instances.start_background()
+        self.instances.start_background(autostart=not recycled)
         self.snapshots.start_background()
         self._stopped = asyncio.Event()
         app = api.make_app(self)
@@ -120,24 +126,66 @@ class Daemon:
                                      keepalive_timeout=self.config.keepalive_timeout)
         await self._runner.setup()
         path = self.config.socket_path
-        _remove_stale_socket(path)
-        site = web.UnixSite(self._runner, path)
-        await site.start()
-        gid = grp.getgrnam(self.config.socket_group).gr_gid if self.config.socket_group else 0
-        os.chown(path, 0, gid)
-        os.chmod(path, self.config.socket_mode)
-        LOG.info('nova-lxd-backend %s serving on %s', self.version, path)
+        await self._serve('unix', listeners.unix(path, self.config.socket_group,
+                                                 self.config.socket_mode), path)
+        LOG.info('nova-lxd-backend %s serving on %s%s', self.version, path,
+                 ' (re-executed, sockets inherited)' if recycled else '')
         try:
             await self._listen_https(self.db.config().get('core.https_address', ''))
         except OSError as exc:
             LOG.error('Cannot serve HTTPS on %s: %s', self._https_address, exc)
+        listeners.close_unused()
+        self._recycler.serving()
 
-    async def stop(self):
+    async def _serve(self, name, sock, address, ssl_context=None):
+        site = web.SockSite(self._runner, sock, ssl_context=ssl_context)
+        try:
+            await site.start()
+        except BaseException:
+            sock.close()
+            raise
+        self._listeners[name], self._sites[name] = (sock, address), site
+
+    async def _unserve(self, name):
+        """Stop serving `name`; its socket is closed (unless it was duplicated before)."""
+        self._listeners.pop(name, None)
+        site = self._sites.pop(name, None)
+        if site is not None:
+            await site.stop()
+
+    # -- re-executing in place (recycle.py) --------------------------------------------------
+    def quiet(self):
+        """Nothing is going on that a re-exec would cut, but event listeners (they reconnect)."""
+        server = self._runner.server if self._runner else None
+        return (server is not None and not self.operations.all()
+                and len(server.connections) <= self.events.listener_count())
+
+    async def pause_listeners(self):
+        """Stop accepting; the sockets listen on (a connect waits in the backlog): returned."""
+        kept = {name: (sock.dup(), address) for name, (sock, address) in self._listeners.items()}
+        for name in list(self._sites):
+            await self._unserve(name)
+        return kept
+
+    async def resume_listeners(self, kept):
+        for name, (sock, address) in kept.items():
+            await self._serve(name, sock, address,
+                              self._https_context() if name == 'https' else None)
+
+    async def close_event_listeners(self, timeout):
+        self.events.close_all()
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._runner.server.connections and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.01)
+
+    async def stop(self, keep_socket=False):
         LOG.info('Stopping; containers keep running')
         if getattr(self, 'instances', None):
             self.instances.stop_background()   # lxcfs keeps running for the containers
         if getattr(self, 'snapshots', None):
             self.snapshots.stop_background()
+        if getattr(self, 'storage', None):
+            await asyncio.get_running_loop().run_in_executor(None, self.storage.settle)
         if self._trimmer is not None:
             self._trimmer.cancel()
         if self.operations:
@@ -146,6 +194,8 @@ class Daemon:
             await self._runner.cleanup()
         if self.db:
             self.db.close()
+        if keep_socket:
+            return
         try:
             os.unlink(self.config.socket_path)
         except FileNotFoundError:
@@ -156,6 +206,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopped.set)
+        loop.add_signal_handler(signal.SIGHUP, self._recycler.request)
         await self._stopped.wait()
         await self.stop()
 
@@ -192,36 +243,18 @@ class Daemon:
 
     async def _listen_https(self, address):
         """Serve the API over TLS on core.https_address ('' stops it); moves on change."""
-        if self._https_site is not None:
-            await self._https_site.stop()
-            self._https_site = None
+        await self._unserve('https')
         self._https_address = ''
         if not address:
             return
-        host, _, port = address.rpartition(':')
-        host = host.strip('[]') or None
-        ctx = trust.server_ssl_context(self.config.path('server.crt'),
-                                       self.config.path('server.key'),
-                                       [doc['certificate'] for doc in self.trust.list()])
-        site = web.TCPSite(self._runner, host, int(port), ssl_context=ctx, reuse_address=True)
-        await site.start()
-        self._https_site, self._https_address = site, address
+        await self._serve('https', listeners.tcp(address), address, self._https_context())
+        self._https_address = address
         LOG.info('Serving HTTPS on %s', address)
 
-
-def _remove_stale_socket(path):
-    """Refuse to start twice on one data directory; clean up after a crash."""
-    if not os.path.exists(path):
-        return
-    probe = socket.socket(socket.AF_UNIX)
-    try:
-        probe.connect(path)
-    except OSError:
-        os.unlink(path)
-        return
-    finally:
-        probe.close()
-    raise SystemExit('Another daemon is already serving %s' % path)
+    def _https_context(self):
+        return trust.server_ssl_context(self.config.path('server.crt'),
+                                        self.config.path('server.key'),
+                                        [doc['certificate'] for doc in self.trust.list()])
 
 
 def parse_args(argv):

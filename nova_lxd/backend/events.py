@@ -23,6 +23,17 @@ class EventHub:
     def unsubscribe(self, entry):
         self._subscribers.discard(entry)
 
+    def listener_count(self):
+        return len(self._subscribers)
+
+    def close_all(self):
+        """Ask every listener's stream to close (None in its queue): the daemon restarts."""
+        for queue, _ in list(self._subscribers):
+            try:
+                queue.put_nowait(None)
+            except asyncio.QueueFull:     # it will be cut by the exec
+                pass
+
     def send(self, event_type, metadata, project='default'):
         if not self._subscribers:
             return

@@ -99,12 +99,14 @@ class IdleTrimmer:
     connections the burst's clients left idle (config.KEEPALIVE_TIMEOUT), and their buffers.
 
     activity() is called on the event loop at each operation change; a trim is due only after
-    some activity, so an idle daemon does not trim over and over.
+    some activity, so an idle daemon does not trim over and over. on_settled() is called on the
+    loop after each trim.
     """
 
-    def __init__(self, loop, delay=IDLE_DELAY, late=None):
+    def __init__(self, loop, delay=IDLE_DELAY, late=None, on_settled=None):
         self._loop = loop
         self._delays = (delay,) if late is None else (delay, late)
+        self._on_settled = on_settled
         self._handles = []
         self._lock = threading.Lock()     # one trim at a time
         self.trims = 0
@@ -120,7 +122,9 @@ class IdleTrimmer:
         self._handles = [self._loop.call_later(delay, self._due) for delay in self._delays]
 
     def _due(self):
-        self._loop.run_in_executor(None, self._trim)
+        trimmed = self._loop.run_in_executor(None, self._trim)
+        if self._on_settled is not None:
+            trimmed.add_done_callback(lambda _: self._on_settled())
 
     def _trim(self):
         if not self._lock.acquire(blocking=False):

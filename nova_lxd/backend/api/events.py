@@ -1,6 +1,7 @@
 """/1.0/events: a websocket of operation, lifecycle and logging events, filterable by type."""
 import asyncio
 
+import aiohttp
 from aiohttp import web
 
 from nova_lxd.backend import events
@@ -28,7 +29,11 @@ async def get_events(request):
             if reader in done:
                 getter.cancel()
                 break
-            await ws.send_json(getter.result())
+            event = getter.result()
+            if event is None:      # the daemon re-executes itself: the client reconnects
+                await ws.close(code=aiohttp.WSCloseCode.SERVICE_RESTART, message=b'restarting')
+                break
+            await ws.send_json(event)
     finally:
         reader.cancel()
         hub.unsubscribe(subscription)

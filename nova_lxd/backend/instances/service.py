@@ -69,9 +69,11 @@ class InstanceService(CreationMixin, LifecycleMixin):
             LOG.warning('lxcfs is not running: containers see the host\'s /proc files')
         self.reconcile()
 
-    def start_background(self):
+    def start_background(self, autostart=True):
+        """Supervise lxcfs; autostart instances unless the daemon only re-executed itself."""
         self.lxcfs.start_supervision(self._blocking)
-        self._autostart_task = asyncio.get_running_loop().create_task(self._autostart())
+        if autostart:
+            self._autostart_task = asyncio.get_running_loop().create_task(self._autostart())
 
     async def _autostart(self):
         """Start the stopped instances with boot.autostart=true (after a host reboot), highest

@@ -88,6 +88,9 @@ class StorageDriver(abc.ABC):
         Background work the create put off (a copy-on-write pool's next spare clone) may go on.
         """
 
+    def settle(self):
+        """Wait for that background work (the daemon is about to stop)."""
+
     @abc.abstractmethod
     def create_empty_instance(self, name, size=None):
         """Create an instance volume with an empty rootfs/."""

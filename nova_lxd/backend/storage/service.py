@@ -95,6 +95,11 @@ class StorageService:
         if not self.db.names(POOL):
             self._create_default_pool()
 
+    def settle(self):
+        """Wait for the pools' background work (spare clones) before the daemon stops."""
+        for driver in list(self._drivers.values()):
+            driver.settle()
+
     def _create_default_pool(self):
         wanted = self.daemon.config.storage_driver
         if wanted and wanted not in DRIVERS:

@@ -140,6 +140,12 @@ class TreeDriver(driver.StorageDriver):
     def list_images(self):
         return [n for n in self._listdir('images') if '@' not in n]
 
+    def settle(self):
+        with self._spares_lock:
+            cloning = list(self._replenishing.values())
+        for thread in cloning:
+            thread.join()
+
     def delete_image(self, fingerprint):
         with self._image_locks[fingerprint]:
             with self._spares_lock:

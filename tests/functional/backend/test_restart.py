@@ -1,14 +1,20 @@
 """Daemon restarts with containers running: they keep running and are reconciled afterwards."""
+import asyncio
+import concurrent.futures
 import json
 import os
+import random
 import signal
+import socket
 import sqlite3
 import time
 import subprocess
 
+import aiohttp
 import pytest
 
 from tests.backend_fixture import BackendDaemon
+from tests.functional.backend import netns
 from tests.functional.backend.busybox_rootfs import attach, create_busybox, unique
 
 
@@ -122,3 +128,111 @@ def test_autostart_after_containers_went_away(own_backend):
         time.sleep(0.1)
     assert client.instances.get(auto.name).status == 'Running'
     assert client.instances.get(manual.name).status == 'Stopped'
+
+
+def _listening_socket_inode(pid):
+    """The inodes of the unix listening sockets (flag __SO_ACCEPTCON) the daemon holds open."""
+    with open('/proc/net/unix') as f:
+        inodes = {line.split()[6] for line in f if line.split()[3] == '00010000'}
+    owned = set()
+    for fd in os.listdir('/proc/%d/fd' % pid):
+        target = os.readlink('/proc/%d/fd/%s' % (pid, fd))
+        if target.startswith('socket:['):
+            owned.add(target[8:-1])
+    return inodes & owned
+
+
+def _child_states(pid):
+    out = subprocess.run(['ps', '-o', 'pid=,stat=', '--ppid', str(pid)],
+                         capture_output=True, text=True).stdout
+    return dict(line.split() for line in out.splitlines())
+
+
+@pytest.fixture
+def quick_backend(tmp_path):
+    """Connections idle for 1 s are closed, so the daemon is soon quiet enough to re-execute."""
+    conf = tmp_path / 'backend.conf'
+    conf.write_text('[backend]\nkeepalive_timeout = 1\n')
+    daemon = BackendDaemon(extra_args=['--config-file', str(conf)])
+    daemon.start()
+    yield daemon
+    netns.sweep_test_networks(daemon.client())
+    daemon.destroy()
+
+
+async def _next_event_close(path):
+    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=path)) as session:
+        async with session.ws_connect('http://lxd/1.0/events') as ws:
+            message = await ws.receive(timeout=60)
+            return message.type, message.data       # a close frame: its code
+
+
+def test_sighup_reexecutes_in_place_keeping_sockets_containers_and_children(quick_backend):
+    """Same PID, same listening socket, containers, dnsmasq and lxcfs untouched; no refusal."""
+    daemon = quick_backend
+    client = daemon.client()
+    running = create_busybox(client, daemon, unique('keep'))
+    running.start(wait=True)
+    init = running.state().pid
+    assert running.execute(['true']).exit_code == 0     # the attach helper is now our child
+    network = 'nlxtn%05x' % random.getrandbits(20)
+    client.networks.create(network)
+    dnsmasq = [p for p, cmd in netns.dnsmasq_pids() if '--interface=%s ' % network in cmd + ' ']
+    pid = daemon.process.pid
+    with open(os.path.join(daemon.data_dir, 'lxcfs.pid')) as f:
+        lxcfs = int(f.read())
+    listening = _listening_socket_inode(pid)
+    assert len(listening) == 1
+    client.api.session.close()
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        events = pool.submit(asyncio.run, _next_event_close(daemon.socket))
+        time.sleep(0.5)
+        os.kill(pid, signal.SIGHUP)
+        # quiet once the operations are forgotten (5 s) and idle connections closed (1 s):
+        # the event listener is then told the service restarts
+        assert events.result(timeout=60) == (aiohttp.WSMsgType.CLOSE, 1012)
+    # the new image is starting: a client connecting now waits and is served, never refused
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.settimeout(30)
+        sock.connect(daemon.socket)
+        sock.sendall(b'GET /1.0 HTTP/1.1\r\nHost: lxd\r\nConnection: close\r\n\r\n')
+        assert sock.recv(64).startswith(b'HTTP/1.1 200')
+    assert 'serving on %s (re-executed, sockets inherited)' % daemon.socket in daemon.log()
+    assert daemon.process.poll() is None and _listening_socket_inode(pid) == listening
+
+    client = daemon.client()
+    assert client.instances.get(running.name).state().pid == init
+    assert [p for p, cmd in netns.dnsmasq_pids()
+            if '--interface=%s ' % network in cmd + ' '] == dnsmasq
+    with open(os.path.join(daemon.data_dir, 'lxcfs.pid')) as f:
+        assert int(f.read()) == lxcfs and _alive(lxcfs)
+    # the old image's attach helper ended with it and is reaped, not left a zombie
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and 'Z' in ''.join(_child_states(pid).values()):
+        time.sleep(0.2)
+    assert 'Z' not in ''.join(_child_states(pid).values())
+    # and everything is still manageable
+    assert running.execute(['hostname']).stdout.strip() == running.name
+    client.networks.get(network).delete()
+    assert not any('--interface=%s ' % network in cmd + ' ' for _, cmd in netns.dnsmasq_pids())
+    client.instances.get(running.name).stop(wait=True)
+
+
+def test_no_reexec_while_an_operation_runs(quick_backend):
+    daemon = quick_backend
+    client = daemon.client()
+    inst = create_busybox(client, daemon, unique('busy'))
+    inst.start(wait=True)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        long_exec = pool.submit(inst.execute, ['sleep', '9'])
+        time.sleep(1)
+        os.kill(daemon.process.pid, signal.SIGHUP)
+        time.sleep(6)                  # the start operation is forgotten; the exec runs on
+        assert 'Re-executing as asked' not in daemon.log()
+        assert long_exec.result(timeout=30).exit_code == 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and 're-executed' not in daemon.log():
+        time.sleep(0.2)
+    assert 'serving on %s (re-executed, sockets inherited)' % daemon.socket in daemon.log()
+    assert daemon.client().instances.get(inst.name).status == 'Running'
