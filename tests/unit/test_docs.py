@@ -84,6 +84,8 @@ def test_systemd_unit_runs_the_daemon_with_its_config():
     # containers outlive a daemon restart
     assert unit['Service']['KillMode'] == 'process'
     assert unit['Service']['Delegate'] == 'yes'
+    # reload: the daemon's SIGHUP, a re-exec in place (tests/functional/backend/test_restart.py)
+    assert unit['Service']['ExecReload'] == '/bin/kill -HUP $MAINPID'
     assert unit['Install']['WantedBy'] == 'multi-user.target'
 
 
