@@ -7,6 +7,7 @@ import random
 import signal
 import socket
 import sqlite3
+import ssl
 import time
 import subprocess
 
@@ -130,16 +131,29 @@ def test_autostart_after_containers_went_away(own_backend):
     assert client.instances.get(manual.name).status == 'Stopped'
 
 
-def _listening_socket_inode(pid):
-    """The inodes of the unix listening sockets (flag __SO_ACCEPTCON) the daemon holds open."""
+def _listening_sockets(pid):
+    """The inodes of the listening sockets the process holds: unix (flag __SO_ACCEPTCON), TCP."""
+    listening = set()
     with open('/proc/net/unix') as f:
-        inodes = {line.split()[6] for line in f if line.split()[3] == '00010000'}
+        listening |= {line.split()[6] for line in f if line.split()[3] == '00010000'}
+    for table in ('/proc/net/tcp', '/proc/net/tcp6'):
+        with open(table) as f:
+            listening |= {line.split()[9] for line in f if line.split()[3] == '0A'}
     owned = set()
     for fd in os.listdir('/proc/%d/fd' % pid):
         target = os.readlink('/proc/%d/fd/%s' % (pid, fd))
         if target.startswith('socket:['):
             owned.add(target[8:-1])
-    return inodes & owned
+    return listening & owned
+
+
+def _https_get(port):
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE    # its own certificate
+    with socket.create_connection(('127.0.0.1', port), timeout=30) as raw:
+        with context.wrap_socket(raw) as sock:
+            sock.sendall(b'GET /1.0 HTTP/1.1\r\nHost: lxd\r\nConnection: close\r\n\r\n')
+            return sock.recv(64)
 
 
 def _child_states(pid):
@@ -181,8 +195,12 @@ def test_sighup_reexecutes_in_place_keeping_sockets_containers_and_children(quic
     pid = daemon.process.pid
     with open(os.path.join(daemon.data_dir, 'lxcfs.pid')) as f:
         lxcfs = int(f.read())
-    listening = _listening_socket_inode(pid)
-    assert len(listening) == 1
+    with socket.socket() as probe:
+        probe.bind(('127.0.0.1', 0))
+        port = probe.getsockname()[1]
+    client.api.patch(json={'config': {'core.https_address': '127.0.0.1:%d' % port}})
+    listening = _listening_sockets(pid)
+    assert len(listening) == 2                          # the unix socket and HTTPS
     client.api.session.close()
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
@@ -199,7 +217,8 @@ def test_sighup_reexecutes_in_place_keeping_sockets_containers_and_children(quic
         sock.sendall(b'GET /1.0 HTTP/1.1\r\nHost: lxd\r\nConnection: close\r\n\r\n')
         assert sock.recv(64).startswith(b'HTTP/1.1 200')
     assert 'serving on %s (re-executed, sockets inherited)' % daemon.socket in daemon.log()
-    assert daemon.process.poll() is None and _listening_socket_inode(pid) == listening
+    assert daemon.process.poll() is None and _listening_sockets(pid) == listening
+    assert _https_get(port).startswith(b'HTTP/1.1 200')     # TLS set up again on the same socket
 
     client = daemon.client()
     assert client.instances.get(running.name).state().pid == init
