@@ -136,6 +136,7 @@ class Daemon:
             LOG.error('Cannot serve HTTPS on %s: %s', self._https_address, exc)
         listeners.close_unused()
         self._recycler.serving()
+        self._recycler.check()        # a SIGHUP that came during the start
 
     async def _serve(self, name, sock, address, ssl_context=None):
         site = web.SockSite(self._runner, sock, ssl_context=ssl_context)
@@ -202,11 +203,12 @@ class Daemon:
             pass
 
     async def run(self):
+        # SIGHUP's default action would end a daemon still starting; a request waits for it
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, self._recycler.request)
         await self.start()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._stopped.set)
-        loop.add_signal_handler(signal.SIGHUP, self._recycler.request)
         await self._stopped.wait()
         await self.stop()
 
