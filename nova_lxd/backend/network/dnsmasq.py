@@ -11,7 +11,8 @@ each new entry makes dnsmasq match every lease against every entry it holds, so 
 entries and 900 removed ones it spent 126 ms of CPU per new entry against 13.5 ms with none
 removed. A SIGHUP drops them once STALE_RELOAD have gathered. dnsmasq outlives a daemon stop,
 as in LXD, so containers keep their leases; the next start adopts it by its pid file when its
-command line is still the one wanted, and restarts it otherwise.
+command line is still the one wanted (with a SIGHUP: the count of removed entries did not survive
+the stop), and restarts it otherwise.
 """
 import ipaddress
 import logging
@@ -123,6 +124,8 @@ class Dnsmasq:
         self._migrate_hosts_file()
         running = self.running_command()
         if running == cmd:
+            # entries removed while no daemon counted them (a restart) go now, not 100 later
+            self.reload()
             return self.pid()
         self.stop()
         for attempt in range(1, START_ATTEMPTS + 1):

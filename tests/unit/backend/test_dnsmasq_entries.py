@@ -89,3 +89,14 @@ def test_removing_an_entry_that_is_not_there_sends_nothing(server):
     for i in range(dnsmasq.STALE_RELOAD + 1):
         assert not server.remove_host(_mac(i))
     assert server.hups() == 0
+
+
+def test_adopting_a_running_dnsmasq_drops_what_was_removed_while_no_daemon_counted(
+        server, monkeypatch):
+    """A daemon restart (or re-exec) lost the count of removed entries: adopting sends a SIGHUP."""
+    pid = server.pid()
+    cmd = server.running_command()
+    # the stand-in's own command line is python's; the real one is matched in test_network.py
+    monkeypatch.setattr(server, 'running_command', lambda: cmd)
+    assert server.ensure(cmd) == pid          # adopted, not restarted
+    assert server.hups() == 1
