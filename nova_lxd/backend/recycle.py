@@ -49,6 +49,7 @@ class Recycler:
         self._baseline = None
         self._requested = False
         self._running = False
+        self._task = None            # a reference: the loop keeps only a weak one
 
     def serving(self):
         """The API is open: what the daemon needs from now on is the baseline."""
@@ -73,7 +74,7 @@ class Recycler:
         if not self._daemon.quiet():
             return
         self._running = True
-        asyncio.get_running_loop().create_task(self._recycle())
+        self._task = asyncio.get_running_loop().create_task(self._recycle())
 
     async def _recycle(self):
         kept = await self._daemon.pause_listeners()
