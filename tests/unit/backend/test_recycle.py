@@ -53,6 +53,14 @@ def execs(monkeypatch):
     return done
 
 
+def _serving(daemon, rss, growth_mb=16, grown_mb=0):
+    """A recycler that began serving, and then the daemon grew by grown_mb."""
+    recycler = recycle.Recycler(daemon, growth_mb=growth_mb)
+    recycler.serving()
+    rss['now'] += grown_mb * MB
+    return recycler
+
+
 def _settle(recycler):
     async def scenario():
         recycler.check()
@@ -62,9 +70,7 @@ def _settle(recycler):
 
 def test_reexecutes_when_quiet_and_grown_beyond_the_threshold(rss, execs):
     daemon = _Daemon()
-    recycler = recycle.Recycler(daemon, growth_mb=16)
-    recycler.serving()
-    rss['now'] += 10 * MB
+    recycler = _serving(daemon, rss, grown_mb=10)
     _settle(recycler)
     assert execs == [] and daemon.calls == []       # grown, but not by 16 MB
     rss['now'] += 10 * MB
@@ -75,18 +81,14 @@ def test_reexecutes_when_quiet_and_grown_beyond_the_threshold(rss, execs):
 
 def test_never_while_work_goes_on(rss, execs):
     daemon = _Daemon(quiet=False)
-    recycler = recycle.Recycler(daemon, growth_mb=16)
-    recycler.serving()
-    rss['now'] += 40 * MB
+    recycler = _serving(daemon, rss, grown_mb=40)
     _settle(recycler)
     assert execs == [] and daemon.calls == []
 
 
 def test_work_arriving_during_the_pause_resumes_serving(rss, execs):
     daemon = _Daemon(work_arrives=True)
-    recycler = recycle.Recycler(daemon, growth_mb=16)
-    recycler.serving()
-    rss['now'] += 40 * MB
+    recycler = _serving(daemon, rss, grown_mb=40)
     _settle(recycler)
     assert execs == []
     assert daemon.calls == ['pause', ('resume', {'unix': 'kept'})]
@@ -97,9 +99,7 @@ def test_work_arriving_during_the_pause_resumes_serving(rss, execs):
 
 def test_growth_zero_never_but_sighup_always(rss, execs):
     daemon = _Daemon()
-    recycler = recycle.Recycler(daemon, growth_mb=0)
-    recycler.serving()
-    rss['now'] += 400 * MB
+    recycler = _serving(daemon, rss, growth_mb=0, grown_mb=400)
     _settle(recycler)
     assert execs == []
 
