@@ -34,7 +34,8 @@ lxd_opts = [
                     'its rescue container (nova_lxd/virt/rescue.py).'),
     cfg.BoolOpt('listen_events', default=True,
                 help='Follow the backend\'s lifecycle events so that containers stopped or '
-                     'started behind Nova\'s back are reported to Nova at once.'),
+                     'started behind Nova\'s back are reported to Nova at once (after the stream '
+                     'was lost, what changed meanwhile is reported when it is back).'),
     # moves between hosts (nova_lxd/virt/migration.py)
     cfg.DictOpt('migration_endpoints', default={},
                 help='host:https-URL of every compute host\'s backend, for cold migration and '

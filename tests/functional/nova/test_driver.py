@@ -24,6 +24,7 @@ from nova.virt import event as virtevent
 from nova.virt import fake
 
 from nova_lxd.virt import driver as lxd_driver
+from nova_lxd.virt import events
 from tests.functional.nova import backends
 from tests.functional.nova import base
 from tests.functional.nova import busybox_image
@@ -266,6 +267,15 @@ class _DriverTest(test.TestCase):
         self.assertEqual('Stopped', self.client.instances.get(inst.name).status)
         self.driver.destroy(self.ctxt, inst, [])
 
+    def _assert_event(self, seen, inst, transition, timeout=30):
+        """Within timeout, an event of seen tells of this transition of inst."""
+        wanted = (inst.uuid, transition)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and wanted not in [
+                (e.get_instance_uuid(), e.get_transition()) for e in seen]:
+            time.sleep(0.1)
+        self.assertIn(wanted, [(e.get_instance_uuid(), e.get_transition()) for e in seen])
+
     def test_events_from_the_backend(self):
         self.flags(listen_events=True, group='lxd')
         seen = []
@@ -276,12 +286,22 @@ class _DriverTest(test.TestCase):
         inst = self._spawn(image_id)
         # stopped behind Nova's back
         self.client.instances.get(inst.name).stop(force=True, wait=True)
-        deadline = time.monotonic() + 30
-        wanted = (inst.uuid, virtevent.EVENT_LIFECYCLE_STOPPED)
-        while time.monotonic() < deadline and wanted not in [
-                (e.get_instance_uuid(), e.get_transition()) for e in seen]:
-            time.sleep(0.1)
-        self.assertIn(wanted, [(e.get_instance_uuid(), e.get_transition()) for e in seen])
+        self._assert_event(seen, inst, virtevent.EVENT_LIFECYCLE_STOPPED)
+        self.driver.destroy(self.ctxt, inst, [])
+
+    def test_events_missed_while_the_stream_was_lost(self):
+        seen = []
+        listener = events.Listener(self.client, seen.append, self.driver._uuid_of)
+        self.addCleanup(listener.stop)
+        inst = self._spawn(self._image(base.busybox_bytes()))
+        listener.start()
+        self.assertTrue(listener.following.wait(30))
+        # The stream goes (as at a backend restart); the container stops before the listener
+        # reconnects (a second later), so no event of the stream can tell of it.
+        listener._ws.close()
+        self.client.instances.get(inst.name).stop(force=True, wait=True)
+        self._assert_event(seen, inst, virtevent.EVENT_LIFECYCLE_STOPPED)
+        self.assertTrue(listener.following.wait(30))
         self.driver.destroy(self.ctxt, inst, [])
 
     def test_password_console_and_diagnostics(self):

@@ -61,6 +61,15 @@ def test_lifecycle_event_mapping():
     assert events.lifecycle_event(message, uuids.get) is None   # not a Nova instance
 
 
+def test_status_transition_after_a_lost_stream():
+    assert events.status_transition('Running', 'Stopped') == virtevent.EVENT_LIFECYCLE_STOPPED
+    assert events.status_transition('Stopped', 'Running') == virtevent.EVENT_LIFECYCLE_STARTED
+    assert events.status_transition('Frozen', 'Running') == virtevent.EVENT_LIFECYCLE_RESUMED
+    assert events.status_transition('Running', 'Frozen') == virtevent.EVENT_LIFECYCLE_PAUSED
+    assert events.status_transition('Running', 'Running') is None
+    assert events.status_transition(None, 'Running') is None      # new since: Nova made it
+
+
 def _vif(vif_type, **details):
     network = network_model.Network(id='net', bridge='br-test', label='n', subnets=[],
                                     meta={'mtu': 1400})
