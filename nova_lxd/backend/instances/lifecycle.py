@@ -215,6 +215,7 @@ class LifecycleMixin:
                               .get('boot.host_shutdown_timeout', DEFAULT_STOP_TIMEOUT))
             clean = shutdown.clean_shutdown(container, timeout)
         if not clean and container.running:
+            self._before_kill(name)
             if not container.stop():
                 raise ApiError('Failed to stop instance %s' % name)
         stopped = time.monotonic()
@@ -223,6 +224,13 @@ class LifecycleMixin:
                   time.monotonic() - began, 'shutdown' if clean else 'kill', stopped - began,
                   time.monotonic() - stopped)
         return clean
+
+    def _before_kill(self, name):
+        doc = self._doc(name)
+        config, devices = self.expanded(doc)
+        ctx = self._device_context(doc, config, self.idmap(name))
+        for dev_name, dev in sorted(devices.items()):
+            device_registry.get(dev['type']).pre_kill(ctx, dev_name, dev)
 
     def _after_stop(self, name):
         self._forget_running(name)     # the listing's socket would keep the netns alive

@@ -44,3 +44,23 @@ def test_jobs_of_one_key_run_in_order_and_a_failure_is_contained():
     jobs.drain_all()
     assert order == [1, 2]
     assert not jobs.pending('k')
+
+
+def test_run_now_does_not_queue_behind_a_long_job_and_can_be_drained():
+    jobs = Deferred('test')
+    gate = threading.Event()
+    started = threading.Event()
+    jobs.defer('long', gate.wait)               # the queue's thread is busy with this
+    release = threading.Event()
+
+    def urgent():
+        started.set()
+        release.wait(10)
+    jobs.run_now('a', urgent)
+    assert started.wait(10)                     # began while the long job still runs
+    assert jobs.pending('a')
+    release.set()
+    jobs.drain('a')                             # waits for it on its own thread
+    assert not jobs.pending('a')
+    gate.set()
+    jobs.drain_all()

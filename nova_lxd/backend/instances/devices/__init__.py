@@ -20,6 +20,8 @@ The interface (all methods receive the device's name and its config dict, as in 
         def lxc_config(self, ctx, name, dev)     -> [(lxc_key, value), ...] written into the
                                                  container's LXC config at start
         def pre_start(self, ctx, name, dev)      host-side setup right before the start (optional)
+        def pre_kill(self, ctx, name, dev)       before a forced stop kills the container: start
+                                                 clean-up that need not wait for it (optional)
         def post_stop(self, ctx, name, dev)      host-side cleanup after the container stopped
         def hotplug(self, ctx, name, dev)        add to a RUNNING container (ctx.init_pid set);
                                                  raise BadRequest if impossible live
@@ -97,6 +99,9 @@ class DeviceType:
         return []
 
     def pre_start(self, ctx, name, dev):
+        pass
+
+    def pre_kill(self, ctx, name, dev):
         pass
 
     def post_stop(self, ctx, name, dev):

@@ -13,12 +13,15 @@ volatile.<dev>.host_name, and volatile.<dev>.last_state.created for the link we 
 
 After a stop, a veth liblxc did not delete itself is deleted in the background
 (instances/deferred.py: it costs ~16 ms in the kernel and nothing of it shows in the API); its
-DHCP entry goes at once. The next start of the instance waits for that deletion first.
+DHCP entry goes at once. A forced stop begins deleting the veth liblxc made before the kill,
+so that liblxc's monitor does not wait for the kernel (pre_kill). The next start of the
+instance waits for that deletion first.
 """
 import hashlib
 import ipaddress
 import logging
 import re
+import time
 
 from nova_lxd.backend.errors import BadRequest, NotFound
 from nova_lxd.backend.instances import deferred
@@ -28,6 +31,8 @@ from nova_lxd.backend.network import netlink
 LOG = logging.getLogger(__name__)
 
 NICTYPES = ('bridged', 'macvlan', 'p2p', 'physical')
+# how long a forced stop waits for the kernel to unlist a veth it is deleting (pre_kill)
+UNLIST_WAIT = 0.02
 KEYS = {
     'bridged': {'network', 'parent', 'host_name', 'hwaddr', 'mtu', 'ipv4.address',
                 'ipv6.address', 'limits.ingress', 'limits.egress', 'limits.max'},
@@ -253,14 +258,17 @@ class Nic(DeviceType):
                 raise BadRequest('Device %r: limits.egress cannot be enforced here: %s'
                                  % (name, exc))
 
-    def _remove_veth(self, ctx, name, dev, later=False):
-        """Delete the veth (later: in the background); its DHCP entry stays (see deleted)."""
+    def _remove_veth(self, ctx, name, dev, background=None):
+        """Delete the veth, here or as a background job; its DHCP entry stays (see deleted).
+
+        background: deferred.BACKGROUND.defer (queued) or .run_now (a thread of its own).
+        """
         host = dev.get('host_name') or ctx.volatile.get(_volatile(name, 'host_name'))
         peer = _stable_name('nlxc', ctx, name)
         ctx.volatile[_volatile(name, 'last_state.created')] = None
-        if later:
-            deferred.BACKGROUND.defer(_job_key(ctx, name), lambda: _delete_veth(host, peer),
-                                      'deletion of veth %s of %s' % (host, ctx.name))
+        if background:
+            background(_job_key(ctx, name), lambda: _delete_veth(host, peer),
+                       'deletion of veth %s of %s' % (host, ctx.name))
         else:
             _delete_veth(host, peer)
 
@@ -310,10 +318,23 @@ class Nic(DeviceType):
                 lines.append((key + 'mtu', str(bridge_mtu)))
         return lines
 
+    def pre_kill(self, ctx, name, dev):
+        # liblxc's monitor deletes the veth it made once the init is dead, and waits ~20 ms
+        # for the kernel to let go of it; deleted in the background first, the monitor finds
+        # the link gone at once. The kernel unlists a link before that wait: only that is
+        # waited for here.
+        if self._liblxc_makes_veth(dev) and nictype(dev) in ('bridged', 'p2p'):
+            self._remove_veth(ctx, name, dev, background=deferred.BACKGROUND.run_now)
+            host = self._host_name(ctx, name, dev)
+            deadline = time.monotonic() + UNLIST_WAIT
+            while netlink.exists(host) and time.monotonic() < deadline:
+                time.sleep(0.0005)
+
     def post_stop(self, ctx, name, dev):
         # LXC hands phys links back to the host (with their old names) when the netns goes.
-        if nictype(dev) in ('bridged', 'p2p'):
-            self._remove_veth(ctx, name, dev, later=True)
+        if nictype(dev) in ('bridged', 'p2p') and not deferred.BACKGROUND.pending(
+                _job_key(ctx, name)):
+            self._remove_veth(ctx, name, dev, background=deferred.BACKGROUND.defer)
 
     # -- live -----------------------------------------------------------------------------
     def hotplug(self, ctx, name, dev):
