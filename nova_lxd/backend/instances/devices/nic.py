@@ -262,6 +262,7 @@ class Nic(DeviceType):
         """Delete the veth, here or as a background job; its DHCP entry stays (see deleted).
 
         background: deferred.BACKGROUND.defer (queued) or .run_now (a thread of its own).
+        Returns the host end's name (None if none was recorded).
         """
         host = dev.get('host_name') or ctx.volatile.get(_volatile(name, 'host_name'))
         peer = _stable_name('nlxc', ctx, name)
@@ -271,6 +272,7 @@ class Nic(DeviceType):
                        'deletion of veth %s of %s' % (host, ctx.name))
         else:
             _delete_veth(host, peer)
+        return host
 
     # -- start / stop ---------------------------------------------------------------------
     def pre_start(self, ctx, name, dev):
@@ -324,10 +326,9 @@ class Nic(DeviceType):
         # the link gone at once. The kernel unlists a link before that wait: only that is
         # waited for here.
         if self._liblxc_makes_veth(dev) and nictype(dev) in ('bridged', 'p2p'):
-            self._remove_veth(ctx, name, dev, background=deferred.BACKGROUND.run_now)
-            host = self._host_name(ctx, name, dev)
+            host = self._remove_veth(ctx, name, dev, background=deferred.BACKGROUND.run_now)
             deadline = time.monotonic() + UNLIST_WAIT
-            while netlink.exists(host) and time.monotonic() < deadline:
+            while host and netlink.exists(host) and time.monotonic() < deadline:
                 time.sleep(0.0005)
 
     def post_stop(self, ctx, name, dev):
