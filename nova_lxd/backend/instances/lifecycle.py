@@ -225,19 +225,21 @@ class LifecycleMixin:
                   time.monotonic() - stopped)
         return clean
 
-    def _before_kill(self, name):
+    def _devices_of(self, name):
+        """(device context, [(device name, device), ...] in order) of an instance."""
         doc = self._doc(name)
         config, devices = self.expanded(doc)
-        ctx = self._device_context(doc, config, self.idmap(name))
-        for dev_name, dev in sorted(devices.items()):
+        return self._device_context(doc, config, self.idmap(name)), sorted(devices.items())
+
+    def _before_kill(self, name):
+        ctx, devices = self._devices_of(name)
+        for dev_name, dev in devices:
             device_registry.get(dev['type']).pre_kill(ctx, dev_name, dev)
 
     def _after_stop(self, name):
         self._forget_running(name)     # the listing's socket would keep the netns alive
-        doc = self._doc(name)
-        config, devices = self.expanded(doc)
-        ctx = self._device_context(doc, config, self.idmap(name))
-        for dev_name, dev in sorted(devices.items()):
+        ctx, devices = self._devices_of(name)
+        for dev_name, dev in devices:
             try:
                 device_registry.get(dev['type']).post_stop(ctx, dev_name, dev)
             except Exception:
