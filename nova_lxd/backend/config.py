@@ -27,7 +27,8 @@ class DaemonConfig:
 
     def __init__(self, data_dir=DEFAULT_DATA_DIR, socket_group='', socket_mode=0o660,
                  log_file='', debug=False, storage_driver='', bridge_subnet='',
-                 keepalive_timeout=KEEPALIVE_TIMEOUT, recycle_growth_mb=RECYCLE_GROWTH_MB):
+                 keepalive_timeout=KEEPALIVE_TIMEOUT, recycle_growth_mb=RECYCLE_GROWTH_MB,
+                 cgroup_favordynmods=True):
         self.data_dir = os.path.abspath(data_dir)
         self.socket_group = socket_group
         self.socket_mode = socket_mode
@@ -38,6 +39,7 @@ class DaemonConfig:
         self.bridge_subnet = bridge_subnet
         self.keepalive_timeout = keepalive_timeout
         self.recycle_growth_mb = recycle_growth_mb
+        self.cgroup_favordynmods = cgroup_favordynmods
 
     @classmethod
     def load(cls, path, **overrides):
@@ -53,8 +55,9 @@ class DaemonConfig:
                         values[key] = section[key]
                 if 'socket_mode' in section:
                     values['socket_mode'] = int(section['socket_mode'], 8)
-                if 'debug' in section:
-                    values['debug'] = section.getboolean('debug')
+                for key in ('debug', 'cgroup_favordynmods'):
+                    if key in section:
+                        values[key] = section.getboolean(key)
                 if 'keepalive_timeout' in section:
                     values['keepalive_timeout'] = section.getfloat('keepalive_timeout')
                 if 'recycle_growth_mb' in section:

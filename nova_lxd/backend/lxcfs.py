@@ -15,11 +15,12 @@ CHECK_INTERVAL = 5.0
 
 
 class Lxcfs:
-    def __init__(self, data_dir, binary='lxcfs'):
+    def __init__(self, data_dir, binary='lxcfs', after_start=None):
         self.mountpoint = os.path.join(data_dir, 'lxcfs')
         self.pid_file = os.path.join(data_dir, 'lxcfs.pid')
         self.log_file = os.path.join(data_dir, 'logs', 'lxcfs.log')
         self.binary = binary
+        self.after_start = after_start
         self.pid = None
         self._child = None
         self._task = None
@@ -85,6 +86,9 @@ class Lxcfs:
                 return False
             if self.mounted():
                 LOG.info('lxcfs %d serving %s', self.pid, self.mountpoint)
+                if self.after_start:
+                    # lxcfs mounts cgroup2 for itself with no options: the host's are reset
+                    self.after_start()
                 return True
             time.sleep(0.02)
         LOG.error('lxcfs did not mount %s in time', self.mountpoint)

@@ -66,7 +66,8 @@ def test_backend_conf_sample_states_the_true_defaults(tmp_path):
     keys = re.findall(r'^#(\w+) =', sample, re.M)
     assert sorted(keys) == sorted(['data_dir', 'socket_group', 'socket_mode', 'log_file',
                                    'debug', 'storage_driver', 'bridge_subnet',
-                                   'keepalive_timeout', 'recycle_growth_mb'])
+                                   'keepalive_timeout', 'recycle_growth_mb',
+                                   'cgroup_favordynmods'])
     conf = tmp_path / 'backend.conf'
     conf.write_text(re.sub(r'^#(\w+ =)', r'\1', sample, flags=re.M))
     loaded = vars(backend_config.DaemonConfig.load(str(conf)))

@@ -15,6 +15,7 @@ import time
 
 import lxc
 
+from nova_lxd.backend import cgroups
 from nova_lxd.backend import lxcfs as lxcfs_mod
 from nova_lxd.backend.errors import ApiError, BadRequest, Conflict, NotFound
 from nova_lxd.backend.instances import config as cfg
@@ -57,7 +58,8 @@ class InstanceService(CreationMixin, LifecycleMixin):
         self.db = daemon.db
         self.lxcpath = daemon.config.path('containers')
         self.logs = daemon.config.path('logs')
-        self.lxcfs = lxcfs_mod.Lxcfs(daemon.config.data_dir)
+        favor = cgroups.favor_dynamic_changes if daemon.config.cgroup_favordynmods else None
+        self.lxcfs = lxcfs_mod.Lxcfs(daemon.config.data_dir, after_start=favor)
         self._locks = {}
         self._inits = {}    # name -> (init pid, its start time): see _known_init
 

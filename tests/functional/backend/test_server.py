@@ -114,3 +114,11 @@ def test_idle_connections_are_closed_after_keepalive_timeout(backend, tmp_path):
         assert client.api.get().json()['metadata']['api_version'] == '1.0'
     finally:
         daemon.destroy()
+
+
+def test_the_daemon_makes_cgroup_moves_cheap(backend):
+    """Started, it has turned on cgroup2's favordynmods (the host's; see backend/cgroups.py)."""
+    from nova_lxd.backend import cgroups
+    mount = cgroups.cgroup2_mount()
+    assert mount is not None, 'this host mounts cgroup2 (ARCHITECTURE.md)'
+    assert cgroups.OPTION in mount[1], mount
