@@ -9,6 +9,7 @@ exits a little dearer; the kernel's documentation names container start-up as th
 The lock is shared by every hierarchy, so setting it on cgroup2 speeds up cgroup v1 moves too.
 """
 import logging
+import os
 import subprocess
 import tempfile
 
@@ -34,13 +35,19 @@ def favor_dynamic_changes(run=subprocess.run, mountinfo='/proc/self/mountinfo'):
         return True
     if found:
         # mount(8) keeps the mount's other options (nsdelegate, nosuid, ...) on a remount
-        result = _mount(run, '-o', 'remount,' + OPTION, found[0])
+        result = _run(run, 'mount', '-o', 'remount,' + OPTION, found[0])
     else:
         # a pure cgroup v1 host: mounting cgroup2 sets its flag, which outlives the mount
-        with tempfile.TemporaryDirectory(prefix='nova-lxd-cgroup2.') as where:
-            result = _mount(run, '-t', 'cgroup2', '-o', OPTION, 'cgroup2', where)
+        where = tempfile.mkdtemp(prefix='nova-lxd-cgroup2.')
+        try:
+            result = _run(run, 'mount', '-t', 'cgroup2', '-o', OPTION, 'cgroup2', where)
             if result.returncode == 0:
-                run(['umount', where], check=False)
+                _run(run, 'umount', where)
+        finally:
+            try:
+                os.rmdir(where)
+            except OSError:
+                pass
     if result.returncode != 0:
         LOG.warning('Cannot turn on cgroup2 %s (Linux 6.0 or later, the initial cgroup namespace):'
                     ' %s; every start and stop waits for the kernel a few ms longer',
@@ -51,5 +58,8 @@ def favor_dynamic_changes(run=subprocess.run, mountinfo='/proc/self/mountinfo'):
     return True
 
 
-def _mount(run, *args):
-    return run(['mount', *args], capture_output=True, text=True, check=False)
+def _run(run, *command):
+    try:
+        return run(list(command), capture_output=True, text=True, check=False)
+    except OSError as exc:       # no mount(8): as good as refused
+        return subprocess.CompletedProcess(command, 127, '', str(exc))

@@ -59,3 +59,10 @@ def test_a_kernel_that_refuses_it_is_only_a_warning(tmp_path, caplog):
     assert len(run.commands) == 1          # nothing to unmount
     assert 'Cannot turn on cgroup2 favordynmods' in caplog.text
     assert 'mount: bad option' in caplog.text
+
+
+def test_a_host_without_mount_8_is_only_a_warning(tmp_path, caplog):
+    def missing(command, **kwargs):
+        raise FileNotFoundError(2, 'No such file or directory', command[0])
+    assert not cgroups.favor_dynamic_changes(missing, _mountinfo(tmp_path, HYBRID % ''))
+    assert 'No such file or directory' in caplog.text
