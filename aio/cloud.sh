@@ -76,18 +76,22 @@ stop() {
 # wait_http URL [SECONDS]: until the URL answers at all (any HTTP status)
 wait_http() {
     local url=$1 deadline=$((SECONDS + ${2:-$AIO_WAIT}))
-    until curl -s -o /dev/null --noproxy '*' "$url"; do
+    # each try bounded: a server that accepts and never answers must not stall the start
+    until curl -s -o /dev/null --max-time 5 --noproxy '*' "$url"; do
         ((SECONDS < deadline)) || die "$url did not answer; see $AIO_LOGS"
         sleep 0.5
     done
 }
 
 # uwsgi NAME PORT MODULE ENV...: a WSGI application under uWSGI on 127.0.0.1:PORT
+# The application loads in the worker (--lazy-apps): loaded in the master, it started threads
+# there, and a worker forked while one of them held Python's GIL waited for it forever (seen:
+# nova-api never answering).
 uwsgi() {
     local name=$1 port=$2 module=$3; shift 3
-    start "$name" env "$@" "$BIN/uwsgi" --master --die-on-term --need-app --enable-threads \
-        --processes 1 --threads 4 --http-socket "127.0.0.1:$port" --wsgi "$module" \
-        --home "$AIO_VENV" --add-header 'Connection: close' --buffer-size 65535 \
+    start "$name" env "$@" "$BIN/uwsgi" --master --lazy-apps --die-on-term --need-app \
+        --enable-threads --processes 1 --threads 4 --http-socket "127.0.0.1:$port" \
+        --wsgi "$module" --home "$AIO_VENV" --add-header 'Connection: close' --buffer-size 65535 \
         --hook-master-start 'unix_signal:15 gracefully_kill_them_all'
 }
 

@@ -88,10 +88,11 @@ def cloud():
     assert not taken, 'ports %s are in use (another all-in-one cloud running?)' % taken
     # a TERM (a CI timeout, tools/test.sh interrupted) tears the cloud down as an interrupt does
     previous = signal.signal(signal.SIGTERM, _interrupt)
-    up = subprocess.run([CLOUD, 'start'], env=ENV, capture_output=True, text=True, timeout=3600)
-    pids = _pids()
-    devices = set()
-    try:
+    pids, devices = {}, set()
+    try:    # an interrupted start is torn down too
+        up = subprocess.run([CLOUD, 'start'], env=ENV, capture_output=True, text=True,
+                            timeout=3600)
+        pids = _pids()
         assert up.returncode == 0, 'cloud.sh start failed:\n%s' % up.stderr[-5000:]
         yield pids
         # the host-side devices of every port (servers' and DHCP's): tap<port id prefix>,
