@@ -9,8 +9,7 @@ import sys
 
 from aiohttp import web
 
-from nova_lxd.backend import api, certs, cgroups, events, listeners, memory, operations
-from nova_lxd.backend import recycle, trust
+from nova_lxd.backend import api, certs, events, listeners, memory, operations, recycle, trust
 from nova_lxd.backend import config as daemon_config
 from nova_lxd.backend.db import Database
 from nova_lxd.backend.errors import BadRequest
@@ -58,8 +57,6 @@ class Daemon:
         """Everything that must exist before the API opens: directories, certificate, database."""
         os.makedirs(self.config.data_dir, mode=0o711, exist_ok=True)
         os.chmod(self.config.data_dir, 0o711)
-        if self.config.cgroup_favordynmods:
-            cgroups.favor_dynamic_changes()
         cert, key = self.config.path('server.crt'), self.config.path('server.key')
         certs.ensure_server_certificate(cert, key)
         with open(cert) as f:

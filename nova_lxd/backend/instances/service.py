@@ -58,8 +58,10 @@ class InstanceService(CreationMixin, LifecycleMixin):
         self.db = daemon.db
         self.lxcpath = daemon.config.path('containers')
         self.logs = daemon.config.path('logs')
-        favor = cgroups.favor_dynamic_changes if daemon.config.cgroup_favordynmods else None
-        self.lxcfs = lxcfs_mod.Lxcfs(daemon.config.data_dir, after_start=favor)
+        # cheap cgroup moves for every start and stop; set again after each lxcfs start
+        self._favor_moves = (cgroups.favor_dynamic_changes
+                             if daemon.config.cgroup_favordynmods else None)
+        self.lxcfs = lxcfs_mod.Lxcfs(daemon.config.data_dir, after_start=self._favor_moves)
         self._locks = {}
         self._inits = {}    # name -> (init pid, its start time): see _known_init
 
@@ -69,6 +71,8 @@ class InstanceService(CreationMixin, LifecycleMixin):
             os.makedirs(path, mode=0o711, exist_ok=True)
         if not self.lxcfs.ensure():
             LOG.warning('lxcfs is not running: containers see the host\'s /proc files')
+        if self._favor_moves:
+            self._favor_moves()     # an lxcfs adopted (or none) did not set it
         self.reconcile()
 
     def start_background(self, autostart=True):
