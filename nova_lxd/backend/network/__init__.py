@@ -3,7 +3,7 @@
 netlink.py  links, addresses, veth, vxlan, tc (pyroute2 only; never parses `ip` output)
 subnet.py   choosing a free private subnet from the host's own addresses and routes
 nat.py      one nftables table per network (NAT and the DHCP/DNS holes)
-dnsmasq.py  one dnsmasq per network, started and stopped by PID
+dnsmasq.py  a DHCP/RA and a DNS dnsmasq per network, started and stopped by PID
 service.py  NetworkService (daemon.networks): the API objects, persistence, reconciliation
 """
 import logging

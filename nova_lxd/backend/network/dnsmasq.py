@@ -1,18 +1,24 @@
-"""One dnsmasq per managed network: DHCP and DNS on the bridge, started and stopped by PID.
+"""DHCP, router advertisements and DNS of one managed network: two dnsmasq, started by PID.
 
-Its files live in DATA/networks/<name>/: dnsmasq.pid, dnsmasq.leases and dnsmasq.hosts.d/ (static
-reservations and DNS names, one small `hwaddr,ip[,name]` or `hwaddr,name` file per MAC). dnsmasq
-watches that directory (--dhcp-hostsdir, inotify) and reads a new file by itself, so an instance's
-start adds its entry without rewriting every other instance's and without a SIGHUP that makes
-dnsmasq re-read them all (that cost grew with the number of instances). dnsmasq only ever adds
-from that directory: a changed entry, or a removed one that pinned an address, takes a SIGHUP; a
-removed name-only entry stays in dnsmasq's memory until the next SIGHUP. Those are not free:
-each new entry makes dnsmasq match every lease against every entry it holds, so with 900
-entries and 900 removed ones it spent 126 ms of CPU per new entry against 13.5 ms with none
-removed. A SIGHUP drops them once STALE_RELOAD have gathered. dnsmasq outlives a daemon stop,
-as in LXD, so containers keep their leases; the next start adopts it by its pid file when its
-command line is still the one wanted (with a SIGHUP: the count of removed entries did not survive
-the stop), and restarts it otherwise.
+Why two: a dnsmasq that serves DHCP matches every lease it holds against every host entry it
+holds each time it reads a file at run time (`--dhcp-hostsdir`, `--hostsdir`, through inotify),
+so a name entry per instance cost it 27 ms of CPU per new instance with 900 running, on a host
+of 2 cores (benchmarks/README.md, Density pass 10). A dnsmasq that only answers DNS reads a new
+hosts file in well under a millisecond. So:
+
+- the DHCP (and RA) dnsmasq, `--port=0`, reads only pinned addresses at run time
+  (dnsmasq.hosts.d/, one `hwaddr,ip` file per MAC); it hands out the DNS dnsmasq's address and
+  the domain, and runs `lease-event` (its --dhcp-script) on each new and deleted lease;
+- the daemon writes each instance NIC's DNS name to names.d/<MAC> (`name`, and on a second line
+  the SLAAC address to name too, if any), a file no dnsmasq watches;
+- `lease-event` writes dns.d/<MAC> (`ip name`) for a new lease of a MAC that has a name, and
+  removes it when that lease goes;
+- the DNS dnsmasq answers from dns.d/ (--hostsdir, the domain added with --expand-hosts) and
+  /etc/hosts; nothing is forwarded.
+
+Both outlive a daemon stop, as in LXD, so containers keep their leases and names; the next
+start adopts each by its pid file when its command line is still the one wanted, and restarts it
+otherwise (a restarted DHCP dnsmasq runs `lease-event` for every lease it reads back).
 """
 import ipaddress
 import logging
@@ -26,7 +32,7 @@ import threading
 import time
 
 LOG = logging.getLogger(__name__)
-_HOSTS_LOCK = threading.Lock()   # one read-compare-write of an entry file at a time
+_FILES_LOCK = threading.Lock()   # one read-compare-write of an entry file at a time
 
 # dnsmasq processes this daemon started (its children), by pid, so that stop() reaps them
 _CHILDREN = {}
@@ -36,69 +42,37 @@ _CHILDREN = {}
 _LINK_RACE = 'failed to find list of interfaces'
 START_ATTEMPTS = 3
 
-# name-only entries removed since dnsmasq last read its whole directory, by that directory
-STALE_RELOAD = 100
-_STALE = {}
+# dnsmasq's --dhcp-script. $1 add|old|del, $2 the MAC, $3 the IPv4 address (DHCPv6 events,
+# with an IAID in $2, are not ours). Written without a temporary file: dnsmasq reads a hosts
+# file when it is closed after writing, and runs one script at a time.
+EVENT_SCRIPT = r'''#!/bin/sh
+# Written by nova-lxd (nova_lxd/backend/network/dnsmasq.py): the DNS entry of each IPv4 lease.
+dir=${0%/*}
+umask 022
+case "$3" in *.*.*.*) ;; *) exit 0 ;; esac
+case "$1" in
+add|old)
+    [ -r "$dir/names.d/$2" ] || exit 0
+    { read -r name; read -r ipv6; } < "$dir/names.d/$2"
+    [ -n "$name" ] || exit 0
+    { echo "$3 $name"; [ -z "$ipv6" ] || echo "$ipv6 $name"; } > "$dir/dns.d/$2"
+    ;;
+del)
+    # only this address's entry: the MAC may hold a newer lease already
+    [ -r "$dir/dns.d/$2" ] && read -r ip rest < "$dir/dns.d/$2" && [ "$ip" = "$3" ] &&
+        rm -f "$dir/dns.d/$2"
+    ;;
+esac
+exit 0
+'''
 
 
-class Dnsmasq:
-    def __init__(self, directory, network, bridge):
-        self.directory = directory
-        self.network = network
-        self.bridge = bridge
+class Process:
+    """One dnsmasq, known by its pid file."""
 
-    def path(self, name):
-        return os.path.join(self.directory, name)
+    def __init__(self, pid_file):
+        self.pid_file = pid_file
 
-    @property
-    def pid_file(self):
-        return self.path('dnsmasq.pid')
-
-    @property
-    def leases_file(self):
-        return self.path('dnsmasq.leases')
-
-    @property
-    def hosts_dir(self):
-        return self.path('dnsmasq.hosts.d')
-
-    @property
-    def old_hosts_file(self):
-        """Where all reservations were kept in one file, before dnsmasq.hosts.d."""
-        return self.path('dnsmasq.hosts')
-
-    def _host_path(self, hwaddr):
-        return os.path.join(self.hosts_dir, hwaddr.lower().replace(':', '-'))
-
-    def command(self, ipv4=None, ipv6=None, dhcp_ranges=(), dhcp6=False, domain='',
-                lease_time='1h', dns=True):
-        """The full command line for a config; ipv4/ipv6 are ip_interface objects or None."""
-        cmd = ['dnsmasq', '--keep-in-foreground', '--conf-file=/dev/null',
-               '--strict-order', '--bind-interfaces', '--except-interface=lo',
-               '--pid-file=%s' % self.pid_file, '--no-ping', '--interface=%s' % self.bridge,
-               '--dhcp-no-override', '--dhcp-authoritative', '--no-resolv',
-               '--dhcp-leasefile=%s' % self.leases_file,
-               '--dhcp-hostsdir=%s' % self.hosts_dir]
-        if ipv4:
-            cmd.append('--listen-address=%s' % ipv4.ip)
-            for first, last in dhcp_ranges:
-                cmd.append('--dhcp-range=%s,%s,%s' % (first, last, lease_time))
-        if ipv6:
-            cmd.append('--listen-address=%s' % ipv6.ip)
-            if dhcp6:
-                cmd.append('--dhcp-range=::,constructor:%s,ra-stateless,ra-names' % self.bridge)
-            else:
-                cmd.append('--dhcp-range=::,constructor:%s,ra-only' % self.bridge)
-            cmd.append('--enable-ra')
-        if not dns:
-            cmd.append('--port=0')      # dns.mode=none: DHCP only
-        # plain names (instances) and the domain are answered here, never forwarded
-        cmd += ['--domain-needed', '--local=//']
-        if domain:
-            cmd += ['-s', domain, '--local=/%s/' % domain]
-        return cmd
-
-    # -- process ------------------------------------------------------------------------
     def pid(self):
         """The PID of our running dnsmasq, or None (a stale pid file is not trusted)."""
         try:
@@ -116,16 +90,9 @@ class Dnsmasq:
         pid = self.pid()
         return _cmdline(pid) if pid else None
 
-    def ensure(self, cmd):
-        """Adopt a dnsmasq running `cmd`, else (re)start it."""
-        os.makedirs(self.hosts_dir, exist_ok=True)
-        if not os.path.exists(self.leases_file):
-            open(self.leases_file, 'a').close()
-        self._migrate_hosts_file()
-        running = self.running_command()
-        if running == cmd:
-            # entries removed while no daemon counted them (a restart) go now, not 100 later
-            self.reload()
+    def ensure(self, cmd, name):
+        """Adopt a dnsmasq running `cmd`, else (re)start it; its PID."""
+        if self.running_command() == cmd:
             return self.pid()
         self.stop()
         for attempt in range(1, START_ATTEMPTS + 1):
@@ -134,7 +101,7 @@ class Dnsmasq:
             except RuntimeError as exc:
                 if _LINK_RACE not in str(exc) or attempt == START_ATTEMPTS:
                     raise
-                LOG.info('Network %s: %s; starting dnsmasq again', self.network, exc)
+                LOG.info('Network %s: %s; starting dnsmasq again', name, exc)
 
     def _spawn(self, cmd):
         # In the foreground (our child, in its own session): we can reap it, and a host
@@ -150,7 +117,6 @@ class Dnsmasq:
             if pid == proc.pid:
                 proc.stderr.close()
                 _CHILDREN[pid] = proc
-                _STALE.pop(self.hosts_dir, None)     # a new dnsmasq read only what is there
                 return pid
             time.sleep(0.02)
         proc.kill()
@@ -158,8 +124,7 @@ class Dnsmasq:
         raise RuntimeError('dnsmasq did not write its pid file %s' % self.pid_file)
 
     def reload(self):
-        """Re-read the entries (reservations, names) without dropping leases."""
-        _STALE.pop(self.hosts_dir, None)
+        """Make it read its files again (SIGHUP; leases are kept)."""
         pid = self.pid()
         if pid:
             os.kill(pid, signal.SIGHUP)
@@ -185,6 +150,105 @@ class Dnsmasq:
         except FileNotFoundError:
             pass
 
+
+class Dnsmasq:
+    """The dnsmasq processes and files of one managed network (see the module's docstring)."""
+
+    def __init__(self, directory, network, bridge):
+        self.directory = directory
+        self.network = network
+        self.bridge = bridge
+        self.dhcp = Process(self.path('dnsmasq.pid'))
+        self.dns = Process(self.path('dns.pid'))
+
+    def path(self, name):
+        return os.path.join(self.directory, name)
+
+    @property
+    def leases_file(self):
+        return self.path('dnsmasq.leases')
+
+    @property
+    def hosts_dir(self):
+        """Pinned addresses, read by the DHCP dnsmasq."""
+        return self.path('dnsmasq.hosts.d')
+
+    @property
+    def names_dir(self):
+        return self.path('names.d')
+
+    @property
+    def dns_dir(self):
+        """The DNS entries of the leases, read by the DNS dnsmasq."""
+        return self.path('dns.d')
+
+    @property
+    def event_script(self):
+        return self.path('lease-event')
+
+    @property
+    def old_hosts_file(self):
+        """Where all entries were kept in one file, before dnsmasq.hosts.d."""
+        return self.path('dnsmasq.hosts')
+
+    def commands(self, ipv4=None, ipv6=None, dhcp_ranges=(), dhcp6=False, domain='',
+                 lease_time='1h', dns=True):
+        """(the DHCP/RA dnsmasq's command line, the DNS one's or None).
+
+        ipv4/ipv6 are ip_interface objects or None.
+        """
+        base = ['dnsmasq', '--keep-in-foreground', '--conf-file=/dev/null', '--strict-order',
+                '--bind-interfaces', '--except-interface=lo', '--interface=%s' % self.bridge]
+        listen = ['--listen-address=%s' % iface.ip for iface in (ipv4, ipv6) if iface]
+        dhcp = base + ['--pid-file=%s' % self.dhcp.pid_file, '--port=0', '--no-ping',
+                       '--dhcp-no-override', '--dhcp-authoritative',
+                       '--dhcp-leasefile=%s' % self.leases_file,
+                       '--dhcp-hostsdir=%s' % self.hosts_dir,
+                       '--dhcp-script=%s' % self.event_script] + listen
+        if ipv4:
+            for first, last in dhcp_ranges:
+                dhcp.append('--dhcp-range=%s,%s,%s' % (first, last, lease_time))
+        if ipv6:
+            dhcp += ['--dhcp-range=::,constructor:%s,%s'
+                     % (self.bridge, 'ra-stateless' if dhcp6 else 'ra-only'), '--enable-ra']
+        if domain:
+            dhcp.append('--domain=%s' % domain)
+        if not dns:                     # dns.mode=none: DHCP only
+            return dhcp, None
+        # --port=0 offers no DNS server of its own: the other dnsmasq's, at the same address
+        if ipv4:
+            dhcp.append('--dhcp-option=option:dns-server,0.0.0.0')
+        if ipv6:
+            dhcp.append('--dhcp-option=option6:dns-server,[::]')
+        # plain names (instances) and the domain are answered here, never forwarded
+        resolver = base + ['--pid-file=%s' % self.dns.pid_file, '--no-resolv',
+                           '--hostsdir=%s' % self.dns_dir, '--domain-needed',
+                           '--local=//'] + listen
+        if domain:
+            resolver += ['--domain=%s' % domain, '--expand-hosts', '--local=/%s/' % domain]
+        return dhcp, resolver
+
+    # -- processes --------------------------------------------------------------------------
+    def ensure(self, commands):
+        """Adopt or (re)start the processes for (dhcp, dns) command lines (dns None: none)."""
+        dhcp, resolver = commands
+        for directory in (self.hosts_dir, self.names_dir, self.dns_dir):
+            os.makedirs(directory, exist_ok=True)
+        if not os.path.exists(self.leases_file):
+            open(self.leases_file, 'a').close()
+        if _read(self.event_script) != EVENT_SCRIPT:
+            _write(self.event_script, EVENT_SCRIPT, mode=0o755)
+        self._migrate()
+        if resolver:
+            self.dns.ensure(resolver, self.network)
+        else:
+            self.dns.stop()
+        return self.dhcp.ensure(dhcp, self.network)
+
+    def stop(self):
+        self.dhcp.stop()
+        self.dns.stop()
+
     def release_leases(self, hwaddr, server):
         """Give back the IPv4 leases of a MAC whose NIC is gone; how many there were.
 
@@ -201,7 +265,7 @@ class Dnsmasq:
                     sock.sendto(_dhcp_release(hwaddr, ip, server), (server, 67))
         return len(addresses)
 
-    # -- files --------------------------------------------------------------------------
+    # -- files ------------------------------------------------------------------------------
     def leases(self):
         """(expiry, hwaddr, ip, hostname) of each lease in the file, read as they are iterated.
 
@@ -219,90 +283,121 @@ class Dnsmasq:
                     yield (int(fields[0]), fields[1].lower(), fields[2],
                            '' if fields[3] == '*' else fields[3])
 
+    def _pin_path(self, hwaddr):
+        return os.path.join(self.hosts_dir, hwaddr.replace(':', '-'))
+
     def reservations(self):
-        """{hwaddr: (ip or '', name)} from the hosts directory (`mac,ip,name` or `mac,name`)."""
+        """{hwaddr: pinned IPv4 address}."""
         result = {}
         try:
-            names = os.listdir(self.hosts_dir)
+            files = os.listdir(self.hosts_dir)
         except OSError:
             return result
-        for name in names:
-            if not name.startswith('.'):
-                entry = self._read_host(os.path.join(self.hosts_dir, name))
-                if entry:
-                    result[entry[0]] = entry[1]
+        for name in files:
+            fields = (_read(os.path.join(self.hosts_dir, name)) or '').strip().split(',')
+            if not name.startswith('.') and len(fields) >= 2 and _is_ip(fields[1]):
+                result[fields[0].lower()] = fields[1]
         return result
 
-    @staticmethod
-    def _read_host(path):
-        """(hwaddr, (ip or '', name)) from one entry file, or None."""
-        try:
-            with open(path) as f:
-                fields = f.read().strip().split(',')
-        except OSError:
-            return None
-        if len(fields) < 2:
-            return None
-        if _is_ip(fields[1]):
-            return fields[0].lower(), (fields[1], ','.join(fields[2:]))
-        return fields[0].lower(), ('', fields[1])
-
-    def set_host(self, hwaddr, ip=None, name=''):
-        """Pin an address and/or a DNS name to a MAC; True if the entry changed."""
-        if ip:
-            ipaddress.ip_address(ip)
+    def pin(self, hwaddr, ip):
+        """Give IPv4 address `ip` to `hwaddr` (a NIC's ipv4.address); True if that changed."""
+        ipaddress.ip_address(ip)
         hwaddr = hwaddr.lower()
-        entry = (str(ip) if ip else '', name or '')
-        if entry == ('', ''):
-            return self.remove_host(hwaddr)
-        path = self._host_path(hwaddr)
-        with _HOSTS_LOCK:
-            old = self._read_host(path)
-            if old == (hwaddr, entry):
+        line = '%s,%s\n' % (hwaddr, ip)
+        path = self._pin_path(hwaddr)
+        with _FILES_LOCK:
+            old = _read(path)
+            if old == line:
                 return False
-            os.makedirs(self.hosts_dir, exist_ok=True)
-            # written aside, then renamed in: dnsmasq (inotify) never reads half a line;
-            # dot files are ignored by it and by reservations()
-            tmp = os.path.join(self.hosts_dir, '.%s.tmp' % os.path.basename(path))
-            with open(tmp, 'w') as f:
-                f.write(','.join(filter(None, (hwaddr,) + entry)) + '\n')
-            os.rename(tmp, path)
-            if old is not None:
-                self.reload()    # dnsmasq only adds from the directory: drop the old entry
-            return True
+            _write(path, line)
+        if old is not None:
+            self.dhcp.reload()    # dnsmasq only adds from the directory: drop the old one
+        return True
 
-    def remove_host(self, hwaddr):
-        """Forget a MAC's entry; True if there was one."""
-        path = self._host_path(hwaddr)
-        with _HOSTS_LOCK:
-            old = self._read_host(path)
-            try:
-                os.unlink(path)
-            except FileNotFoundError:
+    def name(self, hwaddr):
+        """The DNS name registered for a MAC ('' if none)."""
+        return (_read(os.path.join(self.names_dir, hwaddr.lower())) or '\n').split('\n')[0]
+
+    def set_name(self, hwaddr, name, ipv6=None):
+        """Answer `name` for a MAC's IPv4 lease (and for `ipv6`); True if that changed."""
+        hwaddr = hwaddr.lower()
+        content = '%s\n%s\n' % (name, ipv6 or '')
+        with _FILES_LOCK:
+            if _read(os.path.join(self.names_dir, hwaddr)) == content:
                 return False
-            if old is not None and old[1][0]:
-                self.reload()    # a pinned address must be free for another MAC at once
-            else:
-                _STALE[self.hosts_dir] = stale = _STALE.get(self.hosts_dir, 0) + 1
-                if stale >= STALE_RELOAD:
-                    self.reload()
-            return True
+            _write(os.path.join(self.names_dir, hwaddr), content)
+        # a MAC that holds a lease already (a renamed instance): its entry follows now
+        entry = (_read(os.path.join(self.dns_dir, hwaddr)) or '').split()
+        if entry:
+            subprocess.run([self.event_script, 'old', hwaddr, entry[0]], check=False)
+        return True
 
-    def _migrate_hosts_file(self):
-        """Entries of the single hosts file of earlier versions become files of the directory."""
-        try:
-            with open(self.old_hosts_file) as f:
-                lines = f.read().splitlines()
-        except FileNotFoundError:
-            return
-        for line in lines:
+    def forget(self, hwaddr):
+        """Drop all of a MAC whose NIC is gone: its name, DNS entry and pinned address."""
+        hwaddr = hwaddr.lower()
+        with _FILES_LOCK:
+            for path in (os.path.join(self.names_dir, hwaddr),
+                         os.path.join(self.dns_dir, hwaddr)):
+                _unlink(path)
+            pinned = _unlink(self._pin_path(hwaddr))
+        if pinned:
+            self.dhcp.reload()    # the address must be free for another MAC at once
+
+    def _migrate(self):
+        """Entries of earlier versions become names and pinned addresses.
+
+        They were `hwaddr,[ip,]name`: all in one file, later one file per MAC in the DHCP
+        dnsmasq's directory.
+        """
+        entries = []
+        old = _read(self.old_hosts_file)
+        if old is not None:
+            entries += old.splitlines()
+        for file_name in os.listdir(self.hosts_dir):
+            path = os.path.join(self.hosts_dir, file_name)
+            fields = (_read(path) or '').strip().split(',')
+            if file_name.startswith('.'):       # a write that a crash cut short
+                _unlink(path)
+            elif len(fields) > 2 or not _is_ip(fields[-1]):
+                entries.append(','.join(fields))
+                _unlink(path)
+        for line in entries:
             fields = line.strip().split(',')
-            if len(fields) >= 2:
-                if _is_ip(fields[1]):
-                    self.set_host(fields[0], fields[1], ','.join(fields[2:]))
-                else:
-                    self.set_host(fields[0], None, fields[1])
-        os.unlink(self.old_hosts_file)
+            if len(fields) < 2:
+                continue
+            if _is_ip(fields[1]):
+                self.pin(fields[0], fields[1])
+                fields = fields[:1] + fields[2:]
+            if len(fields) > 1 and fields[1]:
+                self.set_name(fields[0], fields[1])
+        _unlink(self.old_hosts_file)
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def _write(path, content, mode=0o644):
+    """Written aside and renamed in: dnsmasq (inotify) never reads half a file."""
+    directory, name = os.path.split(path)
+    os.makedirs(directory, exist_ok=True)
+    tmp = os.path.join(directory, '.%s.tmp' % name)
+    with open(tmp, 'w') as f:
+        f.write(content)
+    os.chmod(tmp, mode)
+    os.rename(tmp, path)
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+        return True
+    except FileNotFoundError:
+        return False
 
 
 def _dhcp_release(hwaddr, ip, server):

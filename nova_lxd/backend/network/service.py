@@ -144,6 +144,23 @@ def _validate_tunnel_key(key, value):
         _check_ip(key, value)
 
 
+def _slaac_address(config, hwaddr):
+    """The address a NIC gives itself by SLAAC (EUI-64), if the network names those.
+
+    That is with ipv6.dhcp.stateful on a /64 (what dnsmasq's ra-names answered); else None.
+    """
+    value = config.get('ipv6.address', 'none')
+    if value in ('none', '', 'auto') or not _bool(config.get('ipv6.dhcp.stateful')):
+        return None
+    network = ipaddress.ip_interface(value).network
+    if network.prefixlen != 64:
+        return None
+    mac = bytearray.fromhex(hwaddr.replace(':', ''))
+    mac[0] ^= 0x02                     # the universal/local bit, inverted
+    interface_id = int.from_bytes(bytes(mac[:3]) + b'\xff\xfe' + bytes(mac[3:]), 'big')
+    return str(network.network_address + interface_id)
+
+
 def tunnels(config):
     """{tunnel name: {field: value}} from tunnel.NAME.FIELD keys."""
     result = {}
@@ -438,13 +455,13 @@ class NetworkService:
         if dhcp4:
             ranges = parse_ranges(config.get('ipv4.dhcp.ranges') or
                                   subnet.default_dhcp_range(ipv4), ipv4)
-        cmd = server.command(ipv4=ipv4 if dhcp4 else None, ipv6=ipv6, dhcp_ranges=ranges,
-                             dhcp6=_bool(config.get('ipv6.dhcp.stateful')),
-                             domain=config.get('dns.domain', ''),
-                             dns=config.get('dns.mode', 'managed') != 'none',
-                             lease_time=config.get('ipv4.dhcp.expiry', '1h'))
+        commands = server.commands(ipv4=ipv4 if dhcp4 else None, ipv6=ipv6, dhcp_ranges=ranges,
+                                   dhcp6=_bool(config.get('ipv6.dhcp.stateful')),
+                                   domain=config.get('dns.domain', ''),
+                                   dns=config.get('dns.mode', 'managed') != 'none',
+                                   lease_time=config.get('ipv4.dhcp.expiry', '1h'))
         try:
-            server.ensure(cmd)
+            server.ensure(commands)
         except RuntimeError as exc:
             raise BadRequest('Network %s: %s' % (name, exc))
 
@@ -500,18 +517,17 @@ class NetworkService:
         self._doc(name)
         server = self.dnsmasq(name)
         now = time.time()
-        result, seen = [], set()
+        result = []
         for expiry, hwaddr, address, hostname in server.leases():
             if expiry and expiry < now:
                 continue
-            seen.add(hwaddr)
-            result.append({'hostname': hostname, 'hwaddr': hwaddr, 'address': address,
-                           'type': 'dynamic', 'location': 'none', 'project': 'default'})
-        for hwaddr, (address, hostname) in server.reservations().items():
-            if not address:
-                continue      # a DNS name only, no reserved address
-            result.append({'hostname': hostname, 'hwaddr': hwaddr, 'address': address,
-                           'type': 'static', 'location': 'none', 'project': 'default'})
+            result.append({'hostname': server.name(hwaddr) or hostname, 'hwaddr': hwaddr,
+                           'address': address, 'type': 'dynamic', 'location': 'none',
+                           'project': 'default'})
+        for hwaddr, address in server.reservations().items():
+            result.append({'hostname': server.name(hwaddr), 'hwaddr': hwaddr,
+                           'address': address, 'type': 'static', 'location': 'none',
+                           'project': 'default'})
         return result
 
     def reserve(self, name, hwaddr, address, hostname=''):
@@ -523,19 +539,24 @@ class NetworkService:
         if ip not in iface.network or ip == iface.ip:
             raise BadRequest('ipv4.address %s is not a free address of %s'
                              % (address, iface.network))
-        for mac, (other, _) in self.dnsmasq(name).reservations().items():
+        for mac, other in self.dnsmasq(name).reservations().items():
             if other == str(ip) and mac != hwaddr.lower():
                 raise Conflict('ipv4.address %s is already reserved on %s' % (address, name))
-        self.dnsmasq(name).set_host(hwaddr, str(ip), hostname)
+        self.dnsmasq(name).pin(hwaddr, str(ip))
+        self.register(name, hwaddr, hostname)
 
     def register(self, name, hwaddr, hostname):
-        """Let the network's DNS answer for `hostname` (the instance) once it has a lease."""
-        if self.db.get(KIND, name) is not None and re.match(r'^[A-Za-z0-9-]{1,63}$', hostname):
-            self.dnsmasq(name).set_host(hwaddr, None, hostname)
+        """Let the network's DNS answer for `hostname` (the instance) once it has a lease.
+
+        With ipv6.dhcp.stateful, for its SLAAC address too (what dnsmasq's ra-names answered).
+        """
+        doc = self.db.get(KIND, name)
+        if doc is not None and re.match(r'^[A-Za-z0-9-]{1,63}$', hostname):
+            self.dnsmasq(name).set_name(hwaddr, hostname, _slaac_address(doc['config'], hwaddr))
 
     def release(self, name, hwaddr):
         if self.db.get(KIND, name) is not None:
-            self.dnsmasq(name).remove_host(hwaddr)
+            self.dnsmasq(name).forget(hwaddr)
 
     def release_lease(self, name, hwaddr):
         """Free the IPv4 address `hwaddr` holds on network `name`: its NIC is gone for good."""

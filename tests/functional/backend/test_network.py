@@ -33,10 +33,21 @@ def network(client):
         client.networks.get(name).delete()
 
 
+def _dnsmasq(name):
+    """{pid: command line} of the network's dnsmasq processes.
+
+    The DHCP one's script helper, its child, has the same command line.
+    """
+    return {p: c for p, c in netns.dnsmasq_pids() if '--interface=%s ' % name in c + ' '}
+
+
 def _leftovers(name):
+    """What of a network is on the host; its dnsmasq by role: {'dhcp': cmd, 'dns': cmd}."""
+    roles = {}
+    for cmd in _dnsmasq(name).values():
+        roles['dns' if '/dns.pid' in cmd else 'dhcp'] = cmd
     return {'bridge': netns.link_exists(name),
-            'nft': netns.nft_table_exists('novalxd_' + name),
-            'dnsmasq': [c for _, c in netns.dnsmasq_pids() if '--interface=%s ' % name in c + ' ']}
+            'nft': netns.nft_table_exists('novalxd_' + name), 'dnsmasq': roles}
 
 
 def test_create_without_subnet_gets_free_private_24_and_delete_leaves_nothing(client):
@@ -51,15 +62,17 @@ def test_create_without_subnet_gets_free_private_24_and_delete_leaves_nothing(cl
     assert not any(gateway.network.overlaps(other) for other in before)
     assert net.config['ipv4.nat'] == 'true'
     left = _leftovers(name)
-    assert left['bridge'] and left['nft'] and len(left['dnsmasq']) == 1
-    assert '--listen-address=%s' % gateway.ip in left['dnsmasq'][0]
-    assert '--dhcp-leasefile=' in left['dnsmasq'][0]
+    assert left['bridge'] and left['nft'] and set(left['dnsmasq']) == {'dhcp', 'dns'}
+    for cmd in left['dnsmasq'].values():
+        assert '--listen-address=%s' % gateway.ip in cmd
+    assert '--dhcp-leasefile=' in left['dnsmasq']['dhcp']
+    assert '--port=0' in left['dnsmasq']['dhcp'] and '--hostsdir=' in left['dnsmasq']['dns']
     state = client.api.networks[name].state.get().json()['metadata']
     assert {'family': 'inet', 'address': str(gateway.ip), 'netmask': '24',
             'scope': 'global'} in state['addresses']
     assert state['state'] == 'up' and state['bridge'] is not None
     net.delete()
-    assert _leftovers(name) == {'bridge': False, 'nft': False, 'dnsmasq': []}
+    assert _leftovers(name) == {'bridge': False, 'nft': False, 'dnsmasq': {}}
     assert not client.networks.exists(name)
 
 
@@ -92,7 +105,7 @@ def test_bad_config_is_refused_and_nothing_is_left(client, config, message):
     assert resp.status_code == 400
     assert resp.json()['type'] == 'error' and message in resp.json()['error']
     assert not client.networks.exists(name)
-    assert _leftovers(name) == {'bridge': False, 'nft': False, 'dnsmasq': []}
+    assert _leftovers(name) == {'bridge': False, 'nft': False, 'dnsmasq': {}}
 
 
 def test_subnet_used_by_the_host_is_refused(client):
@@ -117,16 +130,16 @@ def test_bad_names_and_duplicates(client, network):
 
 def test_put_patch_restart_dnsmasq_with_new_ranges(client, network):
     base = network.config['ipv4.address'].rsplit('.', 1)[0]
-    old_pid = [p for p, c in netns.dnsmasq_pids() if '--interface=%s ' % network.name in c + ' ']
+    old = _dnsmasq(network.name)
     network.config['ipv4.dhcp.ranges'] = '%s.50-%s.60' % (base, base)
     network.config['dns.domain'] = 'novalxd.test'
     network.save()
     assert client.networks.get(network.name).config['ipv4.dhcp.ranges'] == '%s.50-%s.60' % (
         base, base)
-    procs = [(p, c) for p, c in netns.dnsmasq_pids() if '--interface=%s ' % network.name in c + ' ']
-    assert len(procs) == 1 and procs[0][0] != old_pid[0]
-    assert '--dhcp-range=%s.50,%s.60,1h' % (base, base) in procs[0][1]
-    assert '-s novalxd.test' in procs[0][1]
+    assert not set(_dnsmasq(network.name)) & set(old)       # both restarted
+    roles = _leftovers(network.name)['dnsmasq']
+    assert '--dhcp-range=%s.50,%s.60,1h' % (base, base) in roles['dhcp']
+    assert '--domain=novalxd.test' in roles['dhcp'] and '--domain=novalxd.test' in roles['dns']
     # PATCH: a new subnet moves the bridge address and dnsmasq
     resp = raw(client.api.networks[network.name], 'patch', json={'config': {
         'ipv4.address': '10.252.%d.1/24' % random.randint(0, 255), 'ipv4.dhcp.ranges': None,
@@ -149,9 +162,9 @@ def test_rename_moves_bridge_dnsmasq_and_table(client, network):
     try:
         resp = raw(client.api.networks[old], 'post', json={'name': new})
         assert resp.status_code == 201, resp.text
-        assert _leftovers(old) == {'bridge': False, 'nft': False, 'dnsmasq': []}
+        assert _leftovers(old) == {'bridge': False, 'nft': False, 'dnsmasq': {}}
         left = _leftovers(new)
-        assert left['bridge'] and left['nft'] and len(left['dnsmasq']) == 1
+        assert left['bridge'] and left['nft'] and set(left['dnsmasq']) == {'dhcp', 'dns'}
         assert client.networks.get(new).config['ipv4.address'] == network.config['ipv4.address']
     finally:
         if client.networks.exists(new):
@@ -209,24 +222,25 @@ def test_restart_adopts_dnsmasq_and_recreates_a_missing_bridge():
         client = daemon.start()
         client.networks.create(name, config={'ipv4.address': '10.253.%d.1/24'
                                              % random.randint(0, 255)})
-        pids = [p for p, c in netns.dnsmasq_pids() if '--interface=%s ' % name in c + ' ']
+        pids = set(_dnsmasq(name))
+        assert len(pids) == 3         # DHCP, its script helper, DNS
         daemon.stop()
         # like LXD: stopping the daemon leaves networking up for running containers
         assert netns.link_exists(name)
-        assert [p for p, c in netns.dnsmasq_pids() if '--interface=%s ' % name in c + ' '] == pids
+        assert set(_dnsmasq(name)) == pids
         client = daemon.start()
-        assert [p for p, c in netns.dnsmasq_pids() if '--interface=%s ' % name in c + ' '] == pids
+        assert set(_dnsmasq(name)) == pids
         daemon.stop()
         # as after a reboot: bridge and firewall gone, dnsmasq gone
-        netns.run('kill', str(pids[0]))
+        netns.run('kill', *map(str, pids))
         netns.run('ip', 'link', 'del', name)
         netns.run('nft', 'delete', 'table', 'inet', 'novalxd_' + name)
         client = daemon.start()
         left = _leftovers(name)
-        assert left['bridge'] and left['nft'] and len(left['dnsmasq']) == 1
+        assert left['bridge'] and left['nft'] and set(left['dnsmasq']) == {'dhcp', 'dns'}
         assert client.networks.get(name).status == 'Created'
         client.networks.get(name).delete()
-        assert _leftovers(name) == {'bridge': False, 'nft': False, 'dnsmasq': []}
+        assert _leftovers(name) == {'bridge': False, 'nft': False, 'dnsmasq': {}}
     finally:
         if daemon.process:
             try:
@@ -259,7 +273,7 @@ def test_bridge_subnet_in_daemon_config_makes_the_default_network_and_eth0(tmp_p
         client = daemon.start()
         assert 'eth0' not in client.profiles.get('default').devices
         client.networks.get('novalxdbr0').delete()
-        assert _leftovers('novalxdbr0') == {'bridge': False, 'nft': False, 'dnsmasq': []}
+        assert _leftovers('novalxdbr0') == {'bridge': False, 'nft': False, 'dnsmasq': {}}
     finally:
         if daemon.process and daemon.client().networks.exists('novalxdbr0'):
             daemon.client().networks.get('novalxdbr0').delete()
@@ -284,12 +298,12 @@ def test_stock_lxc_client_manages_networks(backend):
         info = lxc('network', 'info', name)
         assert 'State: up' in info and 'Bridge:' in info
         lxc('network', 'set', name, 'ipv4.dhcp.expiry', '2h')
-        assert any('--dhcp-range=' in c and c.endswith(',2h') or ',2h ' in c
-                   for _, c in netns.dnsmasq_pids() if '--interface=%s ' % name in c + ' ')
+        dhcp = _leftovers(name)['dnsmasq']['dhcp']
+        assert dhcp.endswith(',2h') or ',2h ' in dhcp
         assert 'HOSTNAME' in lxc('network', 'list-leases', name)
         assert '%s,bridge,YES,' % name in lxc('network', 'list', '--format', 'csv')
         lxc('network', 'delete', name)
-        assert _leftovers(name) == {'bridge': False, 'nft': False, 'dnsmasq': []}
+        assert _leftovers(name) == {'bridge': False, 'nft': False, 'dnsmasq': {}}
     finally:
         if backend.client().networks.exists(name):
             backend.client().networks.get(name).delete()
@@ -303,22 +317,27 @@ def test_ipv6_auto_gets_a_ula_64_with_router_advertisements(client):
         assert gateway.network.prefixlen == 64 and gateway.network.subnet_of(
             ipaddress.ip_network('fd42::/16'))
         assert (name, 10, str(gateway.ip), 64, 0) in netlink.addresses(name)
-        cmd = _leftovers(name)['dnsmasq'][0]
-        assert '--listen-address=%s' % gateway.ip in cmd and '--enable-ra' in cmd
+        roles = _leftovers(name)['dnsmasq']
+        assert '--enable-ra' in roles['dhcp'] and '--dhcp-option=option6:dns-server,[::]' in \
+            roles['dhcp']
+        for cmd in roles.values():
+            assert '--listen-address=%s' % gateway.ip in cmd
         table = netns.run('nft', 'list', 'table', 'inet', 'novalxd_' + name).stdout
         assert 'ip6 saddr %s' % gateway.network in table
     finally:
         if client.networks.exists(name):
             client.networks.get(name).delete()
-    assert _leftovers(name) == {'bridge': False, 'nft': False, 'dnsmasq': []}
+    assert _leftovers(name) == {'bridge': False, 'nft': False, 'dnsmasq': {}}
 
 
 def test_dns_mode_none_keeps_dhcp_without_dns(client):
     name = _name()
     try:
         client.networks.create(name, config={'dns.mode': 'none'})
-        cmd = _leftovers(name)['dnsmasq'][0]
-        assert '--port=0' in cmd and '--dhcp-range=' in cmd
+        roles = _leftovers(name)['dnsmasq']
+        assert set(roles) == {'dhcp'}
+        assert '--port=0' in roles['dhcp'] and '--dhcp-range=' in roles['dhcp']
+        assert 'dns-server' not in roles['dhcp']
     finally:
         if client.networks.exists(name):
             client.networks.get(name).delete()

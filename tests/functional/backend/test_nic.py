@@ -1,6 +1,7 @@
 """NIC devices on real containers: bridged with DHCP, reservations and limits, hot-plug and
 unplug, physical (a host veth end moved in and back), macvlan, p2p; nothing left behind."""
 import ipaddress
+import os
 import random
 
 import pytest
@@ -105,6 +106,20 @@ def test_bridged_nic_gets_dhcp_and_reaches_another_container(backend, network):
         fresh_b_hwaddr = fresh(client, b).config['volatile.eth0.hwaddr']
         assert {(lease['hwaddr'], lease['address']) for lease in leases} >= {
             (hwaddr, address_a), (fresh_b_hwaddr, reserved)}
+        assert {(lease['hwaddr'], lease['hostname']) for lease in leases} >= {
+            (hwaddr, a.name), (fresh_b_hwaddr, b.name)}
+        # with a domain the names answer with it too (a restart of both dnsmasq: the leases
+        # and their DNS entries are read back)
+        domain = {'config': {'dns.domain': 'nlxt.test'}}
+        assert raw(client.api.networks[network.name], 'patch', json=domain).status_code == 200
+        try:
+            code, out = run(a, 'nslookup', '%s.nlxt.test' % b.name, str(base.ip))
+            assert code == 0 and reserved in out, out
+            code, out = run(b, 'nslookup', a.name, str(base.ip))
+            assert code == 0 and address_a in out, out
+        finally:
+            raw(client.api.networks[network.name], 'patch',
+                json={'config': {'dns.domain': None}})
         # the same MAC on the next start
         a.stop(force=True, wait=True)
         assert not netlink.exists(host_name)
@@ -116,9 +131,12 @@ def test_bridged_nic_gets_dhcp_and_reaches_another_container(backend, network):
             host = fresh(client, inst).config.get('volatile.eth0.host_name')
             cleanup(inst)
             assert host is None or not netlink.exists(host)
-    # deleted instances give their leases back (a DHCPRELEASE to dnsmasq), not an hour later
+    # deleted instances give their leases back (a DHCPRELEASE to dnsmasq), not an hour later,
+    # and their names with them
     macs = {hwaddr, fresh_b_hwaddr}
     assert wait_until(lambda: not macs & _leased(client, network))
+    dns_entries = os.path.join(backend.data_dir, 'networks', network.name, 'dns.d')
+    assert not macs & set(os.listdir(dns_entries))
 
 
 def test_hotplug_and_unplug_a_bridged_nic(backend, network):

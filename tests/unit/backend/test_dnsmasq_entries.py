@@ -1,13 +1,14 @@
-"""Removed name-only entries are dropped from dnsmasq's memory by a SIGHUP once enough gathered.
+"""Instance names reach DNS through lease-event; pinned addresses reach the DHCP dnsmasq.
 
-dnsmasq keeps an entry whose file left its --dhcp-hostsdir until its next SIGHUP, and each entry
-it holds makes the next new one cost more (benchmarks/README.md, Density pass 4: 126 ms of its
-CPU per new entry with 900 removed ones held, 13.5 ms without). What is tested here is when the
-daemon sends the SIGHUP, so a stand-in program plays dnsmasq and counts the SIGHUPs it gets; the
-real dnsmasq reading the directory is covered by the network tests
-(tests/functional/backend/test_network.py).
+The DHCP dnsmasq reads only pinned addresses at run time: each file it reads makes it match
+every lease against every entry (benchmarks/README.md, Density pass 10). Names go to names.d/,
+and the lease-event script dnsmasq runs on each lease writes the DNS dnsmasq's entry. The script
+runs here as dnsmasq runs it (same arguments, real /bin/sh); a stand-in program plays the DHCP
+dnsmasq to count the SIGHUPs the daemon sends. The real processes are covered by the network
+and nic tests (tests/functional/backend/test_network.py, test_nic.py).
 """
 import os
+import subprocess
 import time
 
 import pytest
@@ -29,12 +30,13 @@ open(os.environ["STATE"] + "/ready", "w").close()
 time.sleep(60)
 ' "$@"
 '''
+MAC = '00:16:3e:00:00:01'
 
 
 @pytest.fixture
 def server(tmp_path, monkeypatch):
     program, server = dnsmasq_stand_in.make(tmp_path, monkeypatch, STAND_IN)
-    server.ensure([str(program), '--pid-file=%s' % server.pid_file])
+    server.ensure(([str(program), '--pid-file=%s' % server.dhcp.pid_file], None))
     deadline = time.monotonic() + 10
     while not (tmp_path / 'ready').exists():      # its SIGHUP handler is in place
         assert time.monotonic() < deadline
@@ -52,51 +54,66 @@ def _hups(tmp_path, settle=0.2):
         return 0
 
 
-def _mac(i):
-    return '00:16:3e:00:%02x:%02x' % (i >> 8, i & 255)
+def _event(server, *args):
+    """What dnsmasq's script helper does on a lease event."""
+    subprocess.run([server.event_script] + list(args), check=True, cwd='/')
 
 
-def test_removed_name_entries_are_dropped_by_one_sighup_per_batch(server):
-    batch = dnsmasq.STALE_RELOAD
-    for i in range(2 * batch + 3):
-        assert server.set_host(_mac(i), None, 'c%d' % i)
-    assert server.hups() == 0                 # new entries: dnsmasq reads their files itself
-    for i in range(batch - 1):
-        assert server.remove_host(_mac(i))
-    assert server.hups() == 0
-    assert server.remove_host(_mac(batch - 1))
-    assert server.hups() == 1                 # the batch is full: one SIGHUP
-    for i in range(batch, 2 * batch):
-        server.remove_host(_mac(i))
-    assert server.hups() == 2
-    assert sorted(os.listdir(server.hosts_dir)) == sorted(
-        _mac(i).replace(':', '-') for i in range(2 * batch, 2 * batch + 3))
+def _dns_entry(server, mac=MAC):
+    try:
+        with open(os.path.join(server.dns_dir, mac)) as f:
+            return f.read()
+    except FileNotFoundError:
+        return None
 
 
-def test_a_removed_pinned_address_still_reloads_at_once_and_starts_a_new_batch(server):
-    for i in range(dnsmasq.STALE_RELOAD - 1):
-        server.set_host(_mac(i), None, 'c%d' % i)
-        server.remove_host(_mac(i))
-    server.set_host(_mac(500), '10.0.0.5', 'pinned')
-    server.remove_host(_mac(500))
-    assert server.hups() == 1
-    server.set_host(_mac(501), None, 'named')
-    server.remove_host(_mac(501))
-    assert server.hups() == 1                 # the SIGHUP dropped the others: 1 of a new batch
+def test_a_lease_of_a_named_mac_gets_a_dns_entry_until_it_goes(server):
+    assert server.set_name(MAC, 'c1', 'fd42::216:3eff:fe00:1')
+    _event(server, 'add', MAC, '10.1.2.3', 'guest-sent-name')
+    assert _dns_entry(server) == '10.1.2.3 c1\nfd42::216:3eff:fe00:1 c1\n'
+    _event(server, 'old', MAC, '10.1.2.4')             # a new address for the same MAC
+    assert _dns_entry(server) == '10.1.2.4 c1\nfd42::216:3eff:fe00:1 c1\n'
+    _event(server, 'del', MAC, '10.1.2.3')             # an older lease's end: not this entry
+    assert _dns_entry(server) is not None
+    _event(server, 'del', MAC, '10.1.2.4')
+    assert _dns_entry(server) is None
+    assert server.hups() == 0                          # the DHCP dnsmasq read nothing
 
 
-def test_removing_an_entry_that_is_not_there_sends_nothing(server):
-    for i in range(dnsmasq.STALE_RELOAD + 1):
-        assert not server.remove_host(_mac(i))
-    assert server.hups() == 0
+def test_leases_of_other_macs_and_dhcpv6_events_write_nothing(server):
+    server.set_name(MAC, 'c1')
+    _event(server, 'add', '00:16:3e:00:00:09', '10.1.2.9')
+    _event(server, 'add', '1234', 'fd42::9', 'c1')     # DHCPv6: an IAID, an IPv6 address
+    assert os.listdir(server.dns_dir) == []
 
 
-def test_adopting_a_running_dnsmasq_drops_what_was_removed_while_no_daemon_counted(
-        server, monkeypatch):
-    """A daemon restart (or re-exec) lost the count of removed entries: adopting sends a SIGHUP."""
-    pid = server.pid()
-    cmd = server.running_command()
-    # the stand-in's own command line is python's; the real one is matched in test_network.py
-    monkeypatch.setattr(server, 'running_command', lambda: cmd)
-    assert server.ensure(cmd) == pid          # adopted, not restarted
-    assert server.hups() == 1
+def test_a_rename_rewrites_the_entry_of_a_mac_that_holds_a_lease(server):
+    server.set_name(MAC, 'c1')
+    _event(server, 'add', MAC, '10.1.2.3')
+    assert server.set_name(MAC, 'renamed') is True
+    assert _dns_entry(server) == '10.1.2.3 renamed\n'
+    assert server.set_name(MAC, 'renamed') is False
+
+
+def test_forgetting_a_mac_drops_its_name_and_entry_and_frees_a_pinned_address_at_once(server):
+    server.set_name(MAC, 'c1')
+    _event(server, 'add', MAC, '10.1.2.3')
+    server.forget(MAC)
+    assert server.name(MAC) == '' and _dns_entry(server) is None
+    assert server.hups() == 0                          # a name alone: nothing for DHCP
+    assert server.pin(MAC, '10.1.2.50') is True
+    assert server.hups() == 0                          # a new file: dnsmasq reads it itself
+    assert server.pin(MAC, '10.1.2.51') is True
+    assert server.hups() == 1                          # a changed one takes a SIGHUP
+    server.forget(MAC)
+    assert server.hups() == 2 and server.reservations() == {}
+
+
+def test_the_event_script_is_rewritten_when_it_is_not_this_version_s(server, tmp_path):
+    with open(server.event_script, 'w') as f:
+        f.write('#!/bin/sh\nexit 1\n')
+    program = str(tmp_path / 'dnsmasq')
+    server.ensure(([program, '--pid-file=%s' % server.dhcp.pid_file], None))
+    with open(server.event_script) as f:
+        assert f.read() == dnsmasq.EVENT_SCRIPT
+    assert os.stat(server.event_script).st_mode & 0o777 == 0o755

@@ -34,21 +34,21 @@ def stand_in(tmp_path, monkeypatch):
 
 
 def _command(program, server):
-    return [str(program), '--pid-file=%s' % server.pid_file]
+    return [str(program), '--pid-file=%s' % server.dhcp.pid_file]
 
 
 def test_a_start_that_raced_a_vanishing_link_is_tried_again(stand_in, monkeypatch):
     program, server = stand_in
     monkeypatch.setenv('REASON', 'failed to find list of interfaces: No such device')
-    pid = server.ensure(_command(program, server))
-    assert pid == server.pid() and os.path.exists('/proc/%d' % pid)
+    pid = server.ensure((_command(program, server), None))
+    assert pid == server.dhcp.pid() and os.path.exists('/proc/%d' % pid)
 
 
 def test_another_failure_is_reported_at_once(stand_in, monkeypatch):
     program, server = stand_in
     monkeypatch.setenv('REASON', 'failed to create listening socket: Address in use')
     with pytest.raises(RuntimeError, match='Address in use'):
-        server.ensure(_command(program, server))
+        server.ensure((_command(program, server), None))
 
 
 def test_a_race_that_keeps_failing_is_reported(stand_in, monkeypatch):
@@ -56,6 +56,6 @@ def test_a_race_that_keeps_failing_is_reported(stand_in, monkeypatch):
     monkeypatch.setenv('REASON', 'failed to find list of interfaces: No such device')
     monkeypatch.setenv('ALWAYS_FAIL', '1')
     with pytest.raises(RuntimeError, match='list of interfaces'):
-        server.ensure(_command(program, server))
-    assert server.pid() is None
+        server.ensure((_command(program, server), None))
+    assert server.dhcp.pid() is None
     assert subprocess.run(['pgrep', '-f', str(program)], capture_output=True).returncode == 1

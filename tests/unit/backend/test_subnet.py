@@ -95,41 +95,67 @@ def test_rates():
         parse_rate('10MB/s')
 
 
-def test_dnsmasq_command_and_reservations(tmp_path):
+def test_dnsmasq_commands_and_reservations(tmp_path):
     server = Dnsmasq(str(tmp_path), 'n1', 'n1')
-    cmd = server.command(ipv4=ipaddress.ip_interface('10.1.2.1/24'),
-                         dhcp_ranges=[('10.1.2.2', '10.1.2.9')], domain='lxd')
-    for option in ('--strict-order', '--bind-interfaces', '--except-interface=lo',
-                   '--interface=n1', '--listen-address=10.1.2.1',
-                   '--dhcp-range=10.1.2.2,10.1.2.9,1h',
+    dhcp, dns = server.commands(ipv4=ipaddress.ip_interface('10.1.2.1/24'),
+                                dhcp_ranges=[('10.1.2.2', '10.1.2.9')], domain='lxd')
+    for cmd in (dhcp, dns):
+        for option in ('--strict-order', '--bind-interfaces', '--except-interface=lo',
+                       '--interface=n1', '--listen-address=10.1.2.1', '--domain=lxd'):
+            assert option in cmd
+    # the DHCP one: no DNS of its own, the DNS one's address handed out, names by lease-event
+    for option in ('--port=0', '--dhcp-range=10.1.2.2,10.1.2.9,1h',
                    '--dhcp-leasefile=%s/dnsmasq.leases' % tmp_path,
                    '--dhcp-hostsdir=%s/dnsmasq.hosts.d' % tmp_path,
+                   '--dhcp-script=%s/lease-event' % tmp_path,
+                   '--dhcp-option=option:dns-server,0.0.0.0',
                    '--pid-file=%s/dnsmasq.pid' % tmp_path):
-        assert option in cmd
-    assert server.set_host('00:16:3E:00:00:01', '10.1.2.50', 'c1') is True
-    assert server.set_host('00:16:3e:00:00:01', '10.1.2.50', 'c1') is False
-    assert server.set_host('00:16:3e:00:00:02', None, 'c2') is True
-    assert server.reservations() == {'00:16:3e:00:00:01': ('10.1.2.50', 'c1'),
-                                     '00:16:3e:00:00:02': ('', 'c2')}
-    # one file per MAC in the directory dnsmasq watches (no rewrite of the others)
-    assert sorted(os.listdir(server.hosts_dir)) == ['00-16-3e-00-00-01', '00-16-3e-00-00-02']
+        assert option in dhcp
+    # the DNS one: the leases' names, nothing forwarded, no DHCP
+    for option in ('--hostsdir=%s/dns.d' % tmp_path, '--expand-hosts', '--local=//',
+                   '--local=/lxd/', '--no-resolv', '--pid-file=%s/dns.pid' % tmp_path):
+        assert option in dns
+    assert not [option for option in dns if option.startswith('--dhcp')]
+    assert '--port=0' not in dns
+    assert server.pin('00:16:3E:00:00:01', '10.1.2.50') is True
+    assert server.pin('00:16:3e:00:00:01', '10.1.2.50') is False
+    assert server.set_name('00:16:3e:00:00:01', 'c1') is True
+    assert server.set_name('00:16:3e:00:00:02', 'c2', 'fd42::216:3eff:fe00:2') is True
+    assert server.set_name('00:16:3e:00:00:02', 'c2', 'fd42::216:3eff:fe00:2') is False
+    assert server.reservations() == {'00:16:3e:00:00:01': '10.1.2.50'}
+    assert (server.name('00:16:3E:00:00:01'), server.name('00:16:3e:00:00:02')) == ('c1', 'c2')
+    # one file per MAC in the directory the DHCP dnsmasq watches: pinned addresses only
+    assert sorted(os.listdir(server.hosts_dir)) == ['00-16-3e-00-00-01']
     with open(os.path.join(server.hosts_dir, '00-16-3e-00-00-01')) as f:
-        assert f.read() == '00:16:3e:00:00:01,10.1.2.50,c1\n'
-    assert server.remove_host('00:16:3e:00:00:01') is True
-    assert server.remove_host('00:16:3e:00:00:01') is False
-    server.remove_host('00:16:3e:00:00:02')
-    assert server.reservations() == {}
-    assert os.listdir(server.hosts_dir) == []
-    assert server.pid() is None     # no pid file: nothing adopted
-    assert '--port=0' in server.command(ipv4=ipaddress.ip_interface('10.1.2.1/24'), dns=False)
-    assert '--port=0' not in cmd
+        assert f.read() == '00:16:3e:00:00:01,10.1.2.50\n'
+    server.forget('00:16:3e:00:00:01')
+    server.forget('00:16:3e:00:00:02')
+    server.forget('00:16:3e:00:00:02')
+    assert server.reservations() == {} and server.name('00:16:3e:00:00:01') == ''
+    assert os.listdir(server.hosts_dir) == [] and os.listdir(server.names_dir) == []
+    assert server.dhcp.pid() is None and server.dns.pid() is None  # no pid file: none adopted
+    dhcp, dns = server.commands(ipv4=ipaddress.ip_interface('10.1.2.1/24'), dns=False)
+    assert dns is None and not [option for option in dhcp if 'dns-server' in option]
 
 
-def test_dnsmasq_migrates_the_single_hosts_file(tmp_path):
+def test_dnsmasq_migrates_the_entries_of_earlier_versions(tmp_path):
+    """One file of all entries, then one per MAC with the names: now names and pinned files."""
     server = Dnsmasq(str(tmp_path), 'n1', 'n1')
     with open(server.old_hosts_file, 'w') as f:
         f.write('00:16:3e:00:00:01,10.1.2.50,c1\n00:16:3e:00:00:02,c2\n')
-    server._migrate_hosts_file()
-    assert server.reservations() == {'00:16:3e:00:00:01': ('10.1.2.50', 'c1'),
-                                     '00:16:3e:00:00:02': ('', 'c2')}
+    os.makedirs(server.hosts_dir)
+    for mac, entry in (('00-16-3e-00-00-03', '00:16:3e:00:00:03,c3'),
+                       ('00-16-3e-00-00-04', '00:16:3e:00:00:04,10.1.2.60,c4'),
+                       ('00-16-3e-00-00-05', '00:16:3e:00:00:05,10.1.2.70'),
+                       ('.00-16-3e-00-00-06.tmp', '00:16:3e:00:00:06,c6')):
+        with open(os.path.join(server.hosts_dir, mac), 'w') as f:
+            f.write(entry + '\n')
+    server._migrate()
+    assert server.reservations() == {'00:16:3e:00:00:01': '10.1.2.50',
+                                     '00:16:3e:00:00:04': '10.1.2.60',
+                                     '00:16:3e:00:00:05': '10.1.2.70'}
+    assert [server.name('00:16:3e:00:00:0%d' % i) for i in range(1, 7)] == [
+        'c1', 'c2', 'c3', 'c4', '', '']
+    assert sorted(os.listdir(server.hosts_dir)) == [
+        '00-16-3e-00-00-01', '00-16-3e-00-00-04', '00-16-3e-00-00-05']
     assert not os.path.exists(server.old_hosts_file)
