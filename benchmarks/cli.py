@@ -68,6 +68,8 @@ def select(args):
             scenario.reps = (args.reps, args.reps)
         if args.density_limit and hasattr(scenario, 'limit'):
             scenario.limit = args.density_limit
+        if args.no_raw and hasattr(scenario, 'raw_reference'):
+            scenario.raw_reference = False
         if args.list_count and hasattr(scenario, 'count') and scenario.name.startswith('GET'):
             scenario.count = args.list_count
     return chosen

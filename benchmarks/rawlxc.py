@@ -1,8 +1,8 @@
 """Raw liblxc: the physical reference, the same busybox rootfs started straight through liblxc.
 
 No daemon, no API, no database: just an unprivileged container (the same idmap range a daemon would
-use), one veth on a private bridge, in a private lxcpath. What a daemon adds on top of this is its
-own overhead.
+use), one veth on a private bridge (or a daemon's, to start beside its containers), in a private
+lxcpath. What a daemon adds on top of this is its own overhead.
 """
 import os
 import random
@@ -29,7 +29,8 @@ def _subid_range(path, user='root'):
 class RawLXC:
     name = 'liblxc'
 
-    def __init__(self):
+    def __init__(self, bridge=None):
+        """Joins `bridge` if given (a daemon's, with its containers), else a bridge of its own."""
         self.lxcpath = tempfile.mkdtemp(prefix='nova-lxd-bench-lxc-', dir='/var/tmp')
         os.chmod(self.lxcpath, 0o711)
         self.uid_base, self.count = _subid_range('/etc/subuid')
@@ -39,9 +40,12 @@ class RawLXC:
                                        self.uid_base, self.gid_base)
         # the image's own halt signal (nova-lxd-image records it), as a daemon should use
         self.halt_signal = properties.get('halt_signal', 'SIGPWR')
-        self.bridge = 'nlbench%04x' % random.randrange(0x10000)
-        subprocess.run(['ip', 'link', 'add', 'name', self.bridge, 'type', 'bridge'], check=True)
-        subprocess.run(['ip', 'link', 'set', self.bridge, 'up'], check=True)
+        self.own_bridge = bridge is None
+        self.bridge = bridge or 'nlbench%04x' % random.randrange(0x10000)
+        if self.own_bridge:
+            subprocess.run(['ip', 'link', 'add', 'name', self.bridge, 'type', 'bridge'],
+                           check=True)
+            subprocess.run(['ip', 'link', 'set', self.bridge, 'up'], check=True)
         self.checks = 0
         self._names = 0
 
@@ -115,5 +119,6 @@ class RawLXC:
     def close(self):
         for name in lxc.list_containers(config_path=self.lxcpath):
             self.discard(lxc.Container(name, self.lxcpath))
-        subprocess.run(['ip', 'link', 'delete', self.bridge], capture_output=True)
+        if self.own_bridge:
+            subprocess.run(['ip', 'link', 'delete', self.bridge], capture_output=True)
         shutil.rmtree(self.lxcpath, ignore_errors=True)

@@ -6,7 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pylxd
 
-from benchmarks import host, images
+from benchmarks import host, images, rawlxc
 from benchmarks.scenarios import Scenario, register, stopwatch
 
 MB = 1 << 20
@@ -169,13 +169,15 @@ class Density(Scenario):
              'density: accounted MB/container': 'MB',
              'density: daemon MB before': 'MB', 'density: daemon MB at peak': 'MB',
              'density: daemon MB after delete': 'MB',
-             'density: launch slowdown': 'x'}
+             'density: launch slowdown': 'x', 'density: raw lxc-start slowdown': 'x'}
 
     # LXD's ramp stops here: at 0.5-1 s a launch and ~1.4 s a forced delete on this machine
     # (loaded), 1000 LXD containers would take about 20 minutes, most of the 30 the full run may
     # take. The targets at 1000 are nova-lxd's own (count, MB each, flat launch, memory given
     # back); LXD is the reference.
     reference_limit = 200
+    # raw lxc-starts beside nova-lxd's containers at the first and the last step (--no-raw: off)
+    raw_reference = True
 
     def __init__(self, quick):
         super().__init__(quick)
@@ -208,13 +210,29 @@ class Density(Scenario):
                 pass
             return None, exc
 
-    def _ramp(self, target, fingerprint, limit):
+    def _raw_launches(self, raw, count):
+        """The median of `count` raw lxc-starts on the target's bridge, each discarded after."""
+        times = []
+        for _ in range(count):
+            container = raw.define()
+            try:
+                with stopwatch() as t:
+                    raw.start(container)
+                times.append(t.seconds)
+            finally:
+                raw.discard(container)
+        return statistics.median(times)
+
+    def _ramp(self, target, fingerprint, limit, raw=None):
         """Launch in steps until the limit; returns (running, launch times, curve, why it ended).
 
         Of each step, the first fifth is launched one after another, each timed alone with
         nothing else going on (once the previous step's containers have booted): those give
         the launch time at that count. The rest of the step
-        is launched a few at a time, untimed, which only brings the count up faster.
+        is launched a few at a time, untimed, which only brings the count up faster. At the
+        first and the last step, `raw` (RawLXC on the target's bridge, if given) starts as
+        many containers of the same rootfs straight through liblxc: the physical reference at
+        the same count, on the same host and bridge.
         """
         running, launch_times, curve = [], [], []
         timed = max(1, self.step // 5)
@@ -232,6 +250,9 @@ class Density(Scenario):
                         len(running) + 1, seconds)
                 running.append(instance)
                 step_times.append(seconds)
+            raw_median = None
+            if raw is not None and (not curve or len(running) + size - len(step_times) >= limit):
+                raw_median = self._raw_launches(raw, len(step_times))
             names = [target.unique('dense') for _ in range(size - len(step_times))]
             launched = _parallel(target, names, lambda client, name: self._launch(
                 client, fingerprint, name), workers=4)
@@ -244,6 +265,8 @@ class Density(Scenario):
             point = {'running': len(running), 'launch_median_s': statistics.median(step_times),
                      'settle_s': settle,
                      'daemon_rss_mb': host.rss(target.pid) / MB}
+            if raw_median is not None:
+                point['raw_launch_median_s'] = raw_median
             # the full listing at doubling counts (50, 100, 200, 400, 800)
             if len(running) % self.step == 0 and _power_of_two(len(running) // self.step):
                 with stopwatch() as listing:
@@ -257,10 +280,14 @@ class Density(Scenario):
         daemon_before = host.rss(target.pid)
         available_before, kernel_before = host.settled_memory()
         running = []
+        # the physical reference of nova-lxd's ramp, the one the flatness target is about
+        raw = None
+        if self.raw_reference and target.kind == 'nova-lxd':
+            raw = rawlxc.RawLXC(bridge=target.bridge)
         try:
             with stopwatch() as ramp:
                 running, launch_times, curve, stopped_by = self._ramp(
-                    target, fingerprint, self.limit_for(target))
+                    target, fingerprint, self.limit_for(target), raw)
             # three in a row, as a client polling the list: the first also learns the inits
             # started since the last listing of the ramp (the details keep all three)
             listings = []
@@ -276,6 +303,8 @@ class Density(Scenario):
             available_peak, kernel_peak = host.settled_memory()
             daemon_peak = host.rss(target.pid)
         finally:
+            if raw is not None:
+                raw.close()
             with stopwatch() as cleanup:
                 _parallel(target, [instance.name for instance in running], _remove)
         left = {url.rsplit('/', 1)[-1] for url in target.list_raw(0)}
@@ -304,7 +333,7 @@ class Density(Scenario):
                                 (available_after - available_peak) / MB / count,
                             'daemon_rss_before_mb': daemon_before / MB,
                             'daemon_rss_right_after_delete_mb': daemon_deleted / MB}
-        return {
+        values = {
             'density: running': count,
             'density: host MB/container': (available_before - available_peak) / MB / count,
             'density: cgroup MB/container': cgroups / MB / count,
@@ -320,3 +349,10 @@ class Density(Scenario):
             'density: daemon MB at peak': daemon_peak / MB,
             'density: daemon MB after delete': daemon_after / MB,
         }
+        raw_curve = [point['raw_launch_median_s'] for point in curve
+                     if 'raw_launch_median_s' in point]
+        if len(raw_curve) == 2:
+            values.update({'density: raw lxc-start first %d' % self.step: raw_curve[0],
+                           'density: raw lxc-start last %d' % self.step: raw_curve[1],
+                           'density: raw lxc-start slowdown': raw_curve[1] / raw_curve[0]})
+        return values

@@ -144,7 +144,7 @@ def density(tmp_path_factory):
     output = tmp_path_factory.mktemp('bench-density')
     before = _mine()
     proc = subprocess.run(
-        [sys.executable, '-m', 'benchmarks', '--quick', '--no-raw', '--scenario', 'density',
+        [sys.executable, '-m', 'benchmarks', '--quick', '--scenario', 'density',
          '--density-limit', str(DENSITY), '--output', str(output)],
         cwd=REPO, capture_output=True, text=True, timeout=600)
     return {'proc': proc, 'output': output, 'left': _mine() - before}
@@ -174,6 +174,10 @@ def test_density_ramps_measures_and_deletes_everything(density):
         assert details['stopped_by'] == 'limit', (side, details)
         assert [point['running'] for point in details['curve']] == [DENSITY], details
         assert details['delete_all_s'] > 0 and details['ramp_s'] > 0, details
+    # raw liblxc started beside nova-lxd's containers, on its bridge: the physical reference
+    nova_curve = entry['results']['nova-lxd']['details']['curve']
+    assert nova_curve[0]['raw_launch_median_s'] > 0, nova_curve
+    assert 'raw_launch_median_s' not in entry['results']['lxd']['details']['curve'][0]
     assert 'density on nova-lxd: ramp ended by limit' in proc.stdout, proc.stdout
     assert 'the whole run took' in proc.stdout, proc.stdout
     _assert_nothing_left(density)
