@@ -239,11 +239,15 @@ class Dnsmasq:
         if _read(self.event_script) != EVENT_SCRIPT:
             _write(self.event_script, EVENT_SCRIPT, mode=0o755)
         self._migrate()
+        # DHCP first: an earlier version's single dnsmasq (this pid file) also held port 53.
+        # Started, it runs lease-event for each lease it reads back; the DNS one then reads
+        # those entries as it starts, or through inotify if it runs already.
+        pid = self.dhcp.ensure(dhcp, self.network)
         if resolver:
             self.dns.ensure(resolver, self.network)
         else:
             self.dns.stop()
-        return self.dhcp.ensure(dhcp, self.network)
+        return pid
 
     def stop(self):
         self.dhcp.stop()

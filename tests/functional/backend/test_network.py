@@ -1,12 +1,15 @@
 """Managed bridges through the API: lifecycle, dnsmasq, nftables, DHCP, restarts (real kernel)."""
 import ipaddress
+import os
 import random
+import subprocess
 
 import pytest
 
 from nova_lxd.backend.network import netlink
 from tests.backend_fixture import BackendDaemon
 from tests.functional.backend import netns
+from tests.functional.backend.terminal import wait_until
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -242,6 +245,67 @@ def test_restart_adopts_dnsmasq_and_recreates_a_missing_bridge():
         client.networks.get(name).delete()
         assert _leftovers(name) == {'bridge': False, 'nft': False, 'dnsmasq': {}}
     finally:
+        if daemon.process:
+            try:
+                if daemon.client().networks.exists(name):
+                    daemon.client().networks.get(name).delete()
+            except Exception:
+                pass
+        daemon.destroy()
+
+
+def test_an_earlier_version_s_single_dnsmasq_and_its_entries_are_taken_over():
+    """An upgrade: the network's dnsmasq and entries as the version before pass 10 left them.
+
+    One dnsmasq (dnsmasq.pid) served DHCP and held port 53, and every instance's name was an
+    entry of its DHCP hosts directory.
+    """
+    daemon = BackendDaemon()
+    name = _name()
+    old = None
+    try:
+        client = daemon.start()
+        gateway = ipaddress.ip_interface('10.253.%d.1/24' % random.randint(0, 255))
+        client.networks.create(name, config={'ipv4.address': str(gateway)})
+        daemon.stop()
+        netns.run('kill', *map(str, _dnsmasq(name)))
+        directory = os.path.join(daemon.data_dir, 'networks', name)
+        for entry in ('names.d', 'dns.d', 'lease-event', 'dns.pid'):
+            netns.run('rm', '-rf', os.path.join(directory, entry))
+        hosts = os.path.join(directory, 'dnsmasq.hosts.d')
+        pinned = str(gateway.ip + 50)
+        for mac, line in (('00-16-3e-00-00-07', '00:16:3e:00:00:07,oldname'),
+                          ('00-16-3e-00-00-08', '00:16:3e:00:00:08,%s,pinned' % pinned)):
+            with open(os.path.join(hosts, mac), 'w') as f:
+                f.write(line + '\n')
+        old = subprocess.Popen([
+            'dnsmasq', '--keep-in-foreground', '--conf-file=/dev/null', '--strict-order',
+            '--bind-interfaces', '--except-interface=lo',
+            '--pid-file=%s/dnsmasq.pid' % directory, '--no-ping', '--interface=%s' % name,
+            '--dhcp-no-override', '--dhcp-authoritative', '--no-resolv',
+            '--dhcp-leasefile=%s/dnsmasq.leases' % directory, '--dhcp-hostsdir=%s' % hosts,
+            '--listen-address=%s' % gateway.ip,
+            '--dhcp-range=%s,%s,1h' % (gateway.ip + 2, gateway.ip + 200),
+            '--domain-needed', '--local=//'], start_new_session=True)
+        assert wait_until(lambda: len(_dnsmasq(name)) == 1)
+        client = daemon.start()
+        assert client.networks.get(name).status == 'Created'
+        roles = _leftovers(name)['dnsmasq']
+        assert set(roles) == {'dhcp', 'dns'} and '--port=0' in roles['dhcp']
+        assert old.wait(timeout=10) is not None          # the old one was stopped
+        with open(os.path.join(directory, 'names.d', '00:16:3e:00:00:07')) as f:
+            assert f.read() == 'oldname\n\n'
+        with open(os.path.join(directory, 'names.d', '00:16:3e:00:00:08')) as f:
+            assert f.read() == 'pinned\n\n'
+        assert os.listdir(hosts) == ['00-16-3e-00-00-08']
+        with open(os.path.join(hosts, '00-16-3e-00-00-08')) as f:
+            assert f.read() == '00:16:3e:00:00:08,%s\n' % pinned
+        client.networks.get(name).delete()
+        assert _leftovers(name) == {'bridge': False, 'nft': False, 'dnsmasq': {}}
+    finally:
+        if old is not None and old.poll() is None:
+            old.kill()
+            old.wait()
         if daemon.process:
             try:
                 if daemon.client().networks.exists(name):
