@@ -159,6 +159,11 @@ class LifecycleMixin:
                     LOG.exception('Cleaning up device %s of %s', dev_name, name)
             self._post_stop_jobs().drain_all()   # a failed start is reported once it is undone
             raise
+        for handler, dev_name, dev in started:
+            try:
+                handler.post_start(ctx, dev_name, dev)
+            except Exception:
+                LOG.exception('Device %s of %s, after the start', dev_name, name)
         ctx.volatile['volatile.last_state.power'] = 'RUNNING'
         self._set_volatile(name, ctx.volatile, last_used_at=now())
         LOG.debug('Started %s in %.3fs (preparing %.3fs, lxc-start %.3fs)', name,

@@ -71,6 +71,14 @@ def _leased(client, network):
     return {lease['hwaddr'] for lease in _leases(client, network)}
 
 
+def _host_ipv6(link):
+    """Whether a host link has IPv6 of its own (a bridge port needs none, as in LXD)."""
+    with open('/proc/sys/net/ipv6/conf/%s/disable_ipv6' % link) as f:
+        if f.read().strip() == '1':
+            return False
+    return any(family == 10 for _, family, *_ in netlink.addresses(link))
+
+
 def links(instance):
     return sorted((instance.state().network or {}).keys())
 
@@ -90,6 +98,7 @@ def test_bridged_nic_gets_dhcp_and_reaches_another_container(backend, network):
         assert hwaddr.startswith('00:16:3e:')
         assert a.state().network['eth0']['hwaddr'] == hwaddr
         assert netlink.link_info(host_name)['master'] == netlink.link_info(network.name)['index']
+        assert not _host_ipv6(host_name)      # liblxc made it; the daemon took IPv6 off
         assert '/1.0/instances/%s' % a.name in client.networks.get(network.name).used_by
         address_a = dhcp(a)
         address_b = dhcp(b)
@@ -151,6 +160,7 @@ def test_hotplug_and_unplug_a_bridged_nic(backend, network):
         assert 'eth1' in links(inst)
         assert netlink.link_info('nlxtplug0')['master'] == \
             netlink.link_info(network.name)['index']
+        assert not _host_ipv6('nlxtplug0')    # the daemon made it without
         assert dhcp(inst, 'eth1') is not None
         # the MAC it was given is recorded, as at a start, and holds the lease
         hwaddr = fresh(client, inst).config['volatile.eth1.hwaddr']
@@ -255,6 +265,7 @@ def test_macvlan_and_p2p(backend):
         inst.start(wait=True)
         assert {'eth0', 'eth1'} <= set(links(inst))
         assert netlink.link_info('nlxtp2p0')['master'] is None
+        assert _host_ipv6('nlxtp2p0')         # routed: its link-local address stays
         inst.devices['eth2'] = {'type': 'nic', 'nictype': 'macvlan', 'parent': 'nlxtmv0',
                                 'name': 'eth2'}
         inst.save(wait=True)
@@ -277,6 +288,7 @@ def test_limits_ingress_shapes_the_host_end(backend, network):
     try:
         inst.start(wait=True)
         assert ('tbf', 0x10000) in netlink.qdiscs('nlxtlim0')
+        assert not _host_ipv6('nlxtlim0')
         hwaddr = inst.state().network['eth0']['hwaddr']
         # a limits change is applied live, without re-plugging the interface
         inst.devices['eth0'] = dict(inst.devices['eth0'], **{'limits.ingress': '20Mbit'})

@@ -20,6 +20,8 @@ The interface (all methods receive the device's name and its config dict, as in 
         def lxc_config(self, ctx, name, dev)     -> [(lxc_key, value), ...] written into the
                                                  container's LXC config at start
         def pre_start(self, ctx, name, dev)      host-side setup right before the start (optional)
+        def post_start(self, ctx, name, dev)     host-side setup once it runs (optional; an
+                                                 error is logged, the start stands)
         def pre_kill(self, ctx, name, dev)       before a forced stop kills the container: start
                                                  clean-up that need not wait for it (optional)
         def post_stop(self, ctx, name, dev)      host-side cleanup after the container stopped
@@ -99,6 +101,9 @@ class DeviceType:
         return []
 
     def pre_start(self, ctx, name, dev):
+        pass
+
+    def post_start(self, ctx, name, dev):
         pass
 
     def pre_kill(self, ctx, name, dev):

@@ -235,7 +235,8 @@ class Nic(DeviceType):
         host, hwaddr = self._claim_host_end(ctx, name, dev)
         peer = _stable_name('nlxc', ctx, name)
         netlink.delete(peer)      # a leftover of a crash
-        netlink.create_veth(host, peer, hwaddr=hwaddr, mtu=dev.get('mtu'), master=master)
+        netlink.create_veth(host, peer, hwaddr=hwaddr, mtu=dev.get('mtu'), master=master,
+                            host_ipv6=master is None)
         try:
             self._apply_limits(name, dev, host)
             self._register_dhcp(ctx, dev, hwaddr)
@@ -288,6 +289,11 @@ class Nic(DeviceType):
             if not netlink.exists(dev['parent']):
                 raise BadRequest('Device %r: host interface %r does not exist'
                                  % (name, dev['parent']))
+
+    def post_start(self, ctx, name, dev):
+        if self._liblxc_makes_veth(dev) and nictype(dev) == 'bridged':
+            # liblxc brought the host end up with IPv6; a bridge port needs none
+            netlink.disable_ipv6(self._host_name(ctx, name, dev))
 
     def lxc_config(self, ctx, name, dev):
         index = ctx.next_net_index()
