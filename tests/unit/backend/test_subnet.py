@@ -159,3 +159,13 @@ def test_dnsmasq_migrates_the_entries_of_earlier_versions(tmp_path):
     assert sorted(os.listdir(server.hosts_dir)) == [
         '00-16-3e-00-00-01', '00-16-3e-00-00-04', '00-16-3e-00-00-05']
     assert not os.path.exists(server.old_hosts_file)
+
+
+def test_the_slaac_address_is_named_where_dnsmasq_s_ra_names_did():
+    """EUI-64 from the MAC in the network's /64, with ipv6.dhcp.stateful only."""
+    config = {'ipv6.address': 'fd42:1::1/64', 'ipv6.dhcp.stateful': 'true'}
+    mac = '00:16:3e:aa:bb:cc'
+    assert service._slaac_address(config, mac) == 'fd42:1::216:3eff:feaa:bbcc'
+    assert service._slaac_address(dict(config, **{'ipv6.dhcp.stateful': 'false'}), mac) is None
+    assert service._slaac_address(dict(config, **{'ipv6.address': 'fd42:1::1/80'}), mac) is None
+    assert service._slaac_address({'ipv6.dhcp.stateful': 'true'}, mac) is None
