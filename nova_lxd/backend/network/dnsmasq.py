@@ -158,38 +158,17 @@ class Dnsmasq:
         self.directory = directory
         self.network = network
         self.bridge = bridge
-        self.dhcp = Process(self.path('dnsmasq.pid'))
-        self.dns = Process(self.path('dns.pid'))
 
-    def path(self, name):
-        return os.path.join(self.directory, name)
-
-    @property
-    def leases_file(self):
-        return self.path('dnsmasq.leases')
-
-    @property
-    def hosts_dir(self):
-        """Pinned addresses, read by the DHCP dnsmasq."""
-        return self.path('dnsmasq.hosts.d')
-
-    @property
-    def names_dir(self):
-        return self.path('names.d')
-
-    @property
-    def dns_dir(self):
-        """The DNS entries of the leases, read by the DNS dnsmasq."""
-        return self.path('dns.d')
-
-    @property
-    def event_script(self):
-        return self.path('lease-event')
-
-    @property
-    def old_hosts_file(self):
-        """Where all entries were kept in one file, before dnsmasq.hosts.d."""
-        return self.path('dnsmasq.hosts')
+        def path(name):
+            return os.path.join(directory, name)
+        self.leases_file = path('dnsmasq.leases')
+        self.hosts_dir = path('dnsmasq.hosts.d')     # pinned addresses: the DHCP dnsmasq's
+        self.names_dir = path('names.d')             # the daemon's: each MAC's name
+        self.dns_dir = path('dns.d')                 # lease-event's: the DNS dnsmasq's entries
+        self.event_script = path('lease-event')
+        self.old_hosts_file = path('dnsmasq.hosts')  # all entries in one file, before hosts.d
+        self.dhcp = Process(path('dnsmasq.pid'))
+        self.dns = Process(path('dns.pid'))
 
     def commands(self, ipv4=None, ipv6=None, dhcp_ranges=(), dhcp6=False, domain='',
                  lease_time='1h', dns=True):
@@ -290,6 +269,12 @@ class Dnsmasq:
     def _pin_path(self, hwaddr):
         return os.path.join(self.hosts_dir, hwaddr.replace(':', '-'))
 
+    def _name_path(self, hwaddr):
+        return os.path.join(self.names_dir, hwaddr.lower())
+
+    def _dns_path(self, hwaddr):
+        return os.path.join(self.dns_dir, hwaddr.lower())
+
     def reservations(self):
         """{hwaddr: pinned IPv4 address}."""
         result = {}
@@ -320,18 +305,18 @@ class Dnsmasq:
 
     def name(self, hwaddr):
         """The DNS name registered for a MAC ('' if none)."""
-        return (_read(os.path.join(self.names_dir, hwaddr.lower())) or '\n').split('\n')[0]
+        return (_read(self._name_path(hwaddr)) or '\n').split('\n')[0]
 
     def set_name(self, hwaddr, name, ipv6=None):
         """Answer `name` for a MAC's IPv4 lease (and for `ipv6`); True if that changed."""
         hwaddr = hwaddr.lower()
         content = '%s\n%s\n' % (name, ipv6 or '')
         with _FILES_LOCK:
-            if _read(os.path.join(self.names_dir, hwaddr)) == content:
+            if _read(self._name_path(hwaddr)) == content:
                 return False
-            _write(os.path.join(self.names_dir, hwaddr), content)
+            _write(self._name_path(hwaddr), content)
         # a MAC that holds a lease already (a renamed instance): its entry follows now
-        entry = (_read(os.path.join(self.dns_dir, hwaddr)) or '').split()
+        entry = (_read(self._dns_path(hwaddr)) or '').split()
         if entry:
             subprocess.run([self.event_script, 'old', hwaddr, entry[0]], check=False)
         return True
@@ -340,8 +325,7 @@ class Dnsmasq:
         """Drop all of a MAC whose NIC is gone: its name, DNS entry and pinned address."""
         hwaddr = hwaddr.lower()
         with _FILES_LOCK:
-            for path in (os.path.join(self.names_dir, hwaddr),
-                         os.path.join(self.dns_dir, hwaddr)):
+            for path in (self._name_path(hwaddr), self._dns_path(hwaddr)):
                 _unlink(path)
             pinned = _unlink(self._pin_path(hwaddr))
         if pinned:

@@ -218,6 +218,21 @@ def test_delete_refused_while_a_profile_uses_it(backend, client, network):
         db.close()
 
 
+def _destroy(daemon, name):
+    """A private daemon's end: its network `name` deleted if it is still there, then itself.
+
+    A test that failed while the daemon was stopped left the network on the host: the daemon
+    is started again to delete it.
+    """
+    try:
+        client = daemon.client() if daemon.process else daemon.start()
+        if client.networks.exists(name):
+            client.networks.get(name).delete()
+    except Exception:
+        pass
+    daemon.destroy()
+
+
 def test_restart_adopts_dnsmasq_and_recreates_a_missing_bridge():
     daemon = BackendDaemon()
     name = _name()
@@ -245,13 +260,7 @@ def test_restart_adopts_dnsmasq_and_recreates_a_missing_bridge():
         client.networks.get(name).delete()
         assert _leftovers(name) == {'bridge': False, 'nft': False, 'dnsmasq': {}}
     finally:
-        if daemon.process:
-            try:
-                if daemon.client().networks.exists(name):
-                    daemon.client().networks.get(name).delete()
-            except Exception:
-                pass
-        daemon.destroy()
+        _destroy(daemon, name)
 
 
 def test_an_earlier_version_s_single_dnsmasq_and_its_entries_are_taken_over():
@@ -269,6 +278,7 @@ def test_an_earlier_version_s_single_dnsmasq_and_its_entries_are_taken_over():
         client.networks.create(name, config={'ipv4.address': str(gateway)})
         daemon.stop()
         netns.run('kill', *map(str, _dnsmasq(name)))
+        assert wait_until(lambda: not _dnsmasq(name))    # port 53 free for the old one
         directory = os.path.join(daemon.data_dir, 'networks', name)
         for entry in ('names.d', 'dns.d', 'lease-event', 'dns.pid'):
             netns.run('rm', '-rf', os.path.join(directory, entry))
@@ -286,8 +296,9 @@ def test_an_earlier_version_s_single_dnsmasq_and_its_entries_are_taken_over():
             '--dhcp-leasefile=%s/dnsmasq.leases' % directory, '--dhcp-hostsdir=%s' % hosts,
             '--listen-address=%s' % gateway.ip,
             '--dhcp-range=%s,%s,1h' % (gateway.ip + 2, gateway.ip + 200),
-            '--domain-needed', '--local=//'], start_new_session=True)
-        assert wait_until(lambda: len(_dnsmasq(name)) == 1)
+            '--domain-needed', '--local=//'], start_new_session=True, stderr=subprocess.PIPE)
+        assert wait_until(lambda: len(_dnsmasq(name)) == 1 or old.poll() is not None), \
+            old.stderr.read() if old.poll() is not None else _dnsmasq(name)
         client = daemon.start()
         assert client.networks.get(name).status == 'Created'
         roles = _leftovers(name)['dnsmasq']
@@ -306,13 +317,7 @@ def test_an_earlier_version_s_single_dnsmasq_and_its_entries_are_taken_over():
         if old is not None and old.poll() is None:
             old.kill()
             old.wait()
-        if daemon.process:
-            try:
-                if daemon.client().networks.exists(name):
-                    daemon.client().networks.get(name).delete()
-            except Exception:
-                pass
-        daemon.destroy()
+        _destroy(daemon, name)
 
 
 def test_bridge_subnet_in_daemon_config_makes_the_default_network_and_eth0(tmp_path):
@@ -339,9 +344,7 @@ def test_bridge_subnet_in_daemon_config_makes_the_default_network_and_eth0(tmp_p
         client.networks.get('novalxdbr0').delete()
         assert _leftovers('novalxdbr0') == {'bridge': False, 'nft': False, 'dnsmasq': {}}
     finally:
-        if daemon.process and daemon.client().networks.exists('novalxdbr0'):
-            daemon.client().networks.get('novalxdbr0').delete()
-        daemon.destroy()
+        _destroy(daemon, 'novalxdbr0')
 
 
 def test_stock_lxc_client_manages_networks(backend):
