@@ -9,7 +9,8 @@ import sys
 
 from aiohttp import web
 
-from nova_lxd.backend import api, certs, events, listeners, memory, operations, recycle, trust
+from nova_lxd.backend import (api, certs, event_streams, events, listeners, memory, operations,
+                              recycle, trust)
 from nova_lxd.backend import config as daemon_config
 from nova_lxd.backend.db import Database
 from nova_lxd.backend.errors import BadRequest
@@ -47,6 +48,7 @@ class Daemon:
         self._runner = None
         self._listeners = {}         # 'unix' / 'https' -> (listening socket, its address)
         self._sites = {}             # the same names -> the aiohttp site serving it
+        self._adopted = set()        # tasks serving event streams of the previous image
         self._https_address = ''
         self._stopped = None
         self._trimmer = None
@@ -130,6 +132,8 @@ class Daemon:
                                                  self.config.socket_mode), path)
         LOG.info('nova-lxd-backend %s serving on %s%s', self.version, path,
                  ' (re-executed, sockets inherited)' if recycled else '')
+        for sock, types in event_streams.inherited():
+            self._adopt(event_streams.AdoptedStream(sock, types, self.events))
         try:
             await self._listen_https(self.db.config().get('core.https_address', ''))
         except OSError as exc:
@@ -155,11 +159,17 @@ class Daemon:
             await site.stop()
 
     # -- re-executing in place (recycle.py) --------------------------------------------------
+    def _adopt(self, stream):
+        task = asyncio.ensure_future(stream.run())
+        self._adopted.add(task)
+        task.add_done_callback(self._adopted.discard)
+
     def quiet(self):
-        """Nothing is going on that a re-exec would cut, but event listeners (they reconnect)."""
+        """Nothing is going on that a re-exec would cut, but event listeners (handed over)."""
         server = self._runner.server if self._runner else None
         return (server is not None and not self.operations.all()
-                and len(server.connections) <= self.events.listener_count())
+                and len(server.connections) + len(self._adopted)
+                <= self.events.listener_count())
 
     async def pause_listeners(self):
         """Stop accepting; the sockets listen on (a connect waits in the backlog): returned."""
@@ -173,11 +183,14 @@ class Daemon:
             await self._serve(name, sock, address,
                               self._https_context() if name == 'https' else None)
 
-    async def close_event_listeners(self, timeout):
-        self.events.close_all()
+    async def hand_over_event_listeners(self, timeout):
+        """Each event listener's stream kept for the next image, or closed: [(fd, types)]."""
+        self.events.restarting()
         deadline = asyncio.get_running_loop().time() + timeout
-        while self._runner.server.connections and asyncio.get_running_loop().time() < deadline:
+        while ((self._runner.server.connections or self._adopted)
+               and asyncio.get_running_loop().time() < deadline):
             await asyncio.sleep(0.01)
+        return self.events.kept
 
     async def stop(self, keep_socket=False):
         LOG.info('Stopping; containers keep running')

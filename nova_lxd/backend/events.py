@@ -1,6 +1,7 @@
 """The event hub behind /1.0/events: operation, lifecycle and logging events to subscribers."""
 import asyncio
 import logging
+import os
 import socket
 
 from nova_lxd.backend.operations import now_iso
@@ -13,6 +14,7 @@ class EventHub:
     def __init__(self):
         self._subscribers = set()
         self._location = socket.gethostname()
+        self.kept = []      # [(fd, types)]: listeners' streams handed to the next image
 
     def subscribe(self, types):
         queue = asyncio.Queue(maxsize=10000)
@@ -26,13 +28,19 @@ class EventHub:
     def listener_count(self):
         return len(self._subscribers)
 
-    def close_all(self):
-        """Ask every listener's stream to close (None in its queue): the daemon restarts."""
+    def restarting(self):
+        """Tell every listener (None in its queue) to hand its stream over, or close it."""
         for queue, _ in list(self._subscribers):
             try:
                 queue.put_nowait(None)
             except asyncio.QueueFull:     # it will be cut by the exec
                 pass
+
+    def keep(self, sock, types):
+        """A listener's stream goes on in the next image (its descriptor, duplicated)."""
+        fd = os.dup(sock.fileno())
+        os.set_inheritable(fd, True)
+        self.kept.append((fd, types))
 
     def send(self, event_type, metadata, project='default'):
         if not self._subscribers:

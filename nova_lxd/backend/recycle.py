@@ -9,7 +9,8 @@ RSS is more than `recycle_growth_mb` above what it was when it began serving, it
 itself again: the same PID and command line, its listening sockets handed over open (a client
 that connects meanwhile waits in the backlog and is served by the new image), containers,
 dnsmasq and lxcfs left running and adopted by the start-up reconciliation, as after any
-restart. Event listeners are closed with 1012 (service restart) and reconnect. SIGHUP asks for
+restart. Event listeners on the unix socket are handed over too (event_streams.py) and see
+nothing; those on HTTPS are closed with 1012 (service restart) and reconnect. SIGHUP asks for
 the same at the next quiet moment whatever the memory: an upgraded package takes effect
 without dropping a connection.
 """
@@ -18,7 +19,7 @@ import logging
 import os
 import sys
 
-from nova_lxd.backend import listeners, memory
+from nova_lxd.backend import event_streams, listeners, memory
 
 LOG = logging.getLogger(__name__)
 
@@ -39,8 +40,8 @@ class Recycler:
 
     The daemon provides: quiet() (nothing would be cut but event listeners),
     pause_listeners() -> {name: (socket, address)} (sockets still listening, no longer
-    accepted from), resume_listeners(those), close_event_listeners(timeout) and
-    stop(keep_socket=True).
+    accepted from), resume_listeners(those), hand_over_event_listeners(timeout) -> [(fd,
+    types)] and stop(keep_socket=True).
     """
 
     def __init__(self, daemon, growth_mb):
@@ -89,16 +90,18 @@ class Recycler:
                      'it back', grown / MB, memory.rss_bytes() / MB)
         else:
             LOG.info('Re-executing as asked (RSS %.1f MB)', memory.rss_bytes() / MB)
+        streams = []
         try:
-            await self._daemon.close_event_listeners(CLOSE_TIMEOUT)
+            streams = await self._daemon.hand_over_event_listeners(CLOSE_TIMEOUT)
             await self._daemon.stop(keep_socket=True)
         except Exception:    # half stopped: only the new image can serve again
             LOG.exception('Stopping before the re-exec failed; re-executing all the same')
-        _exec(kept)
+        _exec(kept, streams)
 
 
-def _exec(kept):
+def _exec(kept, streams):
     os.environ[listeners.LISTEN_ENV] = listeners.handover(kept)
+    os.environ[event_streams.HANDOVER_ENV] = event_streams.handover(streams)
     for handler in logging.getLogger().handlers:
         handler.flush()
     # sys.orig_argv: the interpreter's own options and `-m module` or the script, as started

@@ -4,7 +4,7 @@ import asyncio
 import aiohttp
 from aiohttp import web
 
-from nova_lxd.backend import events
+from nova_lxd.backend import event_streams, events
 from nova_lxd.backend.errors import BadRequest
 
 routes = web.RouteTableDef()
@@ -22,6 +22,7 @@ async def get_events(request):
     subscription = hub.subscribe(wanted)
     queue = subscription[0]
     reader = asyncio.ensure_future(ws.receive())  # notices the client going away
+    handed_over = False
     try:
         while not ws.closed:
             getter = asyncio.ensure_future(queue.get())
@@ -30,12 +31,16 @@ async def get_events(request):
                 getter.cancel()
                 break
             event = getter.result()
-            if event is None:      # the daemon re-executes itself: the client reconnects
-                await ws.close(code=aiohttp.WSCloseCode.SERVICE_RESTART, message=b'restarting')
+            if event is None:      # the daemon re-executes itself
+                handed_over = event_streams.hand_over(request.transport, subscription[1], hub)
+                if not handed_over:      # TLS: the client reconnects
+                    await ws.close(code=aiohttp.WSCloseCode.SERVICE_RESTART,
+                                   message=b'restarting')
                 break
             await ws.send_json(event)
     finally:
         reader.cancel()
         hub.unsubscribe(subscription)
-        await ws.close()
+        if not handed_over:
+            await ws.close()
     return ws

@@ -3,6 +3,7 @@ import asyncio
 import concurrent.futures
 import json
 import os
+import queue
 import random
 import signal
 import socket
@@ -10,6 +11,7 @@ import sqlite3
 import ssl
 import time
 import subprocess
+import threading
 
 import aiohttp
 import pytest
@@ -174,11 +176,35 @@ def quick_backend(tmp_path):
     daemon.destroy()
 
 
-async def _next_event_close(path):
-    async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=path)) as session:
-        async with session.ws_connect('http://lxd/1.0/events') as ws:
-            message = await ws.receive(timeout=60)
-            return message.type, message.data       # a close frame: its code
+class _EventListener:
+    """A lifecycle events websocket on the unix socket, read on a thread: every message kept."""
+
+    def __init__(self, path):
+        self._messages = queue.Queue()
+        connected = threading.Event()
+        threading.Thread(target=asyncio.run, args=(self._listen(path, connected),),
+                         daemon=True).start()
+        assert connected.wait(30)
+
+    async def _listen(self, path, connected):
+        async with aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=path)) as session:
+            async with session.ws_connect('http://lxd/1.0/events?type=lifecycle') as ws:
+                connected.set()
+                async for message in ws:
+                    self._messages.put((message.type, message.data))
+                self._messages.put(('closed', ws.close_code))
+
+    def next(self, timeout=60):
+        kind, data = self._messages.get(timeout=timeout)
+        return json.loads(data)['metadata']['action'] if kind == aiohttp.WSMsgType.TEXT else (
+            kind, data)
+
+
+def _wait_for_log(daemon, text, count=1, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and daemon.log().count(text) < count:
+        time.sleep(0.05)
+    assert daemon.log().count(text) >= count, text
 
 
 def test_sighup_reexecutes_in_place_keeping_sockets_containers_and_children(quick_backend):
@@ -203,20 +229,27 @@ def test_sighup_reexecutes_in_place_keeping_sockets_containers_and_children(quic
     assert len(listening) == 2                          # the unix socket and HTTPS
     client.api.session.close()
 
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        events = pool.submit(asyncio.run, _next_event_close(daemon.socket))
-        time.sleep(0.5)
-        os.kill(pid, signal.SIGHUP)
-        # quiet once the operations are forgotten (5 s) and idle connections closed (1 s):
-        # the event listener is then told the service restarts
-        assert events.result(timeout=60) == (aiohttp.WSMsgType.CLOSE, 1012)
+    events = _EventListener(daemon.socket)
+    os.kill(pid, signal.SIGHUP)
+    # quiet once the operations are forgotten (5 s) and idle connections closed (1 s)
+    _wait_for_log(daemon, 'Re-executing as asked')
     # the new image is starting: a client connecting now waits and is served, never refused
     with socket.socket(socket.AF_UNIX) as sock:
         sock.settimeout(30)
         sock.connect(daemon.socket)
         sock.sendall(b'GET /1.0 HTTP/1.1\r\nHost: lxd\r\nConnection: close\r\n\r\n')
         assert sock.recv(64).startswith(b'HTTP/1.1 200')
-    assert 'serving on %s (re-executed, sockets inherited)' % daemon.socket in daemon.log()
+    reexecuted = 'serving on %s (re-executed, sockets inherited)' % daemon.socket
+    _wait_for_log(daemon, reexecuted)
+    # the events listener was handed over: the new image's events come on the same stream,
+    # and so again after a second re-exec (this time from the image that adopted it)
+    profile = unique('evt')
+    daemon.client().profiles.create(profile)
+    assert events.next() == 'profile-created'
+    os.kill(pid, signal.SIGHUP)
+    _wait_for_log(daemon, reexecuted, count=2)
+    daemon.client().profiles.get(profile).delete()
+    assert events.next() == 'profile-deleted'
     assert daemon.process.poll() is None and _listening_sockets(pid) == listening
     assert _https_get(port).startswith(b'HTTP/1.1 200')     # TLS set up again on the same socket
 

@@ -32,8 +32,9 @@ class _Daemon:
     async def resume_listeners(self, kept):
         self.calls.append(('resume', kept))
 
-    async def close_event_listeners(self, timeout):
-        self.calls.append('close events')
+    async def hand_over_event_listeners(self, timeout):
+        self.calls.append('hand over events')
+        return [(7, frozenset({'lifecycle'}))]
 
     async def stop(self, keep_socket=False):
         self.calls.append(('stop', keep_socket))
@@ -49,7 +50,7 @@ def rss(monkeypatch):
 @pytest.fixture
 def execs(monkeypatch):
     done = []
-    monkeypatch.setattr(recycle, '_exec', done.append)
+    monkeypatch.setattr(recycle, '_exec', lambda kept, streams: done.append((kept, streams)))
     return done
 
 
@@ -75,8 +76,9 @@ def test_reexecutes_when_quiet_and_grown_beyond_the_threshold(rss, execs):
     assert execs == [] and daemon.calls == []       # grown, but not by 16 MB
     rss['now'] += 10 * MB
     _settle(recycler)
-    assert daemon.calls == ['pause', 'close events', ('stop', True)]
-    assert execs == [{'unix': 'kept'}]              # the paused sockets go to the new image
+    assert daemon.calls == ['pause', 'hand over events', ('stop', True)]
+    # the paused sockets and the event listeners' streams go to the new image
+    assert execs == [({'unix': 'kept'}, [(7, frozenset({'lifecycle'}))])]
 
 
 def test_never_while_work_goes_on(rss, execs):
@@ -94,7 +96,7 @@ def test_work_arriving_during_the_pause_resumes_serving(rss, execs):
     assert daemon.calls == ['pause', ('resume', {'unix': 'kept'})]
     daemon.is_quiet, daemon.work_arrives = True, False   # the next quiet moment
     _settle(recycler)
-    assert execs == [{'unix': 'kept'}]
+    assert [kept for kept, _ in execs] == [{'unix': 'kept'}]
 
 
 def test_growth_zero_never_but_sighup_always(rss, execs):
@@ -145,11 +147,11 @@ def test_a_handed_over_https_socket_for_another_address_is_closed(monkeypatch):
         socket.create_connection(('127.0.0.1', port), timeout=2)
 
 
-def test_event_listeners_are_told_to_close():
+def test_event_listeners_are_told_of_the_restart():
     async def scenario():
         hub = events.EventHub()
         queue, _ = hub.subscribe(['lifecycle'])
         assert hub.listener_count() == 1
-        hub.close_all()
+        hub.restarting()
         return await queue.get()
     assert asyncio.run(scenario()) is None
