@@ -210,18 +210,16 @@ class Density(Scenario):
                 pass
             return None, exc
 
-    def _raw_launches(self, raw, count):
-        """The median of `count` raw lxc-starts on the target's bridge, each discarded after."""
-        times = []
-        for _ in range(count):
-            container = raw.define()
-            try:
-                with stopwatch() as t:
-                    raw.start(container)
-                times.append(t.seconds)
-            finally:
-                raw.discard(container)
-        return statistics.median(times)
+    @staticmethod
+    def _raw_launch(raw):
+        """One raw lxc-start on the target's bridge, timed, then discarded."""
+        container = raw.define()
+        try:
+            with stopwatch() as t:
+                raw.start(container)
+            return t.seconds
+        finally:
+            raw.discard(container)
 
     def _ramp(self, target, fingerprint, limit, raw=None):
         """Launch in steps until the limit; returns (running, launch times, curve, why it ended).
@@ -231,8 +229,9 @@ class Density(Scenario):
         the launch time at that count. The rest of the step
         is launched a few at a time, untimed, which only brings the count up faster. At the
         first and the last step, `raw` (RawLXC on the target's bridge, if given) starts as
-        many containers of the same rootfs straight through liblxc: the physical reference at
-        the same count, on the same host and bridge.
+        many containers of the same rootfs straight through liblxc, each paired with one of
+        the timed launches (alternately before and after it): the physical reference at the
+        same count, on the same host and bridge, under the same conditions.
         """
         running, launch_times, curve = [], [], []
         timed = max(1, self.step // 5)
@@ -240,9 +239,13 @@ class Density(Scenario):
             if host.mem_available() < self.memory_floor():
                 return running, launch_times, curve, 'memory'
             size = min(self.step, limit - len(running))
-            step_times = []
+            paired = raw is not None and (not curve or len(running) + size >= limit)
+            step_times, raw_times = [], []
             settle = host.wait_quiet()     # the previous step's containers have booted
-            for _ in range(min(timed, size)):
+            for i in range(min(timed, size)):
+                # paired with raw: ABBA order, so that neither side always follows the other
+                if paired and i % 2:
+                    raw_times.append(self._raw_launch(raw))
                 instance, seconds = self._launch(target.client, fingerprint,
                                                  target.unique('dense'))
                 if instance is None:    # running out of something ends a ramp: keep what ran
@@ -250,9 +253,8 @@ class Density(Scenario):
                         len(running) + 1, seconds)
                 running.append(instance)
                 step_times.append(seconds)
-            raw_median = None
-            if raw is not None and (not curve or len(running) + size - len(step_times) >= limit):
-                raw_median = self._raw_launches(raw, len(step_times))
+                if paired and not i % 2:
+                    raw_times.append(self._raw_launch(raw))
             names = [target.unique('dense') for _ in range(size - len(step_times))]
             launched = _parallel(target, names, lambda client, name: self._launch(
                 client, fingerprint, name), workers=4)
@@ -265,8 +267,8 @@ class Density(Scenario):
             point = {'running': len(running), 'launch_median_s': statistics.median(step_times),
                      'settle_s': settle,
                      'daemon_rss_mb': host.rss(target.pid) / MB}
-            if raw_median is not None:
-                point['raw_launch_median_s'] = raw_median
+            if raw_times:
+                point['raw_launch_median_s'] = statistics.median(raw_times)
             # the full listing at doubling counts (50, 100, 200, 400, 800)
             if len(running) % self.step == 0 and _power_of_two(len(running) // self.step):
                 with stopwatch() as listing:
