@@ -111,6 +111,8 @@ class Daemon:
         recycled = recycle.was_recycled()
         if recycled:
             recycle.reap_inherited(loop)    # before this image starts children of its own
+        for sock, types in event_streams.inherited():   # before the start-up's own events
+            self._adopt(event_streams.AdoptedStream(sock, types, self.events))
         memory.tune_malloc()        # before the worker threads: each would get its own arena
         memory.report_on_signal(loop, self.config.data_dir)
         # the heap of a burst goes back after it, and once more when its idle connections close;
@@ -132,8 +134,6 @@ class Daemon:
                                                  self.config.socket_mode), path)
         LOG.info('nova-lxd-backend %s serving on %s%s', self.version, path,
                  ' (re-executed, sockets inherited)' if recycled else '')
-        for sock, types in event_streams.inherited():
-            self._adopt(event_streams.AdoptedStream(sock, types, self.events))
         try:
             await self._listen_https(self.db.config().get('core.https_address', ''))
         except OSError as exc:

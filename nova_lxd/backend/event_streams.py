@@ -88,10 +88,12 @@ class AdoptedStream:
         self._sock = sock
         self._types = types
         self._hub = hub
+        # at once: events of the new image's start-up (an instance that stopped meanwhile)
+        self._subscription = hub.subscribe(types)
 
     async def run(self):
+        subscription = self._subscription
         reader, writer = await asyncio.open_unix_connection(sock=self._sock)
-        subscription = self._hub.subscribe(self._types)
         client = asyncio.ensure_future(self._answer(reader, writer))
         handed_over = False
         try:

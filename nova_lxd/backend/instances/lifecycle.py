@@ -166,6 +166,7 @@ class LifecycleMixin:
                 LOG.exception('Device %s of %s, after the start', dev_name, name)
         ctx.volatile['volatile.last_state.power'] = 'RUNNING'
         self._set_volatile(name, ctx.volatile, last_used_at=now())
+        self._watch_monitor(name, monitor.started_pid(self.lxcpath, name))
         LOG.debug('Started %s in %.3fs (preparing %.3fs, lxc-start %.3fs)', name,
                   time.monotonic() - began, prepared - began, time.monotonic() - prepared)
 
@@ -178,7 +179,8 @@ class LifecycleMixin:
         (a round trip to a process that must be scheduled, several ms on a loaded host).
         """
         monitor.wait_gone(self.lxcpath, name, LXC_START)   # of the previous start or stop
-        result = subprocess.run([LXC_START, '-P', self.lxcpath, '-n', name],
+        result = subprocess.run([LXC_START, '-P', self.lxcpath, '-n', name,
+                                 '-p', monitor.pid_file(self.lxcpath, name)],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, close_fds=True, timeout=120,
                                 env=LXC_START_ENV)

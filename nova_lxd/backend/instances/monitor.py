@@ -1,4 +1,4 @@
-"""Waiting for a container's liblxc monitor process to finish its teardown.
+"""A container's liblxc monitor process: waiting for its teardown, and noticing its exit.
 
 lxc-start returns as soon as a start failed, while the container's monitor (a daemonized child,
 titled "[lxc monitor] <lxcpath> <name>") is still removing the container's cgroups; a stop returns
@@ -75,3 +75,85 @@ def remove_orphaned_cgroups(name, created_before):
                 os.rmdir(path)
         except OSError:
             pass
+
+
+# -- noticing a container that stops without being asked ---------------------------------------
+# liblxc's monitor lives exactly as long as its container runs (a reboot inside keeps it), so its
+# exit is the container's stop, whoever caused it: a poweroff inside, an init that died, a stop
+# through the API. lxc-start writes the monitor's pid to a file (its -p option).
+PID_FILE = 'monitor.pid'
+
+
+def pid_file(lxcpath, name):
+    return os.path.join(lxcpath, name, PID_FILE)
+
+
+def _title(lxcpath, name):
+    return ('[lxc monitor] %s %s' % (lxcpath, name)).encode()
+
+
+def started_pid(lxcpath, name):
+    """The monitor's pid that lxc-start recorded, if that process is still this monitor."""
+    try:
+        with open(pid_file(lxcpath, name)) as f:
+            pid = int(f.read().strip())
+        with open('/proc/%d/cmdline' % pid, 'rb') as f:
+            return pid if f.read().rstrip(b'\0') == _title(lxcpath, name) else None
+    except (OSError, ValueError):
+        return None
+
+
+def running_pids(lxcpath):
+    """{container name: monitor pid} of every monitor of lxcpath (one pass over /proc)."""
+    prefix = _title(lxcpath, '')
+    found = {}
+    for entry in os.listdir('/proc'):
+        if entry.isdigit():
+            try:
+                with open('/proc/%s/cmdline' % entry, 'rb') as f:
+                    cmdline = f.read().rstrip(b'\0')
+            except OSError:
+                continue
+            if cmdline.startswith(prefix):
+                found[cmdline[len(prefix):].decode(errors='replace')] = int(entry)
+    return found
+
+
+class ExitWatch:
+    """Calls on_exit(name) on the event loop when a watched monitor exits (through pidfds)."""
+
+    def __init__(self, loop, on_exit):
+        self._loop = loop
+        self._on_exit = on_exit
+        self._fds = {}      # name -> pidfd
+
+    def watch(self, name, pid):
+        """On the loop: watch `pid`, the monitor of `name` (None: it has none any more)."""
+        self.forget(name)
+        try:
+            fd = os.pidfd_open(pid) if pid is not None else None
+        except ProcessLookupError:
+            fd = None
+        if fd is None:
+            self._loop.call_soon(self._on_exit, name)
+            return
+        self._fds[name] = fd
+        self._loop.add_reader(fd, self._exited, name, fd)
+
+    def watch_from_thread(self, name, pid):
+        self._loop.call_soon_threadsafe(self.watch, name, pid)
+
+    def _exited(self, name, fd):
+        if self._fds.get(name) == fd:
+            self.forget(name)
+            self._on_exit(name)
+
+    def forget(self, name):
+        fd = self._fds.pop(name, None)
+        if fd is not None:
+            self._loop.remove_reader(fd)
+            os.close(fd)
+
+    def close(self):
+        for name in list(self._fds):
+            self.forget(name)

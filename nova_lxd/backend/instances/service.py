@@ -21,7 +21,7 @@ from nova_lxd.backend.errors import ApiError, BadRequest, Conflict, NotFound
 from nova_lxd.backend.instances import config as cfg
 from nova_lxd.backend.instances import devices as device_registry
 from nova_lxd.backend.instances import idmap as idmaps
-from nova_lxd.backend.instances import limits, state
+from nova_lxd.backend.instances import limits, monitor, state
 from nova_lxd.backend.instances import snapshots as snapshot_records
 from nova_lxd.backend.instances.common import check_name, daemon_owned
 from nova_lxd.backend.instances.creation import CreationMixin
@@ -64,6 +64,8 @@ class InstanceService(CreationMixin, LifecycleMixin):
         self.lxcfs = lxcfs_mod.Lxcfs(daemon.config.data_dir, after_start=self._favor_moves)
         self._locks = {}
         self._inits = {}    # name -> (init pid, its start time): see _known_init
+        self._exits = None  # monitor.ExitWatch, from start_background on
+        self._noticing = set()      # tasks handling a monitor's exit
 
     # -- start-up --------------------------------------------------------------------------------
     def prepare(self):
@@ -76,8 +78,11 @@ class InstanceService(CreationMixin, LifecycleMixin):
         self.reconcile()
 
     def start_background(self, autostart=True):
-        """Supervise lxcfs; autostart instances unless the daemon only re-executed itself."""
+        """Supervise lxcfs and the containers' monitors; autostart (unless re-executed)."""
         self.lxcfs.start_supervision(self._blocking)
+        self._exits = monitor.ExitWatch(asyncio.get_running_loop(), self._monitor_exited)
+        for name, pid in monitor.running_pids(self.lxcpath).items():
+            self._exits.watch(name, pid)
         if autostart:
             self._autostart_task = asyncio.get_running_loop().create_task(self._autostart())
 
@@ -107,6 +112,8 @@ class InstanceService(CreationMixin, LifecycleMixin):
 
     def stop_background(self):
         self.lxcfs.stop_supervision()
+        if self._exits is not None:
+            self._exits.close()
         self._post_stop_jobs().drain_all()     # no stopped instance's veth left behind
         if getattr(self, '_autostart_task', None):
             self._autostart_task.cancel()
@@ -128,6 +135,48 @@ class InstanceService(CreationMixin, LifecycleMixin):
             if not running and recorded == 'RUNNING':
                 LOG.warning('Instance %s was running and its container is gone: now Stopped', name)
                 self._after_stop(name)     # its devices' clean-up too (records STOPPED)
+                # for event listeners handed over by the daemon's previous image
+                self._event('instance-stopped', '/1.0/instances/%s' % name)
+                if doc.get('ephemeral'):
+                    self._remove_everything(name, self._doc(name))
+                    self._event('instance-deleted', '/1.0/instances/%s' % name)
+
+    # -- containers that stop without being asked (monitor.ExitWatch) ----------------------------
+    def _watch_monitor(self, name, pid):
+        """Blocking side (a start): watch the new monitor; none found: look at once."""
+        if self._exits is not None:
+            self._exits.watch_from_thread(name, pid)
+
+    def _monitor_exited(self, name):
+        task = asyncio.ensure_future(self._notice_stop(name))
+        self._noticing.add(task)
+        task.add_done_callback(self._noticing.discard)
+
+    async def _notice_stop(self, name):
+        """A monitor exited: unless an operation stopped the container, it stopped by itself.
+
+        A poweroff inside, or its init died: the clean-up of an API stop, and LXD's event
+        (instance-shutdown); an ephemeral instance is deleted, as after any stop.
+        """
+        if self.db.get('instance', name) is None:
+            return                      # deleted (a lock made now would outlive it)
+        source = '/1.0/instances/%s' % name
+        async with self._lock(name):
+            doc = self.db.get('instance', name)
+            if doc is None or doc['config'].get('volatile.last_state.power') != 'RUNNING':
+                return                  # deleted, or stopped through the API
+            if await self._blocking(self.is_running, name):
+                return                  # started again meanwhile: watched anew
+            LOG.info('Instance %s stopped by itself', name)
+            try:
+                await self._blocking(self._after_stop, name)
+            finally:
+                self._event('instance-shutdown', source)
+            if not doc.get('ephemeral'):
+                return
+            await self._blocking(self._remove_everything, name, self._doc(name))
+        self._locks.pop(name, None)
+        self._event('instance-deleted', source)
 
     def _event(self, action, source, **context):
         """A lifecycle event for /1.0/events, and the same line in the daemon's log."""

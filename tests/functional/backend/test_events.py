@@ -9,7 +9,7 @@ import pytest
 from pylxd.client import EventType
 from ws4py.client.threadedclient import WebSocketClient
 
-from tests.functional.backend.busybox_rootfs import cleanup, create_busybox
+from tests.functional.backend.busybox_rootfs import attach, cleanup, create_busybox
 
 
 class _Collector(WebSocketClient):
@@ -112,3 +112,35 @@ def test_lxc_monitor_lifecycle(backend, client, instance):
     assert 'instance-started' in actions
     assert 'instance-snapshot-created' in actions
     assert any(a in actions for a in ('instance-stopped', 'instance-shutdown'))
+
+
+def test_a_container_that_powers_off_by_itself_is_reported_and_cleaned_up(backend, client):
+    """A poweroff inside: instance-shutdown on the stream, Stopped, as LXD; ephemeral: deleted."""
+    kept = create_busybox(client, backend)
+    ephemeral = create_busybox(client, backend)
+    ephemeral.ephemeral = True
+    ephemeral.save(wait=True)
+    listener = _listen(client, {EventType.Lifecycle})
+    try:
+        for inst in (kept, ephemeral):
+            inst.start(wait=True)
+            attach(backend, inst.name, 'poweroff')
+        sources = {'/1.0/instances/%s' % inst.name for inst in (kept, ephemeral)}
+        assert _wait_for(listener, lambda events: {
+            (action, source) for action, source in _actions(events) if source in sources} >= {
+            ('instance-shutdown', '/1.0/instances/%s' % kept.name),
+            ('instance-shutdown', '/1.0/instances/%s' % ephemeral.name),
+            ('instance-deleted', '/1.0/instances/%s' % ephemeral.name)}), _actions(listener.events)
+        # nothing said it stopped but itself: no API stop ran
+        assert not [a for a, s in _actions(listener.events) if s in sources and a in (
+            'instance-stopped', 'instance-restarted')]
+    finally:
+        listener.close()
+    kept = client.instances.get(kept.name)
+    assert kept.status == 'Stopped'
+    assert kept.config['volatile.last_state.power'] == 'STOPPED'
+    assert not client.instances.exists(ephemeral.name)
+    kept.start(wait=True)           # and it starts again as after any stop
+    assert kept.state().status == 'Running'
+    kept.stop(force=True, wait=True)
+    cleanup(kept)

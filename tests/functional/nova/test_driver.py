@@ -289,6 +289,18 @@ class _DriverTest(test.TestCase):
         self._assert_event(seen, inst, virtevent.EVENT_LIFECYCLE_STOPPED)
         self.driver.destroy(self.ctxt, inst, [])
 
+    def test_a_poweroff_inside_the_guest_is_an_event(self):
+        self.flags(listen_events=True, group='lxd')
+        seen = []
+        self.driver.register_event_listener(seen.append)
+        self.driver.init_host('host1')
+        self.addCleanup(self.driver.cleanup_host, 'host1')
+        inst = self._spawn(self._image(base.busybox_bytes()))
+        self.client.instances.get(inst.name).execute(['poweroff'])
+        self._assert_event(seen, inst, virtevent.EVENT_LIFECYCLE_STOPPED)
+        self.assertEqual('Stopped', self.client.instances.get(inst.name).status)
+        self.driver.destroy(self.ctxt, inst, [])
+
     def test_events_missed_while_the_stream_was_lost(self):
         seen = []
         listener = events.Listener(self.client, seen.append, self.driver._uuid_of)
