@@ -24,6 +24,7 @@ _ARCH_BY_ALIAS = {alias: name for name, aliases in ARCHITECTURES.items() for ali
 TEMPLATE_TRIGGERS = ('create', 'copy', 'start', 'rename')
 _TEMPLATE_KEYS = {'when', 'template', 'properties', 'create_only', 'uid', 'gid', 'mode'}
 _TOP_KEYS = {'architecture', 'creation_date', 'expiry_date', 'properties', 'templates'}
+_SAFE_LOADER = getattr(yaml, 'CSafeLoader', yaml.SafeLoader)
 
 
 def canonical_architecture(value):
@@ -95,7 +96,8 @@ def parse(raw, template_files=None):
     template_files: names present under templates/ (None: do not check they exist).
     """
     try:
-        doc = yaml.safe_load(raw)
+        # libyaml (C) builds the same safe types as safe_load, in a tenth of the time
+        doc = yaml.load(raw, Loader=_SAFE_LOADER)
     except yaml.YAMLError as exc:
         raise BadRequest('Invalid image metadata: metadata.yaml is not valid YAML: %s'
                          % str(exc).replace('\n', ' '))

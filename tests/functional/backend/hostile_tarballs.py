@@ -71,11 +71,33 @@ class TarBuilder:
         self.members.append((info, None))
         return self
 
+    def pax(self, name, pax_headers, data=b'', kind=tarfile.REGTYPE, linkname=''):
+        """A member whose pax header says more than (or else than) its ustar fields."""
+        info = self._info(name, kind, 0o644)
+        info.size, info.pax_headers = len(data), dict(pax_headers)
+        info.linkname = linkname
+        self.members.append((info, data))
+        self.format = tarfile.PAX_FORMAT
+        return self
+
+    def raw(self, blocks):
+        """Bytes written as they are where the next member would go (forged headers)."""
+        self.members.append((None, blocks))
+        return self
+
+    format = tarfile.GNU_FORMAT
+    global_pax = None
+
     def tar(self):
         out = io.BytesIO()
-        with tarfile.open(fileobj=out, mode='w', format=tarfile.GNU_FORMAT) as archive:
+        with tarfile.open(fileobj=out, mode='w', format=self.format,
+                          pax_headers=self.global_pax) as archive:
             for info, data in self.members:
-                archive.addfile(info, io.BytesIO(data) if data is not None else None)
+                if info is None:
+                    out.write(data)
+                    archive.offset += len(data)
+                else:
+                    archive.addfile(info, io.BytesIO(data) if data is not None else None)
         return out.getvalue()
 
     def bytes(self, compression='gzip'):
@@ -130,6 +152,83 @@ def _with_meta(**meta):
 
 def _truncated(data, keep):
     return data[:keep]
+
+
+def forged_header(name, typeflag=b'0', size=0, linkname=b'', magic=b'ustar  \x00',
+                  size_field=None, checksum_delta=0):
+    """One tar header block built by hand (what tarfile would not write), data not included."""
+    block = bytearray(512)
+    block[0:len(name)] = name
+    block[100:108] = b'0000644\x00'
+    block[108:116] = block[116:124] = b'0000000\x00'
+    block[124:136] = size_field if size_field is not None else b'%011o\x00' % size
+    block[136:148] = b'%011o\x00' % 1700000000
+    block[156:157] = typeflag
+    block[157:157 + len(linkname)] = linkname
+    block[257:265] = magic
+    block[148:156] = b' ' * 8
+    block[148:156] = b'%06o\x00 ' % (sum(block) + checksum_delta)
+    return bytes(block)
+
+
+def _pad(data):
+    return data + bytes(-len(data) % 512)
+
+
+def _forged(*blocks):
+    return _with_meta().raw(b''.join(blocks)).bytes()
+
+
+def _gzip_tampered(data, at, value):
+    raw = bytearray(data)
+    raw[at] ^= value
+    return bytes(raw)
+
+
+def header_forgeries():
+    """[(case id, tarball bytes, words)]: archives that tarfile and GNU tar could read apart.
+
+    Each is refused by the header reader itself, whatever the member checks would say.
+    """
+    global_path = _with_meta()
+    global_path.global_pax = {'path': 'rootfs/../../evil'}
+    global_path.format = tarfile.PAX_FORMAT
+    long_absolute = '/' + 'a' * 120 + '/evil'
+    good = busybox_unified()
+    return [
+        ('pax-path-dotdot', _with_meta().pax('rootfs/ok', {'path': 'rootfs/../../evil'}, b'x')
+         .bytes(), '".."'),
+        ('pax-path-absolute', _with_meta().pax('rootfs/ok', {'path': '/etc/evil'}, b'x').bytes(),
+         'absolute path'),
+        ('pax-linkpath-out', _with_meta().file('rootfs/ok', b'x')
+         .pax('rootfs/h', {'linkpath': '/etc/shadow'}, kind=tarfile.LNKTYPE, linkname='rootfs/ok')
+         .bytes(), 'hard link'),
+        ('pax-path-nul', _with_meta().pax('rootfs/ok', {'path': 'rootfs/..\x00/x'}).bytes(),
+         'NUL byte'),
+        ('pax-global-path', global_path.bytes(), 'pax global header'),
+        ('gnu-longname-absolute', _with_meta().file(long_absolute, b'x').bytes(),
+         'absolute path'),
+        ('bad-checksum', _forged(forged_header(b'rootfs/x', checksum_delta=1)), 'checksum'),
+        ('size-not-octal', _forged(forged_header(b'rootfs/x', size_field=b'0000000001_0'),
+                                   bytes(1024)), 'malformed size'),
+        ('size-negative-base256', _forged(forged_header(b'rootfs/x', size_field=b'\xff' * 12)),
+         'negative'),
+        ('sparse-member', _forged(forged_header(b'rootfs/x', b'S')), 'unsupported member type'),
+        ('unknown-type', _forged(forged_header(b'rootfs/x', b'Z')), 'unsupported member type'),
+        ('v7-header', _forged(forged_header(b'rootfs/x', magic=bytes(8))),
+         'not a POSIX ustar/pax or GNU tar header'),
+        ('symlink-with-data', _forged(forged_header(b'rootfs/s', b'2', 512, b'busybox'),
+                                      _pad(forged_header(b'rootfs/../../evil'))),
+         'not a regular file but has'),
+        ('regular-named-as-dir', _forged(forged_header(b'rootfs/x/')), 'directory name'),
+        ('two-longnames', _forged(forged_header(b'././@LongLink', b'L', 9), _pad(b'rootfs/a\x00'),
+                                  forged_header(b'././@LongLink', b'L', 9), _pad(b'rootfs/b\x00'),
+                                  forged_header(b'rootfs/c')), 'two extended headers'),
+        ('longname-at-end', _forged(forged_header(b'././@LongLink', b'L', 9),
+                                    _pad(b'rootfs/a\x00')), 'end of the archive'),
+        ('gzip-bad-crc', _gzip_tampered(good, len(good) - 6, 0xff), 'Corrupt'),
+        ('gzip-trailing-garbage', good + b'garbage after the stream' * 10, 'Corrupt'),
+    ]
 
 
 def hostile_unified():
@@ -201,7 +300,7 @@ def hostile_unified():
          _with_meta().symlink('rootfs/e', '/').file('rootfs/e/x', b'x').bytes('xz'),
          'not a directory'),
     ]
-    return cases
+    return cases + header_forgeries()
 
 
 def hostile_split():

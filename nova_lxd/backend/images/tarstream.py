@@ -1,0 +1,288 @@
+"""A strict, streaming reader of tar headers: what image validation walks instead of tarfile.
+
+Why not tarfile: its pass over a 300-member image (about 600 pax and ustar headers) costs
+20 ms of Python per import, more than the rest of the import together. This reader decodes only
+what the checks need (name, link target, type, size) and reads each data block only to skip it,
+except the few small files the caller asks for.
+
+Why strict: extraction is done later by GNU tar, so the name the checks see must be the name tar
+will use. Anything where two readers could disagree is refused rather than interpreted: a bad
+header checksum (GNU tar would skip ahead to the next plausible header), a numeric field with
+anything but octal digits, header formats other than POSIX ustar/pax and GNU, sparse,
+multi-volume, dump-dir and volume-label members, unknown member types (GNU tar extracts them as
+regular files), data after a non-regular member, a NUL inside a pax name (tar would cut it
+there), pax global headers that rename or resize members, several name sources for one member,
+a regular file whose name ends in '/' (old tars make it a directory).
+"""
+from nova_lxd.backend.errors import BadRequest
+
+BLOCK = 512
+_ZERO_BLOCK = bytes(BLOCK)
+# magic + version of the two header layouts GNU tar writes and reads the same way as we do
+_POSIX = b'ustar\x0000'
+_GNU = b'ustar  \x00'
+
+REGULAR, HARDLINK, SYMLINK, CHAR, BLOCKDEV, DIRECTORY, FIFO = '0', '1', '2', '3', '4', '5', '6'
+_TYPES = {b'0': REGULAR, b'\x00': REGULAR, b'7': REGULAR, b'1': HARDLINK, b'2': SYMLINK,
+          b'3': CHAR, b'4': BLOCKDEV, b'5': DIRECTORY, b'6': FIFO}
+_PAX_LOCAL, _PAX_GLOBAL, _GNU_LONGNAME, _GNU_LONGLINK = b'x', b'g', b'L', b'K'
+# how large a pax or GNU long-name header may be: names are at most PATH_MAX, records few
+_MAX_META_BYTES = 1 << 20
+# pax keywords a global header may not carry: they would rename or resize every later member
+_GLOBAL_FORBIDDEN = (b'path', b'linkpath', b'size')
+
+
+def _refuse(what):
+    raise BadRequest('Invalid image tarball: %s' % what)
+
+
+def _corrupt(what):
+    raise BadRequest('Corrupt or truncated image tarball: %s' % what)
+
+
+def _number(field, what):
+    """An octal (space/NUL padded) or base-256 numeric header field, read as GNU tar reads it.
+
+    Only octal digits count: Python's int() would also take '_' or '+', which GNU tar does
+    not, and a size read differently by the two would desynchronise the walk from tar's.
+    """
+    if field[0] & 0x80:
+        if field[0] != 0x80:
+            _refuse('negative or malformed %s field' % what)
+        return int.from_bytes(field[1:], 'big')
+    digits = field.split(b'\x00', 1)[0].strip(b' ')
+    if digits.translate(None, b'01234567'):
+        _refuse('malformed %s field %r' % (what, digits))
+    return int(digits, 8) if digits else 0
+
+
+def _text(raw):
+    # Names are bytes to tar; surrogateescape keeps every byte, so checks see what tar uses.
+    return raw.decode('utf-8', 'surrogateescape')
+
+
+def _c_string(raw):
+    return _text(raw.split(b'\x00', 1)[0])
+
+
+def _checksum_ok(block):
+    stored = _number(block[148:156], 'checksum')
+    unsigned = sum(block) - sum(block[148:156]) + 8 * 32
+    if stored == unsigned:
+        return True
+    # some old tars summed signed chars; GNU tar accepts either
+    signed = unsigned - 256 * sum(1 for byte in block if byte > 127)
+    return stored == signed
+
+
+def _pax_records(data):
+    """{keyword: value} (bytes) of a pax extended header: 'LEN keyword=value\\n' records.
+
+    As strict as GNU tar, which refuses a malformed record (padding after the last included).
+    """
+    records = {}
+    pos, end = 0, len(data)
+    while pos < end:
+        space = data.find(b' ', pos)
+        digits = data[pos:space]
+        if space < 0 or not digits.isdigit():
+            _refuse('malformed pax extended header')
+        stop = pos + int(digits)
+        equals = data.find(b'=', space + 1, stop)
+        if stop > end or equals < 0 or data[stop - 1] != 0x0a:
+            _refuse('malformed pax extended header')
+        records[data[space + 1:equals]] = data[equals + 1:stop - 1]
+        pos = stop
+    return records
+
+
+class Member:
+    """One archive member as GNU tar will extract it."""
+
+    __slots__ = ('name', 'linkname', 'type', 'size', '_reader', '_consumed')
+
+    def __init__(self, name, linkname, type_, size, reader):
+        self.name = name
+        self.linkname = linkname
+        self.type = type_
+        self.size = size
+        self._reader = reader
+        self._consumed = False
+
+    def isreg(self):
+        return self.type == REGULAR
+
+    def isdir(self):
+        return self.type == DIRECTORY
+
+    def issym(self):
+        return self.type == SYMLINK
+
+    def islnk(self):
+        return self.type == HARDLINK
+
+    def ischr(self):
+        return self.type == CHAR
+
+    def isblk(self):
+        return self.type == BLOCKDEV
+
+    def isfifo(self):
+        return self.type == FIFO
+
+    def read(self):
+        """The member's data; only while it is the current member of the walk."""
+        if self._consumed:
+            raise RuntimeError('member data already read or skipped')
+        self._consumed = True
+        return self._reader.take_padded(self.size)
+
+
+class _Blocks:
+    """Exact reads over a stream that hands out chunks of any size (b'' at its end)."""
+
+    def __init__(self, read_chunk):
+        self._read_chunk = read_chunk
+        self._buf = b''
+        self._pos = 0
+
+    def _fill(self, need):
+        """At least `need` bytes buffered from _pos on, or EOFError."""
+        parts = [self._buf[self._pos:]]
+        have = len(parts[0])
+        while have < need:
+            chunk = self._read_chunk()
+            if not chunk:
+                raise EOFError('unexpected end of data')
+            parts.append(chunk)
+            have += len(chunk)
+        self._buf = b''.join(parts)
+        self._pos = 0
+
+    def take(self, n):
+        if len(self._buf) - self._pos < n:
+            self._fill(n)
+        data = self._buf[self._pos:self._pos + n]
+        self._pos += n
+        return data
+
+    def skip(self, n):
+        left = len(self._buf) - self._pos
+        if n <= left:
+            self._pos += n
+            return
+        n -= left
+        self._buf, self._pos = b'', 0
+        while n > 0:
+            chunk = self._read_chunk()
+            if not chunk:
+                raise EOFError('unexpected end of data')
+            if len(chunk) > n:
+                self._buf, self._pos = chunk, n
+                return
+            n -= len(chunk)
+
+    @staticmethod
+    def padded(size):
+        return (size + BLOCK - 1) // BLOCK * BLOCK
+
+    def take_padded(self, size):
+        data = self.take(self.padded(size))
+        return data[:size]
+
+    def skip_padded(self, size):
+        self.skip(self.padded(size))
+
+
+def walk(read_chunk):
+    """Yield each Member of the tar stream that `read_chunk()` hands out in pieces.
+
+    A member's data is skipped unless the caller calls member.read() before the next member.
+    EOFError if the stream ends before the archive's end-of-archive block.
+    """
+    blocks = _Blocks(read_chunk)
+    pending = {}                 # 'pax', 'longname', 'longlink' for the next member
+    global_pax = {}
+    while True:
+        header = blocks.take(BLOCK)
+        if header == _ZERO_BLOCK:
+            if pending:
+                _refuse('an extended header is followed by the end of the archive')
+            return             # GNU tar stops here too (no --ignore-zeros)
+        if header[257:265] not in (_POSIX, _GNU):
+            _corrupt('a block where a header should be is not a POSIX ustar/pax or GNU tar '
+                     'header')
+        if not _checksum_ok(header):
+            _corrupt('a header checksum does not match')
+        flag = header[156:157]
+        size = _number(header[124:136], 'size')
+        if flag in (_PAX_LOCAL, _PAX_GLOBAL, _GNU_LONGNAME, _GNU_LONGLINK):
+            if size > _MAX_META_BYTES:
+                _refuse('extended header of %d bytes' % size)
+            data = blocks.take_padded(size)
+            if flag == _PAX_GLOBAL:
+                records = _pax_records(data)
+                _check_pax(records)
+                bad = [k for k in records if k in _GLOBAL_FORBIDDEN]
+                if bad:
+                    _refuse('a pax global header sets %s for every member'
+                            % b', '.join(bad).decode())
+                global_pax.update(records)
+                continue
+            key = {_PAX_LOCAL: 'pax', _GNU_LONGNAME: 'longname', _GNU_LONGLINK: 'longlink'}[flag]
+            if key in pending:
+                _refuse('two extended headers of the same kind for one member')
+            pending[key] = _pax_records(data) if flag == _PAX_LOCAL else _c_string(data)
+            continue
+        type_ = _TYPES.get(flag)
+        if type_ is None:
+            _refuse('unsupported member type %r' % flag.decode('latin-1'))
+        member = _member(header, type_, size, pending, blocks)
+        pending = {}
+        yield member
+        if not member._consumed:
+            member._consumed = True
+            blocks.skip_padded(member.size)
+
+
+def _check_pax(records):
+    for key, value in records.items():
+        if key.startswith(b'GNU.sparse'):
+            _refuse('sparse members are not supported')
+        if key in (b'path', b'linkpath') and b'\x00' in value:
+            _refuse('a pax %s contains a NUL byte' % key.decode())
+
+
+def _member(header, type_, size, pending, blocks):
+    pax = pending.get('pax', {})
+    _check_pax(pax)
+    if b'path' in pax and 'longname' in pending or b'linkpath' in pax and 'longlink' in pending:
+        _refuse('a member has both a pax and a GNU long name')
+    if b'path' in pax:
+        name = _text(pax[b'path'])
+    elif 'longname' in pending:
+        name = pending['longname']
+    else:
+        name = _c_string(header[0:100])
+        prefix = _c_string(header[345:500]) if header[257:265] == _POSIX else ''
+        if prefix:
+            name = prefix + '/' + name
+    if b'linkpath' in pax:
+        linkname = _text(pax[b'linkpath'])
+    elif 'longlink' in pending:
+        linkname = pending['longlink']
+    else:
+        linkname = _c_string(header[157:257])
+    if b'size' in pax:
+        if not pax[b'size'].isdigit():
+            _refuse('malformed pax size')
+        size = int(pax[b'size'])
+    if size < 0:
+        _refuse('negative member size')
+    if type_ == REGULAR and name.endswith('/'):
+        _refuse('regular file %r has a directory name' % name)
+    if size and type_ != REGULAR:
+        # readers differ on whether data follows a link, device or directory header (GNU tar
+        # skips it for all but directories, tarfile for none): a size there is refused
+        _refuse('%r is not a regular file but has %d bytes of data' % (name, size))
+    return Member(name, linkname, type_, size, blocks)
