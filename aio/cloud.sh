@@ -97,7 +97,7 @@ uwsgi() {
 
 # ---------------------------------------------------------------------------- configuration
 render() {
-    mkdir -p "$AIO_ETC"/{keystone,glance,placement,nova,neutron} "$AIO_LOGS" "$AIO_RUN" \
+    mkdir -p "$AIO_ETC"/{keystone,glance,placement,nova,nova-lxd,neutron} "$AIO_LOGS" "$AIO_RUN" \
         "$AIO_DATA"/{glance,nova,neutron,backend}
     # shellcheck disable=SC2016  # the names envsubst may replace, not their values
     local vars='${AIO_ROOT} ${AIO_ETC} ${AIO_LOGS} ${AIO_RUN} ${AIO_DATA} ${AIO_VENV} ${AIO_PASSWORD} ${AIO_HOST} ${AIO_DEBUG}'
@@ -106,7 +106,7 @@ render() {
         case ${t##*/} in
             tempest*) continue ;;   # rendered by aio/tempest.sh, which knows the image and flavor IDs
             keystone*) svc=keystone ;; glance*) svc=glance ;; placement*) svc=placement ;;
-            nova*) svc=nova ;; *) svc=neutron ;;
+            nova*) svc=nova ;; backend*) svc=nova-lxd ;; *) svc=neutron ;;
         esac
         envsubst "$vars" < "$t" > "$AIO_ETC/$svc/${t##*/}"
     done
@@ -239,7 +239,7 @@ start_nova() {
     start nova-conductor "$BIN/nova-conductor" --config-file "$conf"
     start nova-scheduler "$BIN/nova-scheduler" --config-file "$conf"
     # the bundled backend, then the compute service that drives it
-    start nova-lxd-backend "$BIN/nova-lxd-backend" --config-file /dev/null \
+    start nova-lxd-backend "$BIN/nova-lxd-backend" --config-file "$AIO_ETC/nova-lxd/backend.conf" \
         --data-dir "$AIO_DATA/backend" --log-file "$AIO_LOGS/nova-lxd-backend.log"
     until [ -S "$AIO_DATA/backend/unix.socket" ]; do sleep 0.2; done
     # nova-compute gives up early if the conductor does not answer: wait for it first

@@ -10,6 +10,9 @@ from nova_lxd.backend.errors import BadRequest
 
 DEFAULT_DATA_DIR = '/var/lib/nova-lxd'
 DEFAULT_CONFIG_FILE = '/etc/nova-lxd/backend.conf'
+# Where the DNS of managed networks sends the names it does not answer itself: the host's
+# resolvers, as LXD's bridges do (dnsmasq re-reads the file when it changes).
+DEFAULT_DNS_RESOLV_FILE = '/etc/resolv.conf'
 
 # Seconds the API server keeps a connection that is idle between requests. aiohttp's default is
 # an hour, and each idle connection holds its parser, buffers and last request; pylxd leaves
@@ -28,7 +31,7 @@ class DaemonConfig:
     def __init__(self, data_dir=DEFAULT_DATA_DIR, socket_group='', socket_mode=0o660,
                  log_file='', debug=False, storage_driver='', bridge_subnet='',
                  keepalive_timeout=KEEPALIVE_TIMEOUT, recycle_growth_mb=RECYCLE_GROWTH_MB,
-                 cgroup_favordynmods=True):
+                 cgroup_favordynmods=True, dns_resolv_file=DEFAULT_DNS_RESOLV_FILE):
         self.data_dir = os.path.abspath(data_dir)
         self.socket_group = socket_group
         self.socket_mode = socket_mode
@@ -40,6 +43,8 @@ class DaemonConfig:
         self.keepalive_timeout = keepalive_timeout
         self.recycle_growth_mb = recycle_growth_mb
         self.cgroup_favordynmods = cgroup_favordynmods
+        # '' forwards nothing: containers resolve only their networks' own names
+        self.dns_resolv_file = dns_resolv_file and os.path.abspath(dns_resolv_file)
 
     @classmethod
     def load(cls, path, **overrides):
@@ -50,7 +55,7 @@ class DaemonConfig:
             if parser.has_section('backend'):
                 section = parser['backend']
                 for key in ('data_dir', 'socket_group', 'log_file', 'storage_driver',
-                            'bridge_subnet'):
+                            'bridge_subnet', 'dns_resolv_file'):
                     if key in section:
                         values[key] = section[key]
                 if 'socket_mode' in section:

@@ -16,7 +16,17 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 class LocalDaemon:
-    def __init__(self, data_dir=None, extra_args=(), prefix='nova-lxd-', env=None):
+    """One private daemon; `config`: keys of its config file's [backend] section.
+
+    Its managed networks forward no DNS query off this host: they read the servers of a resolv
+    file of the daemon's own (`resolv_file`, empty unless the caller writes one), never the
+    host's. So the config file is always the one written here: a --config-file of the caller's
+    would lose that.
+    """
+
+    def __init__(self, data_dir=None, extra_args=(), prefix='nova-lxd-', env=None, config=None):
+        if '--config-file' in extra_args:
+            raise ValueError('pass the config file\'s keys as config={...}')
         self.owns_dir = data_dir is None
         self.data_dir = data_dir or tempfile.mkdtemp(prefix=prefix, dir='/var/tmp')
         os.makedirs(self.data_dir, exist_ok=True)
@@ -24,6 +34,7 @@ class LocalDaemon:
         os.chmod(self.data_dir, 0o711)
         self.extra_args = list(extra_args)
         self.env = dict(env or {})   # set in the daemon's environment at every start
+        self.config = dict({'dns_resolv_file': self.resolv_file}, **(config or {}))
         self.process = None
 
     @property
@@ -34,12 +45,27 @@ class LocalDaemon:
     def log_file(self):
         return os.path.join(self.data_dir, 'daemon.log')
 
+    @property
+    def config_file(self):
+        return os.path.join(self.data_dir, 'backend.conf')
+
+    @property
+    def resolv_file(self):
+        return os.path.join(self.data_dir, 'dns-upstream.conf')
+
+    def _write_config(self):
+        if not os.path.exists(self.resolv_file):
+            open(self.resolv_file, 'a').close()
+        with open(self.config_file, 'w') as f:
+            f.write('[backend]\n' + ''.join('%s = %s\n' % item for item in self.config.items()))
+
     def start(self, timeout=30):
         """Start the daemon and return a pylxd client once it answers."""
         env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get('PYTHONPATH', ''),
                    **self.env)
+        self._write_config()
         self.process = subprocess.Popen(
-            [sys.executable, '-m', 'nova_lxd.backend.daemon', '--config-file', '/dev/null',
+            [sys.executable, '-m', 'nova_lxd.backend.daemon', '--config-file', self.config_file,
              '--data-dir', self.data_dir, '--log-file', self.log_file, '--debug']
             + self.extra_args, env=env, cwd=REPO)
         deadline = time.monotonic() + timeout

@@ -67,7 +67,7 @@ def test_backend_conf_sample_states_the_true_defaults(tmp_path):
     assert sorted(keys) == sorted(['data_dir', 'socket_group', 'socket_mode', 'log_file',
                                    'debug', 'storage_driver', 'bridge_subnet',
                                    'keepalive_timeout', 'recycle_growth_mb',
-                                   'cgroup_favordynmods'])
+                                   'cgroup_favordynmods', 'dns_resolv_file'])
     conf = tmp_path / 'backend.conf'
     conf.write_text(re.sub(r'^#(\w+ =)', r'\1', sample, flags=re.M))
     loaded = vars(backend_config.DaemonConfig.load(str(conf)))

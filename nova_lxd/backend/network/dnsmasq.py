@@ -14,7 +14,9 @@ hosts file in well under a millisecond. So:
 - `lease-event` writes dns.d/<MAC> (`ip name`) for a new lease of a MAC that has a name, and
   removes it when that lease goes;
 - the DNS dnsmasq answers from dns.d/ (--hostsdir, the domain added with --expand-hosts) and
-  /etc/hosts; nothing is forwarded.
+  /etc/hosts; plain names and the domain are never forwarded, other names go to the servers of
+  the daemon's dns_resolv_file (the host's /etc/resolv.conf by default, as LXD's bridges do),
+  or nowhere when that is empty.
 
 Both outlive a daemon stop, as in LXD, so containers keep their leases and names; the next
 start adopts each by its pid file when its command line is still the one wanted, and restarts it
@@ -137,11 +139,9 @@ class Process:
             os.kill(pid, signal.SIGTERM)
         except ProcessLookupError:
             return
-        deadline = time.monotonic() + 5
-        while time.monotonic() < deadline and _cmdline(pid):
-            time.sleep(0.02)
-        if _cmdline(pid):
+        if not _wait_exit(pid, 5):
             os.kill(pid, signal.SIGKILL)
+            _wait_exit(pid, 5)
         child = _CHILDREN.pop(pid, None)
         if child is not None:
             child.wait()
@@ -171,10 +171,11 @@ class Dnsmasq:
         self.dns = Process(path('dns.pid'))
 
     def commands(self, ipv4=None, ipv6=None, dhcp_ranges=(), dhcp6=False, domain='',
-                 lease_time='1h', dns=True):
+                 lease_time='1h', dns=True, resolv_file=''):
         """(the DHCP/RA dnsmasq's command line, the DNS one's or None).
 
-        ipv4/ipv6 are ip_interface objects or None.
+        ipv4/ipv6 are ip_interface objects or None; resolv_file: where the DNS one finds the
+        servers it forwards other names to ('' forwards nothing).
         """
         base = ['dnsmasq', '--keep-in-foreground', '--conf-file=/dev/null', '--strict-order',
                 '--bind-interfaces', '--except-interface=lo', '--interface=%s' % self.bridge]
@@ -199,10 +200,13 @@ class Dnsmasq:
             dhcp.append('--dhcp-option=option:dns-server,0.0.0.0')
         if ipv6:
             dhcp.append('--dhcp-option=option6:dns-server,[::]')
-        # plain names (instances) and the domain are answered here, never forwarded
-        resolver = base + ['--pid-file=%s' % self.dns.pid_file, '--no-resolv',
-                           '--hostsdir=%s' % self.dns_dir, '--domain-needed',
-                           '--local=//'] + listen
+        # plain names (instances) and the domain are answered here, never forwarded; other
+        # names go to the resolv file's servers (dnsmasq polls it for changes), or with none
+        # nowhere: then the command is the one of versions that never forwarded, adopted as is
+        resolver = base + ['--pid-file=%s' % self.dns.pid_file,
+                           '--resolv-file=%s' % resolv_file if resolv_file else '--no-resolv',
+                           '--hostsdir=%s' % self.dns_dir, '--domain-needed']
+        resolver += ([] if resolv_file else ['--local=//']) + listen
         if domain:
             resolver += ['--domain=%s' % domain, '--expand-hosts', '--local=/%s/' % domain]
         return dhcp, resolver
@@ -404,6 +408,29 @@ def _is_ip(value):
         return True
     except ValueError:
         return False
+
+
+def _wait_exit(pid, timeout):
+    deadline = time.monotonic() + timeout
+    while not _exited(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def _exited(pid):
+    """Whether a process is gone or a zombie: then its sockets are closed, its ports free.
+
+    Not "its command line reads empty": the kernel drops that (the memory) before the open
+    files, and a dnsmasq started again at once could still find its port 53 in use.
+    """
+    try:
+        with open('/proc/%d/stat' % pid, 'rb') as f:
+            stat = f.read()
+    except OSError:
+        return True
+    return stat[stat.rindex(b')') + 2:][:1] in (b'Z', b'X')
 
 
 def _cmdline(pid):

@@ -459,7 +459,8 @@ class NetworkService:
                                    dhcp6=_bool(config.get('ipv6.dhcp.stateful')),
                                    domain=config.get('dns.domain', ''),
                                    dns=config.get('dns.mode', 'managed') != 'none',
-                                   lease_time=config.get('ipv4.dhcp.expiry', '1h'))
+                                   lease_time=config.get('ipv4.dhcp.expiry', '1h'),
+                                   resolv_file=self.daemon.config.dns_resolv_file)
         try:
             server.ensure(commands)
         except RuntimeError as exc:

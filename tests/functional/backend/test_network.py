@@ -9,6 +9,9 @@ import pytest
 from nova_lxd.backend.network import netlink
 from tests.backend_fixture import BackendDaemon
 from tests.functional.backend import netns
+from tests.functional.backend.busybox_rootfs import cleanup, create_busybox
+from tests.functional.backend.dns_responder import responder
+from tests.functional.backend.instance_net import dhcp, run
 from tests.functional.backend.terminal import wait_until
 
 
@@ -42,6 +45,14 @@ def _dnsmasq(name):
     The DHCP one's script helper, its child, has the same command line.
     """
     return {p: c for p, c in netns.dnsmasq_pids() if '--interface=%s ' % name in c + ' '}
+
+
+def _pids(name):
+    """{'dhcp': pids, 'dns': pids} of the network's dnsmasq processes."""
+    pids = {'dhcp': set(), 'dns': set()}
+    for pid, cmd in _dnsmasq(name).items():
+        pids['dns' if '/dns.pid' in cmd else 'dhcp'].add(pid)
+    return pids
 
 
 def _leftovers(name):
@@ -320,12 +331,63 @@ def test_an_earlier_version_s_single_dnsmasq_and_its_entries_are_taken_over():
         _destroy(daemon, name)
 
 
-def test_bridge_subnet_in_daemon_config_makes_the_default_network_and_eth0(tmp_path):
+def test_outside_names_are_forwarded_to_the_resolv_file_and_the_network_s_own_never():
+    """As on an LXD bridge, a container resolves outside names through its network's DNS.
+
+    The daemon's dns_resolv_file names the upstream: here a responder of the test's own on
+    loopback, answering one name. Instance names and the network's domain are answered by the
+    network's dnsmasq and never reach it. The daemon first forwards nothing (an empty setting:
+    the DNS dnsmasq exactly as versions before forwarding ran it), then starts again with the
+    resolv file, as after an upgrade: the DNS dnsmasq is restarted, the DHCP one adopted.
+    """
+    outside = 'mirror.nlxt-upstream.test'
+    daemon = BackendDaemon(config={'dns_resolv_file': ''})
+    name = _name()
+    instance = None
+    with responder(outside, '192.0.2.77') as upstream:
+        try:
+            client = daemon.start()
+            gateway = ipaddress.ip_interface('10.253.%d.1/24' % random.randint(0, 255))
+            client.networks.create(name, config={'ipv4.address': str(gateway),
+                                                 'dns.domain': 'nlxt.test'})
+            assert '--no-resolv' in _leftovers(name)['dnsmasq']['dns']
+            before = _pids(name)
+            daemon.stop()
+            with open(daemon.resolv_file, 'w') as f:
+                f.write('nameserver %s\n' % upstream.listen_address)
+            daemon.config['dns_resolv_file'] = daemon.resolv_file
+            client = daemon.start()
+            after = _pids(name)
+            assert after['dhcp'] == before['dhcp'] and len(after['dns']) == 1, daemon.log()
+            assert not after['dns'] & before['dns']
+            command = _leftovers(name)['dnsmasq']['dns']
+            assert '--resolv-file=%s' % daemon.resolv_file in command
+            assert '--no-resolv' not in command and '--local=//' not in command
+
+            instance = create_busybox(client, daemon, devices={
+                'eth0': {'type': 'nic', 'network': name, 'name': 'eth0'}})
+            instance.start(wait=True)
+            address = dhcp(instance)
+            code, out = run(instance, 'nslookup', outside, str(gateway.ip))
+            assert code == 0 and '192.0.2.77' in out, out
+            assert (outside, 'A') in upstream.queries
+            for own in (instance.name, '%s.nlxt.test' % instance.name):
+                code, out = run(instance, 'nslookup', own, str(gateway.ip))
+                assert code == 0 and address in out, out
+            code, out = run(instance, 'nslookup', 'missing.nlxt.test', str(gateway.ip))
+            assert "can't find missing.nlxt.test" in out, out
+            assert not [queried for queried in upstream.names()
+                        if instance.name.lower() in queried or 'nlxt.test' in queried]
+        finally:
+            if instance is not None:
+                cleanup(instance)
+            _destroy(daemon, name)
+
+
+def test_bridge_subnet_in_daemon_config_makes_the_default_network_and_eth0():
     if netns.link_exists('novalxdbr0'):
         pytest.fail('novalxdbr0 exists on this host already; cannot test the default network')
-    conf = tmp_path / 'backend.conf'
-    conf.write_text('[backend]\nbridge_subnet = 10.253.%d.0/24\n' % random.randint(0, 255))
-    daemon = BackendDaemon(extra_args=['--config-file', str(conf)])
+    daemon = BackendDaemon(config={'bridge_subnet': '10.253.%d.0/24' % random.randint(0, 255)})
     try:
         client = daemon.start()
         net = client.networks.get('novalxdbr0')

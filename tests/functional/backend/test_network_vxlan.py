@@ -103,7 +103,7 @@ def test_endpoints_on_two_daemons_share_a_vxlan_tunnelled_bridge(backend, monkey
 
 def test_containers_on_two_daemons_reach_each_other_over_vxlan(backend, monkeypatch):
     from tests.functional.backend.busybox_rootfs import cleanup, create_busybox
-    from tests.functional.backend.test_nic import dhcp
+    from tests.functional.backend.instance_net import dhcp
     client_a = backend.client()
     name = 'nlxtvx%04x' % random.getrandbits(16)
     subnet = ipaddress.ip_interface('10.254.%d.1/24' % random.randint(100, 199))

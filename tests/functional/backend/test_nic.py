@@ -9,13 +9,8 @@ import pytest
 from nova_lxd.backend.network import netlink
 from tests.functional.backend import netns
 from tests.functional.backend.busybox_rootfs import cleanup, create_busybox
+from tests.functional.backend.instance_net import dhcp, inet, run
 from tests.functional.backend.terminal import wait_until
-
-DHCP_SCRIPT = b"""#!/bin/sh
-case "$1" in
-  bound|renew) ip addr add "$ip/$mask" dev "$interface" ;;
-esac
-"""
 
 
 @pytest.fixture(scope='module', autouse=True)
@@ -40,27 +35,6 @@ def network(backend):
 def fresh(client, instance):
     # pylxd's sync() keeps a stale config here; a new GET does not
     return client.instances.get(instance.name)
-
-
-def run(instance, *cmd):
-    result = instance.execute(list(cmd))
-    return result.exit_code, result.stdout
-
-
-def dhcp(instance, ifname='eth0'):
-    instance.files.put('/dhcp.sh', DHCP_SCRIPT, mode='0755')
-    code, out = run(instance, 'udhcpc', '-f', '-q', '-n', '-t', '10', '-T', '1', '-i', ifname,
-                    '-s', '/dhcp.sh')
-    assert code == 0, out
-    return inet(instance, ifname)
-
-
-def inet(instance, ifname):
-    state = instance.state()
-    for address in (state.network or {}).get(ifname, {}).get('addresses', []):
-        if address['family'] == 'inet':
-            return address['address']
-    return None
 
 
 def _leases(client, network):

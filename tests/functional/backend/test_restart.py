@@ -165,11 +165,9 @@ def _child_states(pid):
 
 
 @pytest.fixture
-def quick_backend(tmp_path):
+def quick_backend():
     """Connections idle for 1 s are closed, so the daemon is soon quiet enough to re-execute."""
-    conf = tmp_path / 'backend.conf'
-    conf.write_text('[backend]\nkeepalive_timeout = 1\n')
-    daemon = BackendDaemon(extra_args=['--config-file', str(conf)])
+    daemon = BackendDaemon(config={'keepalive_timeout': 1})
     daemon.start()
     yield daemon
     netns.sweep_test_networks(daemon.client())

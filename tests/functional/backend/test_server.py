@@ -92,11 +92,9 @@ def _get_on(sock):
     return head.split(b'\r\n', 1)[0]
 
 
-def test_idle_connections_are_closed_after_keepalive_timeout(backend, tmp_path):
+def test_idle_connections_are_closed_after_keepalive_timeout(backend):
     """An idle client connection (and what the daemon holds for it) lasts keepalive_timeout."""
-    conf = tmp_path / 'backend.conf'
-    conf.write_text('[backend]\nkeepalive_timeout = 1\n')
-    daemon = BackendDaemon(extra_args=['--config-file', str(conf)])
+    daemon = BackendDaemon(config={'keepalive_timeout': 1})
     try:
         client = daemon.start()
         with socket.socket(socket.AF_UNIX) as short, socket.socket(socket.AF_UNIX) as default:

@@ -233,10 +233,8 @@ def test_restart_mounts_pools_once_and_destroy_frees_the_loop_device():
     assert not os.path.exists(daemon.data_dir)
 
 
-def test_dir_is_the_default_when_configured(tmp_path):
-    conf = tmp_path / 'backend.conf'
-    conf.write_text('[backend]\nstorage_driver = dir\n')
-    daemon = BackendDaemon(extra_args=['--config-file', str(conf)])
+def test_dir_is_the_default_when_configured():
+    daemon = BackendDaemon(config={'storage_driver': 'dir'})
     try:
         client = daemon.start()
         assert client.host_info['environment']['storage'] == 'dir'

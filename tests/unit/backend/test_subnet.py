@@ -5,6 +5,7 @@ import random
 
 import pytest
 
+from nova_lxd.backend.config import DaemonConfig
 from nova_lxd.backend.errors import BadRequest
 from nova_lxd.backend.instances.devices.nic import parse_rate
 from nova_lxd.backend.network import service, subnet
@@ -136,6 +137,43 @@ def test_dnsmasq_commands_and_reservations(tmp_path):
     assert server.dhcp.pid() is None and server.dns.pid() is None  # no pid file: none adopted
     dhcp, dns = server.commands(ipv4=ipaddress.ip_interface('10.1.2.1/24'), dns=False)
     assert dns is None and not [option for option in dhcp if 'dns-server' in option]
+
+
+def test_dnsmasq_forwards_other_names_to_the_resolv_file_but_never_its_own():
+    """Upstream servers from a resolv file (LXD's way); plain names and the domain stay local."""
+    server = Dnsmasq('/n', 'n1', 'n1')
+    gateway = ipaddress.ip_interface('10.1.2.1/24')
+    closed_dhcp, closed = server.commands(ipv4=gateway, domain='lxd')
+    dhcp, dns = server.commands(ipv4=gateway, domain='lxd', resolv_file='/etc/resolv.conf')
+    assert '--resolv-file=/etc/resolv.conf' in dns
+    assert '--no-resolv' not in dns and '--local=//' not in dns
+    for option in ('--domain-needed', '--local=/lxd/', '--domain=lxd', '--expand-hosts'):
+        assert option in dns
+    # only the DNS one changes: an upgrade restarts it, not the DHCP one and its leases
+    assert dhcp == closed_dhcp and not [option for option in dhcp if 'resolv' in option]
+    assert set(closed) - set(dns) == {'--no-resolv', '--local=//'}
+    assert set(dns) - set(closed) == {'--resolv-file=/etc/resolv.conf'}
+    # forwarding nothing is the command of the versions before: adopted, not restarted
+    assert closed == ['dnsmasq', '--keep-in-foreground', '--conf-file=/dev/null',
+                      '--strict-order', '--bind-interfaces', '--except-interface=lo',
+                      '--interface=n1', '--pid-file=/n/dns.pid', '--no-resolv',
+                      '--hostsdir=/n/dns.d', '--domain-needed', '--local=//',
+                      '--listen-address=10.1.2.1', '--domain=lxd', '--expand-hosts',
+                      '--local=/lxd/']
+    # without a domain the instances' names are plain names: --domain-needed keeps them here
+    _, dns = server.commands(ipv4=gateway, resolv_file='/etc/resolv.conf')
+    assert '--domain-needed' in dns and not [option for option in dns
+                                             if option.startswith('--local=')]
+
+
+@pytest.mark.parametrize('text, expected', [
+    ('', '/etc/resolv.conf'),
+    ('dns_resolv_file =\n', ''),
+    ('dns_resolv_file = /run/upstream.conf\n', '/run/upstream.conf')])
+def test_daemon_config_names_the_resolv_file_of_managed_networks(tmp_path, text, expected):
+    conf = tmp_path / 'backend.conf'
+    conf.write_text('[backend]\n' + text)
+    assert DaemonConfig.load(str(conf)).dns_resolv_file == expected
 
 
 def test_dnsmasq_migrates_the_entries_of_earlier_versions(tmp_path):
