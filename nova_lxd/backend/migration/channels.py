@@ -122,7 +122,9 @@ class Channels:
         if self.sockets[channel].closed:
             raise TransferError('The migration peer went away (%s channel closed)' % channel)
         try:
-            await asyncio.wait_for(send(data), SEND_TIMEOUT)
+            # a timeout scope, not wait_for(): that made a task of every frame
+            async with asyncio.timeout(SEND_TIMEOUT):
+                await send(data)
         except asyncio.TimeoutError:
             raise TransferError('The migration peer stopped reading (%s channel)' % channel)
         except (ConnectionError, aiohttp.ClientError) as exc:

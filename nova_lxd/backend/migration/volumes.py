@@ -13,14 +13,15 @@ Received data lands only in the new instance's own volume paths (or a `.migrate-
 directory in the pool, removed on failure and at daemon start), so a failed or interrupted
 receive is cleaned up by deleting the instance volume.
 """
-import asyncio
 import logging
 import os
 import shutil
+import stat
 import time
 import uuid
 
-from nova_lxd.backend.migration.channels import CHUNK, TransferError
+from nova_lxd.backend.migration import pipes
+from nova_lxd.backend.migration.channels import TransferError
 from nova_lxd.backend.storage import system
 
 LOG = logging.getLogger(__name__)
@@ -39,15 +40,21 @@ def formats(pool):
 
 
 async def _kill(proc):
-    """Kill and reap a stream process, draining its pipes.
+    """Kill and reap a stream process (its stdin/stdout pipe ends are closed by then).
 
-    asyncio's wait() returns only once every pipe has seen its end, and a stdout pipe paused on
-    a full buffer (nobody reads it after a failure) never would: a source whose target died
-    mid-transfer hung there forever.
+    asyncio's wait() returns only once the stderr pipe has seen its end: communicate() reads it.
     """
     if proc.returncode is None:
         proc.kill()
     await proc.communicate()
+
+
+async def _finish(proc, verb, label):
+    """Reap a stream process; raise with its stderr if it failed."""
+    _, stderr = await proc.communicate()
+    if proc.returncode != 0:
+        raise TransferError('%s %s failed: %s' % (verb, label, stderr.decode(
+            errors='replace').strip()[-300:]))
 
 
 # -- sending ---------------------------------------------------------------------------------------
@@ -55,22 +62,20 @@ async def _kill(proc):
 async def _pump_process(cmd, channels, label):
     """Run cmd and send its stdout as binary frames; raise if it fails."""
     began = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE,
-                                                stderr=asyncio.subprocess.PIPE)
-    sent = 0
+    read_end, write_end = pipes.make_pipe()
+    reader = pipes.Reader(read_end)
     try:
-        while True:
-            chunk = await proc.stdout.read(CHUNK)
-            if not chunk:
-                break
-            await channels.send_bytes('fs', chunk)
-            sent += len(chunk)
-        stderr = await proc.stderr.read()
-        if await proc.wait() != 0:
-            raise TransferError('Sending %s failed: %s' % (label, stderr.decode(
-                errors='replace').strip()[-300:]))
+        proc = await pipes.spawn(cmd, stdout=write_end)
+    except BaseException:
+        reader.close()
+        raise
+    try:
+        sent = await reader.pump(lambda chunk: channels.send_bytes('fs', chunk))
+        reader.close()
+        await _finish(proc, 'Sending', label)
         LOG.debug('Sent %s: %d bytes in %.3fs', label, sent, time.monotonic() - began)
     except BaseException:
+        reader.close()      # a process still writing gets EPIPE
         await _kill(proc)
         raise
     return sent
@@ -125,9 +130,13 @@ async def send_volumes(channels, pool, name, snapshots, volume_format, run_block
 async def _feed_process(cmd, channels, label):
     """Run cmd with the binary frames up to volume-end on its stdin."""
     began = time.monotonic()
-    proc = await asyncio.create_subprocess_exec(*cmd, stdin=asyncio.subprocess.PIPE,
-                                                stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.PIPE)
+    read_end, write_end = pipes.make_pipe()
+    writer = pipes.Writer(write_end)
+    try:
+        proc = await pipes.spawn(cmd, stdin=read_end)
+    except BaseException:
+        writer.close()
+        raise
     received = 0
     try:
         while True:
@@ -137,15 +146,19 @@ async def _feed_process(cmd, channels, label):
                     raise TransferError('Migration protocol error in the %s stream' % label)
                 break
             received += len(message)
-            proc.stdin.write(message)
-            await proc.stdin.drain()
-        proc.stdin.close()
-        stderr = await proc.stderr.read()
-        if await proc.wait() != 0:
-            raise TransferError('Receiving %s failed: %s' % (label, stderr.decode(
-                errors='replace').strip()[-300:]))
+            try:
+                await writer.write(message)
+            except BrokenPipeError:
+                # the process stopped reading: its stderr says why
+                writer.close()
+                await _finish(proc, 'Receiving', label)
+                raise TransferError('Receiving %s failed: the stream went on after its end'
+                                    % label)
+        writer.close()
+        await _finish(proc, 'Receiving', label)
         LOG.debug('Received %s: %d bytes in %.3fs', label, received, time.monotonic() - began)
     except BaseException:
+        writer.close()
         await _kill(proc)
         raise
     return received
@@ -220,21 +233,29 @@ async def receive_volumes(channels, pool, name, snapshots, volume_format, run_bl
 
 
 def _place_received(pool, staging, placed, name, snapshot):
-    """Move the subvolume `btrfs receive` just made to its place in the pool."""
-    received = [e for e in os.listdir(staging)
-                if os.path.isdir(os.path.join(staging, e)) and e not in placed]
-    if len(received) != 1:
+    """Put the subvolume `btrfs receive` just made in its place in the pool."""
+    received = [e for e in os.listdir(staging) if e not in placed]
+    source = os.path.join(staging, received[0]) if len(received) == 1 else None
+    if source is None or not (stat.S_ISDIR(os.lstat(source).st_mode) and
+                              os.lstat(source).st_ino == 256):
         raise TransferError('btrfs receive produced %d volumes, expected one' % len(received))
-    source = os.path.join(staging, received[0])
     if snapshot:
-        # kept (as a read-only reference) until the whole receive ends: it is the parent of the
-        # next incremental stream; the pool's snapshot is a read-only snapshot of it
+        # kept (read-only, with the received UUID by which `btrfs receive` finds it) until the
+        # whole receive ends: it is the parent of the next incremental stream. A read-only
+        # subvolume cannot move to another directory: the pool's snapshot is a snapshot of it.
         dest = pool.snapshot_path(name, snapshot)
         os.makedirs(os.path.dirname(dest), mode=0o711, exist_ok=True)
         system.run(['btrfs', '-q', 'subvolume', 'snapshot', '-r', source, dest],
                    'btrfs snapshot')
-    else:
-        system.run(['btrfs', '-q', 'subvolume', 'snapshot', source, pool.instance_path(name)],
-                   'btrfs snapshot')
-        os.chmod(pool.instance_path(name), 0o711)
-    placed.add(received[0])
+        placed.add(received[0])
+        return
+    # The instance volume is renamed into place, not snapshotted: a snapshot waited for the whole
+    # received volume to be written out first (0.5 s of a 200 MB move's 1.4 s). Made writable
+    # first, which clears its received UUID (its content will change).
+    dest = pool.instance_path(name)
+    if os.path.lexists(dest):
+        raise TransferError('%s exists already' % dest)
+    system.run(['btrfs', 'property', 'set', '-f', '-ts', source, 'ro', 'false'],
+               'btrfs property set')
+    os.chmod(source, 0o711)
+    os.rename(source, dest)

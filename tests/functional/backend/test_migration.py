@@ -4,6 +4,7 @@ import glob
 import json
 import os
 import sqlite3
+import subprocess
 import time
 
 import pylxd
@@ -84,6 +85,14 @@ def read(host, name, path, snapshot=None):
         return f.read()
 
 
+def subvolume_show(path):
+    """The received UUID and flags of the btrfs subvolume at path."""
+    out = subprocess.run(['btrfs', 'subvolume', 'show', path], capture_output=True, text=True,
+                         check=True).stdout
+    fields = dict(line.strip().split(':', 1) for line in out.splitlines()[1:] if ':' in line)
+    return {k: fields[k].strip() for k in ('Received UUID', 'Flags')}
+
+
 def wait_gone(host, name, timeout=30):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -131,6 +140,12 @@ def test_pylxd_migrate_stopped_container_with_two_snapshots(hosts, container):
     assert read(hosts.b, name, 'root/data') == 'v3'
     assert read(hosts.b, name, 'root/data', 's1') == 'v1'
     assert read(hosts.b, name, 'root/data', 's2') == 'v2'
+    # the received instance volume was moved into place writable, without the received UUID
+    # that would let a later incremental stream take it for an unchanged parent
+    volume = os.path.dirname(rootfs(hosts.b, name))
+    assert subvolume_show(volume) == {'Received UUID': '-', 'Flags': '-'}
+    assert subvolume_show(os.path.dirname(rootfs(hosts.b, name, 's1')))['Flags'] == 'readonly'
+    assert glob.glob(os.path.join(os.path.dirname(volume), '.migrate-*')) == []
     # it runs there, and a restore brings back a snapshot's data
     moved.start(wait=True)
     assert attach(hosts.b.daemon, name, 'cat', '/root/data') == 'v3'
