@@ -1,4 +1,5 @@
 """/1.0/images: upload (unified, split), publish, list, get, update, delete, export; aliases."""
+import functools
 import urllib.parse
 
 import aiohttp
@@ -123,27 +124,33 @@ def _upload_options(request):
 
 
 async def _upload(request):
+    """Receive, check and store an upload before answering; the operation only reports it.
+
+    The checks answer a bad upload with a plain 400 (nothing stored); storing a checked one
+    takes a millisecond, so it is done in the same worker-thread call rather than in the
+    operation, which is then already finished when the client waits on it.
+    """
     daemon = request.app['daemon']
     images = daemon.images
+    options = _upload_options(request)
     staging = images.new_staging()
     try:
         try:
             await _receive(request, staging)
         except (aiohttp.ClientPayloadError, ConnectionError) as exc:
             raise BadRequest('The image upload was interrupted: %s' % exc)
-        plan = await daemon.operations.run_blocking(
-            images.check_upload, staging, request.headers.get('X-LXD-fingerprint'))
+        fingerprint = await daemon.operations.run_blocking(
+            functools.partial(images.import_upload, staging,
+                              request.headers.get('X-LXD-fingerprint'), **options))
     except BaseException:
         await daemon.operations.run_blocking(staging.discard)
         raise
-    options = _upload_options(request)
+    result = {'fingerprint': fingerprint, 'size': staging.size}
 
     async def work(op):
-        fingerprint = await op.run_blocking(images.commit, plan, options['public'],
-                                            options['properties'], options['filename'])
-        return {'fingerprint': fingerprint, 'size': plan.staging.size}
+        return result
     op = daemon.operations.start(work, 'Downloading image',
-                                 {'images': ['/1.0/images/%s' % plan.fingerprint]})
+                                 {'images': ['/1.0/images/%s' % fingerprint]})
     return response.async_operation(op)
 
 

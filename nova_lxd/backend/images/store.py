@@ -101,6 +101,10 @@ class ImageStore:
         meta = image_metadata.parse(content.metadata_yaml, set(content.templates))
         return ImagePlan(staging, split, rootfs_format, meta)
 
+    def import_upload(self, staging, expected_fingerprint=None, **commit_options):
+        """check_upload then commit, in one call (one worker-thread hop for an upload)."""
+        return self.commit(self.check_upload(staging, expected_fingerprint), **commit_options)
+
     def commit(self, plan, public=False, properties=None, filename='', aliases=()):
         """Store a checked upload: files in place, one record; nothing left behind on failure."""
         fingerprint = plan.fingerprint

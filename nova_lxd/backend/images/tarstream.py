@@ -14,6 +14,8 @@ regular files), data after a non-regular member, a NUL inside a pax name (tar wo
 there), pax global headers that rename or resize members, several name sources for one member,
 a regular file whose name ends in '/' (old tars make it a directory).
 """
+import zlib
+
 from nova_lxd.backend.errors import BadRequest
 
 BLOCK = 512
@@ -65,14 +67,26 @@ def _c_string(raw):
     return _text(raw.split(b'\x00', 1)[0])
 
 
-def _checksum_ok(block):
+def _byte_sum(data):
+    """The sum of at most 256 bytes, in C (Python's sum() takes 5 times longer).
+
+    adler32's low half is 1 + the byte sum modulo 65521; 256 bytes sum to at most 65280, so
+    nothing wraps.
+    """
+    assert len(data) <= 256
+    return (zlib.adler32(data) & 0xffff) - 1
+
+
+def _unsigned_checksum(block):
+    """The usual header sum: every byte, the checksum field counted as 8 spaces."""
+    return _byte_sum(block[:256]) + _byte_sum(block[256:]) - _byte_sum(block[148:156]) + 256
+
+
+def _signed_checksum_ok(block):
+    """The header sum as some old tars made it (signed chars); GNU tar accepts it too."""
     stored = _number(block[148:156], 'checksum')
-    unsigned = sum(block) - sum(block[148:156]) + 8 * 32
-    if stored == unsigned:
-        return True
-    # some old tars summed signed chars; GNU tar accepts either
-    signed = unsigned - 256 * sum(1 for byte in block if byte > 127)
-    return stored == signed
+    high = sum(1 for i, byte in enumerate(block) if byte > 127 and not 148 <= i < 156)
+    return stored == _unsigned_checksum(block) - 256 * high
 
 
 def _pax_records(data):
@@ -93,6 +107,7 @@ def _pax_records(data):
             _refuse('malformed pax extended header')
         records[data[space + 1:equals]] = data[equals + 1:stop - 1]
         pos = stop
+    _check_pax(data, records)
     return records
 
 
@@ -202,7 +217,6 @@ def walk(read_chunk):
     """
     blocks = _Blocks(read_chunk)
     pending = {}                 # 'pax', 'longname', 'longlink' for the next member
-    global_pax = {}
     while True:
         header = blocks.take(BLOCK)
         if header == _ZERO_BLOCK:
@@ -212,7 +226,8 @@ def walk(read_chunk):
         if header[257:265] not in (_POSIX, _GNU):
             _corrupt('a block where a header should be is not a POSIX ustar/pax or GNU tar '
                      'header')
-        if not _checksum_ok(header):
+        if _number(header[148:156], 'checksum') != _unsigned_checksum(header) \
+                and not _signed_checksum_ok(header):
             _corrupt('a header checksum does not match')
         flag = header[156:157]
         size = _number(header[124:136], 'size')
@@ -221,13 +236,12 @@ def walk(read_chunk):
                 _refuse('extended header of %d bytes' % size)
             data = blocks.take_padded(size)
             if flag == _PAX_GLOBAL:
+                # what it may set (times, owners, comments) changes no name, type or size
                 records = _pax_records(data)
-                _check_pax(records)
                 bad = [k for k in records if k in _GLOBAL_FORBIDDEN]
                 if bad:
                     _refuse('a pax global header sets %s for every member'
                             % b', '.join(bad).decode())
-                global_pax.update(records)
                 continue
             key = {_PAX_LOCAL: 'pax', _GNU_LONGNAME: 'longname', _GNU_LONGLINK: 'longlink'}[flag]
             if key in pending:
@@ -245,17 +259,17 @@ def walk(read_chunk):
             blocks.skip_padded(member.size)
 
 
-def _check_pax(records):
-    for key, value in records.items():
-        if key.startswith(b'GNU.sparse'):
-            _refuse('sparse members are not supported')
-        if key in (b'path', b'linkpath') and b'\x00' in value:
-            _refuse('a pax %s contains a NUL byte' % key.decode())
+def _check_pax(data, records):
+    if b'GNU.sparse' in data and any(key.startswith(b'GNU.sparse') for key in records):
+        _refuse('sparse members are not supported')
+    if b'\x00' in data:        # binary values (xattrs) may hold NULs; names may not
+        for key in (b'path', b'linkpath'):
+            if b'\x00' in records.get(key, b''):
+                _refuse('a pax %s contains a NUL byte' % key.decode())
 
 
 def _member(header, type_, size, pending, blocks):
     pax = pending.get('pax', {})
-    _check_pax(pax)
     if b'path' in pax and 'longname' in pending or b'linkpath' in pax and 'longlink' in pending:
         _refuse('a member has both a pax and a GNU long name')
     if b'path' in pax:

@@ -115,3 +115,30 @@ def test_corrupt_zstd_is_refused(tmp_path):
     path.write_bytes(raw[:len(raw) // 2])
     with pytest.raises(BadRequest, match='Corrupt or truncated'):
         tarball.scan(str(path), 'unified')
+
+
+def test_byte_sum_is_exact_up_to_256_bytes():
+    for block in (bytes(256), b'\xff' * 256, bytes(range(256)), b'\x80' * 8, b''):
+        assert tarstream._byte_sum(block) == sum(block)
+
+
+def test_signed_checksum_is_accepted_and_a_wrong_one_refused():
+    name = 'rootfs/\xe9'.encode('latin-1')        # a byte over 127: signed and unsigned differ
+    header = bytearray(corpus.forged_header(name))
+    unsigned = tarstream._unsigned_checksum(bytes(header))
+    header[148:156] = b'%06o\x00 ' % (unsigned - 256)
+    raw = bytes(header) + bytes(1024)
+    assert [m.name for m in tarstream.walk(iter([raw, b'']).__next__)] == ['rootfs/\udce9']
+    header[148:156] = b'%06o\x00 ' % (unsigned - 1)
+    with pytest.raises(BadRequest, match='checksum'):
+        list(tarstream.walk(iter([bytes(header) + bytes(1024), b'']).__next__))
+
+
+def test_a_lone_zero_block_ends_the_archive_as_for_gnu_tar(tmp_path):
+    raw = (corpus.forged_header(b'rootfs/a') + bytes(512) + corpus.forged_header(b'rootfs/hidden')
+           + bytes(10240))
+    path = tmp_path / 'lone.tar'
+    path.write_bytes(raw)
+    listed = subprocess.run(['tar', '-tf', str(path)], capture_output=True).stdout.split()
+    assert listed == [b'rootfs/a']
+    assert [name for name, *_ in _walk(raw)] == ['rootfs/a']
