@@ -68,7 +68,13 @@ class DaemonConfig:
                 if 'recycle_growth_mb' in section:
                     values['recycle_growth_mb'] = section.getfloat('recycle_growth_mb')
         values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
+        config = cls(**values)
+        directory = os.path.dirname(config.dns_resolv_file)
+        if config.dns_resolv_file and not os.path.isdir(directory):
+            # dnsmasq watches the file's directory: without it no network's DNS would start
+            raise ValueError('dns_resolv_file %s: there is no directory %s'
+                             % (config.dns_resolv_file, directory))
+        return config
 
     def path(self, *parts):
         return os.path.join(self.data_dir, *parts)

@@ -337,8 +337,9 @@ def test_outside_names_are_forwarded_to_the_resolv_file_and_the_network_s_own_ne
     The daemon's dns_resolv_file names the upstream: here a responder of the test's own on
     loopback, answering one name. Instance names and the network's domain are answered by the
     network's dnsmasq and never reach it. The daemon first forwards nothing (an empty setting:
-    the DNS dnsmasq exactly as versions before forwarding ran it), then starts again with the
-    resolv file, as after an upgrade: the DNS dnsmasq is restarted, the DHCP one adopted.
+    the DNS dnsmasq exactly as versions before forwarding ran it), then starts again with a
+    resolv file, as after an upgrade: the DNS dnsmasq is restarted, the DHCP one adopted. The
+    file is empty at first; the responder written into it is taken up without a restart.
     """
     outside = 'mirror.nlxt-upstream.test'
     daemon = BackendDaemon(config={'dns_resolv_file': ''})
@@ -353,8 +354,6 @@ def test_outside_names_are_forwarded_to_the_resolv_file_and_the_network_s_own_ne
             assert '--no-resolv' in _leftovers(name)['dnsmasq']['dns']
             before = _pids(name)
             daemon.stop()
-            with open(daemon.resolv_file, 'w') as f:
-                f.write('nameserver %s\n' % upstream.listen_address)
             daemon.config['dns_resolv_file'] = daemon.resolv_file
             client = daemon.start()
             after = _pids(name)
@@ -368,13 +367,21 @@ def test_outside_names_are_forwarded_to_the_resolv_file_and_the_network_s_own_ne
                 'eth0': {'type': 'nic', 'network': name, 'name': 'eth0'}})
             instance.start(wait=True)
             address = dhcp(instance)
-            code, out = run(instance, 'nslookup', outside, str(gateway.ip))
-            assert code == 0 and '192.0.2.77' in out, out
-            assert (outside, 'A') in upstream.queries
+
+            def lookup(queried):
+                return run(instance, 'nslookup', queried, str(gateway.ip))
+
+            code, out = lookup(outside)          # no server in the file yet
+            assert code != 0 and '192.0.2.77' not in out and not upstream.queries, out
+            with open(daemon.resolv_file, 'w') as f:
+                f.write('nameserver %s\n' % upstream.listen_address)
+            # dnsmasq looks at the file's mtime at most once a second
+            assert wait_until(lambda: '192.0.2.77' in lookup(outside)[1]), lookup(outside)
+            assert (outside, 'A') in upstream.queries and _pids(name)['dns'] == after['dns']
             for own in (instance.name, '%s.nlxt.test' % instance.name):
-                code, out = run(instance, 'nslookup', own, str(gateway.ip))
+                code, out = lookup(own)
                 assert code == 0 and address in out, out
-            code, out = run(instance, 'nslookup', 'missing.nlxt.test', str(gateway.ip))
+            code, out = lookup('missing.nlxt.test')
             assert "can't find missing.nlxt.test" in out, out
             assert not [queried for queried in upstream.names()
                         if instance.name.lower() in queried or 'nlxt.test' in queried]

@@ -176,6 +176,17 @@ def test_daemon_config_names_the_resolv_file_of_managed_networks(tmp_path, text,
     assert DaemonConfig.load(str(conf)).dns_resolv_file == expected
 
 
+def test_daemon_config_refuses_a_resolv_file_in_a_missing_directory(tmp_path):
+    """dnsmasq would not start at all (it watches the directory): said at once, by name."""
+    conf = tmp_path / 'backend.conf'
+    conf.write_text('[backend]\ndns_resolv_file = %s/gone/resolv.conf\n' % tmp_path)
+    with pytest.raises(ValueError, match='dns_resolv_file .*/gone/resolv.conf: there is no '
+                                         'directory .*/gone$'):
+        DaemonConfig.load(str(conf))
+    conf.write_text('[backend]\ndns_resolv_file = %s/resolv.conf\n' % tmp_path)
+    assert DaemonConfig.load(str(conf)).dns_resolv_file == '%s/resolv.conf' % tmp_path
+
+
 def test_dnsmasq_migrates_the_entries_of_earlier_versions(tmp_path):
     """One file of all entries, then one per MAC with the names: now names and pinned files."""
     server = Dnsmasq(str(tmp_path), 'n1', 'n1')
