@@ -27,7 +27,8 @@ _GNU = b'ustar  \x00'
 REGULAR, HARDLINK, SYMLINK, CHAR, BLOCKDEV, DIRECTORY, FIFO = '0', '1', '2', '3', '4', '5', '6'
 _TYPES = {b'0': REGULAR, b'\x00': REGULAR, b'7': REGULAR, b'1': HARDLINK, b'2': SYMLINK,
           b'3': CHAR, b'4': BLOCKDEV, b'5': DIRECTORY, b'6': FIFO}
-_PAX_LOCAL, _PAX_GLOBAL, _GNU_LONGNAME, _GNU_LONGLINK = b'x', b'g', b'L', b'K'
+# headers that describe the next member (pax 'x', GNU long names) or all later ones (pax 'g')
+_EXTENDED = {b'x': 'pax', b'g': 'global', b'L': 'longname', b'K': 'longlink'}
 # how large a pax or GNU long-name header may be: names are at most PATH_MAX, records few
 _MAX_META_BYTES = 1 << 20
 # pax keywords a global header may not carry: they would rename or resize every later member
@@ -52,8 +53,8 @@ def _number(field, what):
         if field[0] != 0x80:
             _refuse('negative or malformed %s field' % what)
         return int.from_bytes(field[1:], 'big')
-    digits = field.split(b'\x00', 1)[0].strip(b' ')
-    if digits.translate(None, b'01234567'):
+    digits = field.strip(b' \x00')
+    if digits.translate(None, b'01234567'):     # a NUL or space inside the digits too
         _refuse('malformed %s field %r' % (what, digits))
     return int(digits, 8) if digits else 0
 
@@ -79,7 +80,9 @@ def _byte_sum(data):
 
 def _unsigned_checksum(block):
     """The usual header sum: every byte, the checksum field counted as 8 spaces."""
-    return _byte_sum(block[:256]) + _byte_sum(block[256:]) - _byte_sum(block[148:156]) + 256
+    adler = zlib.adler32     # _byte_sum inlined: this runs twice per member
+    return ((adler(block[:256]) & 0xffff) + (adler(block[256:]) & 0xffff)
+            - (adler(block[148:156]) & 0xffff) + 255)
 
 
 def _signed_checksum_ok(block):
@@ -216,9 +219,10 @@ def walk(read_chunk):
     EOFError if the stream ends before the archive's end-of-archive block.
     """
     blocks = _Blocks(read_chunk)
+    take, number, checksum = blocks.take, _number, _unsigned_checksum    # the hot loop's
     pending = {}                 # 'pax', 'longname', 'longlink' for the next member
     while True:
-        header = blocks.take(BLOCK)
+        header = take(BLOCK)
         if header == _ZERO_BLOCK:
             if pending:
                 _refuse('an extended header is followed by the end of the archive')
@@ -226,16 +230,17 @@ def walk(read_chunk):
         if header[257:265] not in (_POSIX, _GNU):
             _corrupt('a block where a header should be is not a POSIX ustar/pax or GNU tar '
                      'header')
-        if _number(header[148:156], 'checksum') != _unsigned_checksum(header) \
+        if number(header[148:156], 'checksum') != checksum(header) \
                 and not _signed_checksum_ok(header):
             _corrupt('a header checksum does not match')
         flag = header[156:157]
-        size = _number(header[124:136], 'size')
-        if flag in (_PAX_LOCAL, _PAX_GLOBAL, _GNU_LONGNAME, _GNU_LONGLINK):
+        size = number(header[124:136], 'size')
+        key = _EXTENDED.get(flag)
+        if key is not None:
             if size > _MAX_META_BYTES:
                 _refuse('extended header of %d bytes' % size)
             data = blocks.take_padded(size)
-            if flag == _PAX_GLOBAL:
+            if key == 'global':
                 # what it may set (times, owners, comments) changes no name, type or size
                 records = _pax_records(data)
                 bad = [k for k in records if k in _GLOBAL_FORBIDDEN]
@@ -243,10 +248,9 @@ def walk(read_chunk):
                     _refuse('a pax global header sets %s for every member'
                             % b', '.join(bad).decode())
                 continue
-            key = {_PAX_LOCAL: 'pax', _GNU_LONGNAME: 'longname', _GNU_LONGLINK: 'longlink'}[flag]
             if key in pending:
                 _refuse('two extended headers of the same kind for one member')
-            pending[key] = _pax_records(data) if flag == _PAX_LOCAL else _c_string(data)
+            pending[key] = _pax_records(data) if key == 'pax' else _c_string(data)
             continue
         type_ = _TYPES.get(flag)
         if type_ is None:
