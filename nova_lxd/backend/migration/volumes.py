@@ -218,7 +218,10 @@ async def receive_volumes(channels, pool, name, snapshots, volume_format, run_bl
                                     % header.get('name'))
             label = 'snapshot %s' % snapshot if snapshot else 'instance %s' % name
             if volume_format == 'btrfs':
-                await _feed_process(['btrfs', 'receive', '-q', staging], channels, label)
+                # chrooted into the staging directory: no path of the stream can reach out of
+                # it (the parents of incremental streams are received there too)
+                await _feed_process(['btrfs', 'receive', '-q', '--chroot', staging], channels,
+                                    label)
                 await run_blocking(_place_received, pool, staging, placed, name, snapshot)
             else:
                 path = pool.instance_path(name)
