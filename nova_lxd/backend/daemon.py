@@ -68,7 +68,7 @@ class Daemon:
             LOG.warning('Operation %s (%s) was interrupted by a daemon restart: failed',
                         op_id, description)
         self.operations = operations.OperationRegistry(
-            on_change=self._operation_changed, store=self.db, on_forget=self._work_done)
+            on_change=self._operation_changed, store=self.db, on_forget=self.work_done)
         self.trust = trust.TrustStore(self.db, self.certificate_fingerprint, self.https_addresses)
         # storage, then images: pools mounted (the default one created on first start)
         from nova_lxd.backend.images import ImageStore
@@ -96,12 +96,12 @@ class Daemon:
 
     def _operation_changed(self, op):
         self.events.send('operation', op.to_dict())
-        self._work_done()
+        self.work_done()
 
     async def _request_served(self, request, response):
-        self._work_done()
+        self.work_done()
 
-    def _work_done(self):
+    def work_done(self):
         """Work was done or let go of: give the heap back once things are quiet."""
         if self._trimmer is not None:
             self._trimmer.activity()
@@ -168,6 +168,7 @@ class Daemon:
         """Nothing is going on that a re-exec would cut, but event listeners (handed over)."""
         server = self._runner.server if self._runner else None
         return (server is not None and not self.operations.all()
+                and not self.instances.noticing()
                 and len(server.connections) + len(self._adopted)
                 <= self.events.listener_count())
 

@@ -147,10 +147,18 @@ class InstanceService(CreationMixin, LifecycleMixin):
         if self._exits is not None:
             self._exits.watch_from_thread(name, pid)
 
+    def noticing(self):
+        """True while a container's own stop is being handled (a re-exec would cut it)."""
+        return bool(self._noticing)
+
     def _monitor_exited(self, name):
         task = asyncio.ensure_future(self._notice_stop(name))
         self._noticing.add(task)
-        task.add_done_callback(self._noticing.discard)
+        task.add_done_callback(self._noticed)
+
+    def _noticed(self, task):
+        self._noticing.discard(task)
+        self.daemon.work_done()     # a re-exec that waited for it may go ahead
 
     async def _notice_stop(self, name):
         """A monitor exited: unless an operation stopped the container, it stopped by itself.

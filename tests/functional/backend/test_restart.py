@@ -16,6 +16,7 @@ import threading
 import aiohttp
 import pytest
 
+from nova_lxd.backend.instances import monitor
 from tests.backend_fixture import BackendDaemon
 from tests.functional.backend import netns
 from tests.functional.backend.busybox_rootfs import attach, create_busybox, unique
@@ -267,6 +268,37 @@ def test_sighup_reexecutes_in_place_keeping_sockets_containers_and_children(quic
     client.networks.get(network).delete()
     assert not any('--interface=%s ' % network in cmd + ' ' for _, cmd in netns.dnsmasq_pids())
     client.instances.get(running.name).stop(wait=True)
+
+
+def test_a_container_stopping_by_itself_around_a_reexec_is_reported_on_the_kept_stream(
+        quick_backend):
+    """Stopped while the daemon cannot look, a re-exec asked for: reported on the kept stream.
+
+    Whichever image notices it (the old one's monitor watch, the new one's reconciliation),
+    the listener's stream is handed over, never closed.
+    """
+    daemon = quick_backend
+    inst = create_busybox(daemon.client(), daemon, unique('gap'))
+    inst.start(wait=True)
+    inst.client.api.session.close()
+    events = _EventListener(daemon.socket)
+    pid = daemon.process.pid
+    lxcpath = os.path.join(daemon.data_dir, 'containers')
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        attach(daemon, inst.name, 'poweroff')
+        deadline = time.monotonic() + 30
+        while inst.name in monitor.running_pids(lxcpath) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert inst.name not in monitor.running_pids(lxcpath)
+        os.kill(pid, signal.SIGHUP)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert events.next() in ('instance-shutdown', 'instance-stopped')
+    _wait_for_log(daemon, 'serving on %s (re-executed, sockets inherited)' % daemon.socket)
+    assert daemon.client().instances.get(inst.name).status == 'Stopped'
+    daemon.client().profiles.create(unique('after'))      # and the stream goes on
+    assert events.next() == 'profile-created'
 
 
 def test_no_reexec_while_an_operation_runs(quick_backend):
