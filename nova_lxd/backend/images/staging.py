@@ -4,6 +4,7 @@ LXD's fingerprint is the sha256 of the image file (unified) or of the metadata f
 rootfs file (split); the hash is taken while the bytes arrive, so nothing is read twice and nothing
 is held in memory.
 """
+import concurrent.futures
 import errno
 import hashlib
 import os
@@ -13,6 +14,7 @@ import uuid
 from nova_lxd.backend.errors import ApiError
 
 CHUNK = 1 << 20
+_CLEANER = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix='staging-cleanup')
 
 
 class Staging:
@@ -67,3 +69,12 @@ class Staging:
 
     def discard(self):
         shutil.rmtree(self.path, ignore_errors=True)
+
+    def discard_later(self):
+        """discard() on a background thread, for a staging directory commit has emptied.
+
+        Removing a directory on this host's ext4 (mounted with `discard`) took 2 to 8 ms,
+        once 23 ms, under load: longer than storing the image. A crash before it runs leaves
+        an empty directory, which the store removes at its next start like any leftover.
+        """
+        _CLEANER.submit(self.discard)

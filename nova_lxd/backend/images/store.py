@@ -134,9 +134,9 @@ class ImageStore:
                 self.aliases.create(alias.get('name'), fingerprint, alias.get('description'))
         except BaseException:
             self._remove(fingerprint)
-            raise
-        finally:
             plan.staging.discard()
+            raise
+        plan.staging.discard_later()      # empty now; its removal need not hold the reply
         self.events.lifecycle('image-created', self.url(fingerprint))
         LOG.info('Image %s imported (%d bytes)', fingerprint, doc['size'])
         return fingerprint

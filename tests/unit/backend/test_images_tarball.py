@@ -129,3 +129,12 @@ def test_zstd_tarballs_are_read_through_the_zstd_tool(tmp_path):
     truncated = _zstd(corpus.busybox_unified(None))
     with pytest.raises(BadRequest, match='(?i)corrupt'):
         tarball.scan(_write(tmp_path, truncated[:len(truncated) // 2], 'cut'), 'unified')
+
+
+def test_discard_later_removes_the_staging_directory_off_the_callers_thread(tmp_path):
+    from nova_lxd.backend.images import staging as staging_module
+    staging = Staging(str(tmp_path))
+    staging.discard_later()
+    staging_module._CLEANER.submit(lambda: None).result(timeout=10)   # one thread, in order
+    assert not os.path.exists(staging.path)
+    assert os.listdir(tmp_path) == []
