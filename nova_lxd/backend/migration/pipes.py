@@ -1,12 +1,11 @@
 """A volume stream's process (btrfs send/receive, tar) wired to the fs websocket by raw pipes.
 
-asyncio's subprocess streams cost more CPU than the stream's own encryption did (measured on a
-200 MB move): their 64 KiB pipes woke both sides every 64 KiB, each read allocated a fresh 256 KiB
-buffer (above the daemon's fixed mmap threshold, so an mmap, page faults and an munmap per read),
-and a write the pipe did not take at once was copied into the transport's buffer. Here the pipe
-is as large as the kernel allows an unprivileged pipe (1 MiB), the source reads into one buffer
-it reuses while nothing else holds it, and the sink writes the websocket's frames straight into
-the pipe.
+asyncio's subprocess streams were most of the daemons' CPU in a 200 MB move: their 64 KiB pipes
+woke both sides every 64 KiB, each read allocated a fresh 256 KiB buffer (at the daemon's fixed
+mmap threshold: an mmap, page faults and an munmap per read), and what a write could not put in
+the pipe at once was copied into the transport's buffer. Here the pipe holds 1 MiB
+(pipe-max-size's default), the source reads into one buffer it reuses while nothing else holds
+it, and the sink writes the websocket's frames straight into the pipe.
 """
 import asyncio
 import fcntl
@@ -30,7 +29,7 @@ def make_pipe():
     return read_end, write_end
 
 
-async def spawn(cmd, stdin=None, stdout=None):
+async def _spawn(cmd, stdin=None, stdout=None):
     """Start cmd with the given pipe ends (closed here once the child has them); stderr piped."""
     try:
         return await asyncio.create_subprocess_exec(
@@ -41,6 +40,30 @@ async def spawn(cmd, stdin=None, stdout=None):
         for fd in (stdin, stdout):
             if fd is not None:
                 os.close(fd)
+
+
+async def with_stdout(cmd):
+    """Start cmd writing to a pipe; (process, Reader of its stdout)."""
+    return await _start(cmd, to_stdin=False)
+
+
+async def with_stdin(cmd):
+    """Start cmd reading from a pipe; (process, Writer to its stdin)."""
+    return await _start(cmd, to_stdin=True)
+
+
+async def _start(cmd, to_stdin):
+    read_end, write_end = make_pipe()
+    ours = Writer(write_end) if to_stdin else Reader(read_end)
+    try:
+        if to_stdin:
+            proc = await _spawn(cmd, stdin=read_end)
+        else:
+            proc = await _spawn(cmd, stdout=write_end)
+    except BaseException:
+        ours.close()
+        raise
+    return proc, ours
 
 
 async def _ready(fd, writing):

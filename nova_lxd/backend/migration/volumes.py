@@ -62,13 +62,7 @@ async def _finish(proc, verb, label):
 async def _pump_process(cmd, channels, label):
     """Run cmd and send its stdout as binary frames; raise if it fails."""
     began = time.monotonic()
-    read_end, write_end = pipes.make_pipe()
-    reader = pipes.Reader(read_end)
-    try:
-        proc = await pipes.spawn(cmd, stdout=write_end)
-    except BaseException:
-        reader.close()
-        raise
+    proc, reader = await pipes.with_stdout(cmd)
     try:
         sent = await reader.pump(lambda chunk: channels.send_bytes('fs', chunk))
         reader.close()
@@ -130,13 +124,7 @@ async def send_volumes(channels, pool, name, snapshots, volume_format, run_block
 async def _feed_process(cmd, channels, label):
     """Run cmd with the binary frames up to volume-end on its stdin."""
     began = time.monotonic()
-    read_end, write_end = pipes.make_pipe()
-    writer = pipes.Writer(write_end)
-    try:
-        proc = await pipes.spawn(cmd, stdin=read_end)
-    except BaseException:
-        writer.close()
-        raise
+    proc, writer = await pipes.with_stdin(cmd)
     received = 0
     try:
         while True:

@@ -28,9 +28,7 @@ def test_the_pipe_is_enlarged():
 
 
 async def _pump(send):
-    read_end, write_end = pipes.make_pipe()
-    reader = pipes.Reader(read_end)
-    proc = await pipes.spawn([sys.executable, '-c', WRITER], stdout=write_end)
+    proc, reader = await pipes.with_stdout([sys.executable, '-c', WRITER])
     try:
         total = await reader.pump(send)
     finally:
@@ -68,10 +66,8 @@ def test_writer_waits_while_the_pipe_is_full(tmp_path):
     out = tmp_path / 'out'
 
     async def scenario():
-        read_end, write_end = pipes.make_pipe()
-        writer = pipes.Writer(write_end)
         # a slow reader: the first chunks fill the 1 MiB pipe while it sleeps
-        proc = await pipes.spawn(['sh', '-c', 'sleep 0.3; cat > %s' % out], stdin=read_end)
+        proc, writer = await pipes.with_stdin(['sh', '-c', 'sleep 0.3; cat > %s' % out])
         try:
             for start in range(0, len(EXPECTED), 200000):
                 await writer.write(EXPECTED[start:start + 200000])
@@ -84,9 +80,7 @@ def test_writer_waits_while_the_pipe_is_full(tmp_path):
 
 def test_writer_to_a_process_that_stopped_reading_raises_broken_pipe():
     async def scenario():
-        read_end, write_end = pipes.make_pipe()
-        writer = pipes.Writer(write_end)
-        proc = await pipes.spawn(['true'], stdin=read_end)
+        proc, writer = await pipes.with_stdin(['true'])
         await proc.wait()
         try:
             with pytest.raises(BrokenPipeError):
@@ -96,12 +90,14 @@ def test_writer_to_a_process_that_stopped_reading_raises_broken_pipe():
     asyncio.run(scenario())
 
 
-def test_spawn_closes_the_child_ends_even_when_the_command_is_missing():
+def test_a_command_that_cannot_start_leaves_no_pipe_open():
+    def open_fds():
+        return set(os.listdir('/proc/self/fd'))
+
     async def scenario():
-        read_end, write_end = pipes.make_pipe()
-        with pytest.raises(FileNotFoundError):
-            await pipes.spawn(['/nonexistent/stream-tool'], stdout=write_end)
-        with pytest.raises(OSError):
-            os.fstat(write_end)
-        os.close(read_end)
-    asyncio.run(scenario())
+        before = open_fds()
+        for start in (pipes.with_stdout, pipes.with_stdin):
+            with pytest.raises(FileNotFoundError):
+                await start(['/nonexistent/stream-tool'])
+        return open_fds() - before
+    assert asyncio.run(scenario()) == set()
