@@ -14,6 +14,7 @@ regular files), data after a non-regular member, a NUL inside a pax name (tar wo
 there), pax global headers that rename or resize members, several name sources for one member,
 a regular file whose name ends in '/' (old tars make it a directory).
 """
+import re
 import zlib
 
 from nova_lxd.backend.errors import BadRequest
@@ -27,6 +28,7 @@ _GNU = b'ustar  \x00'
 REGULAR, HARDLINK, SYMLINK, CHAR, BLOCKDEV, DIRECTORY, FIFO = '0', '1', '2', '3', '4', '5', '6'
 _TYPES = {b'0': REGULAR, b'\x00': REGULAR, b'7': REGULAR, b'1': HARDLINK, b'2': SYMLINK,
           b'3': CHAR, b'4': BLOCKDEV, b'5': DIRECTORY, b'6': FIFO}
+_OCTAL_FIELD = re.compile(rb' *([0-7]+)[ \x00]*\Z')
 # headers that describe the next member (pax 'x', GNU long names) or all later ones (pax 'g')
 _EXTENDED = {b'x': 'pax', b'g': 'global', b'L': 'longname', b'K': 'longlink'}
 # how large a pax or GNU long-name header may be: names are at most PATH_MAX, records few
@@ -44,19 +46,23 @@ def _corrupt(what):
 
 
 def _number(field, what):
-    """An octal (space/NUL padded) or base-256 numeric header field, read as GNU tar reads it.
+    """An octal or base-256 numeric header field, accepted only where GNU tar reads the same.
 
-    Only octal digits count: Python's int() would also take '_' or '+', which GNU tar does
-    not, and a size read differently by the two would desynchronise the walk from tar's.
+    GNU tar skips leading spaces (and one leading NUL), reads octal digits up to a space or
+    NUL, and takes no digits at all as 0: b'\\0\\0001000' is 0 to it. Python's int() would also
+    take '_' or '+'. A size read differently would desynchronise the walk from tar's, so only
+    spaces, digits, then spaces or NULs (or a field of NULs only) are accepted.
     """
     if field[0] & 0x80:
         if field[0] != 0x80:
             _refuse('negative or malformed %s field' % what)
         return int.from_bytes(field[1:], 'big')
-    digits = field.strip(b' \x00')
-    if digits.translate(None, b'01234567'):     # a NUL or space inside the digits too
-        _refuse('malformed %s field %r' % (what, digits))
-    return int(digits, 8) if digits else 0
+    match = _OCTAL_FIELD.match(field)
+    if match is None:
+        if field.count(0) == len(field):
+            return 0
+        _refuse('malformed %s field %r' % (what, field))
+    return int(match.group(1), 8)
 
 
 def _text(raw):

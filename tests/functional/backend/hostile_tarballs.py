@@ -211,6 +211,11 @@ def header_forgeries():
         ('bad-checksum', _forged(forged_header(b'rootfs/x', checksum_delta=1)), 'checksum'),
         ('size-not-octal', _forged(forged_header(b'rootfs/x', size_field=b'0000000001_0'),
                                    bytes(1024)), 'malformed size'),
+        # GNU tar reads this size as 0 and the next block as a header; '../../evil' hides there
+        ('size-leading-nuls', _forged(forged_header(b'rootfs/x', size_field=b'\x00\x000000001000'),
+                                      forged_header(b'rootfs/../../evil')), 'malformed size'),
+        ('size-blank', _forged(forged_header(b'rootfs/x', size_field=b' ' * 12)),
+         'malformed size'),
         ('size-negative-base256', _forged(forged_header(b'rootfs/x', size_field=b'\xff' * 12)),
          'negative'),
         ('sparse-member', _forged(forged_header(b'rootfs/x', b'S')), 'unsupported member type'),
