@@ -257,6 +257,8 @@ def walk(read_chunk):
             if key in pending:
                 _refuse('two extended headers of the same kind for one member')
             pending[key] = _pax_records(data) if key == 'pax' else _c_string(data)
+            if not pending[key] and key != 'pax':
+                _refuse('an empty GNU long name')
             continue
         type_ = _TYPES.get(flag)
         if type_ is None:
@@ -270,6 +272,11 @@ def walk(read_chunk):
 
 
 def _check_pax(data, records):
+    # pax lets an empty value unset a keyword (the ustar field would count again); GNU tar 1.34
+    # extracts it as '.': readers differ, so it is refused
+    if b'path' in records and not records[b'path'] or \
+            b'linkpath' in records and not records[b'linkpath']:
+        _refuse('a pax path or linkpath is empty')
     if b'GNU.sparse' in data and any(key.startswith(b'GNU.sparse') for key in records):
         _refuse('sparse members are not supported')
     if b'\x00' in data:        # binary values (xattrs) may hold NULs; names may not
