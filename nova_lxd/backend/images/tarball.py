@@ -99,8 +99,9 @@ def scan(path, layout, fmt=None):
 
 def _check_member(member, layout, kinds, content):
     name = _clean_name(member.name)
+    kind = member.type
     if not name:        # the archive's own '.' entry
-        if not member.isdir():
+        if kind != tarstream.DIRECTORY:
             raise BadRequest('Invalid image tarball: top-level entry is not a directory')
         return
     top = name.split('/', 1)[0]
@@ -115,23 +116,23 @@ def _check_member(member, layout, kinds, content):
         if kinds.get(parent, 'dir') != 'dir':
             raise BadRequest('Invalid image tarball: %r lies beneath %r, which is not a directory'
                              % (member.name, parent))
-    if kinds.get(name) == 'dir' and not member.isdir():
+    if kinds.get(name) == 'dir' and kind != tarstream.DIRECTORY:
         raise BadRequest('Invalid image tarball: %r replaces a directory' % member.name)
     in_rootfs = layout == 'rootfs' or top == 'rootfs'
     if layout != 'rootfs':
-        if name in ('rootfs', 'templates') and not member.isdir():
+        if name in ('rootfs', 'templates') and kind != tarstream.DIRECTORY:
             raise BadRequest('Invalid image tarball: %r must be a directory' % member.name)
-        if name == 'metadata.yaml' and not member.isreg():
+        if name == 'metadata.yaml' and kind != tarstream.REGULAR:
             raise BadRequest('Invalid image tarball: metadata.yaml must be a regular file')
-    if member.ischr() or member.isblk():
+    if kind in (tarstream.CHAR, tarstream.BLOCKDEV):
         raise BadRequest('Invalid image tarball: device node %r (images may not carry devices)'
                          % member.name)
-    if member.issym():
+    if kind == tarstream.SYMLINK:
         if not in_rootfs:
             raise BadRequest('Invalid image tarball: symlink %r outside rootfs/' % member.name)
         _check_symlink(name, member.linkname, layout)
         kinds[name] = 'symlink'
-    elif member.islnk():
+    elif kind == tarstream.HARDLINK:
         try:
             target = _clean_name(member.linkname)
         except BadRequest as exc:
@@ -144,12 +145,12 @@ def _check_member(member, layout, kinds, content):
             raise BadRequest('Invalid image tarball: hard link %r crosses out of rootfs/'
                              % member.name)
         kinds[name] = 'file'
-    elif member.isdir():
+    elif kind == tarstream.DIRECTORY:
         kinds[name] = 'dir'
-    elif member.isreg():
+    elif kind == tarstream.REGULAR:
         kinds[name] = 'file'
         _keep_small_file(name, member, layout, content)
-    elif member.isfifo():
+    elif kind == tarstream.FIFO:
         if not in_rootfs:
             raise BadRequest('Invalid image tarball: fifo %r outside rootfs/' % member.name)
         kinds[name] = 'other'

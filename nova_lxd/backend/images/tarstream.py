@@ -121,7 +121,7 @@ def _pax_records(data):
 
 
 class Member:
-    """One archive member as GNU tar will extract it."""
+    """One archive member as GNU tar will extract it; type is one of the constants above."""
 
     __slots__ = ('name', 'linkname', 'type', 'size', '_reader', '_consumed')
 
@@ -132,27 +132,6 @@ class Member:
         self.size = size
         self._reader = reader
         self._consumed = False
-
-    def isreg(self):
-        return self.type == REGULAR
-
-    def isdir(self):
-        return self.type == DIRECTORY
-
-    def issym(self):
-        return self.type == SYMLINK
-
-    def islnk(self):
-        return self.type == HARDLINK
-
-    def ischr(self):
-        return self.type == CHAR
-
-    def isblk(self):
-        return self.type == BLOCKDEV
-
-    def isfifo(self):
-        return self.type == FIFO
 
     def read(self):
         """The member's data; only while it is the current member of the walk."""
@@ -285,25 +264,31 @@ def _check_pax(data, records):
                 _refuse('a pax %s contains a NUL byte' % key.decode())
 
 
+def _ustar_name(header):
+    name = _c_string(header[0:100])
+    prefix = _c_string(header[345:500]) if header[257:265] == _POSIX else ''
+    return prefix + '/' + name if prefix else name
+
+
+def _ustar_linkname(header):
+    return _c_string(header[157:257])
+
+
+def _name(header, pax, pax_key, pending, gnu_key, from_header):
+    """A member's name or link target: pax, else GNU long name, else the ustar fields."""
+    if pax_key in pax:
+        if gnu_key in pending:
+            _refuse('a member has both a pax and a GNU long name')
+        return _text(pax[pax_key])
+    if gnu_key in pending:
+        return pending[gnu_key]
+    return from_header(header)
+
+
 def _member(header, type_, size, pending, blocks):
     pax = pending.get('pax', {})
-    if b'path' in pax and 'longname' in pending or b'linkpath' in pax and 'longlink' in pending:
-        _refuse('a member has both a pax and a GNU long name')
-    if b'path' in pax:
-        name = _text(pax[b'path'])
-    elif 'longname' in pending:
-        name = pending['longname']
-    else:
-        name = _c_string(header[0:100])
-        prefix = _c_string(header[345:500]) if header[257:265] == _POSIX else ''
-        if prefix:
-            name = prefix + '/' + name
-    if b'linkpath' in pax:
-        linkname = _text(pax[b'linkpath'])
-    elif 'longlink' in pending:
-        linkname = pending['longlink']
-    else:
-        linkname = _c_string(header[157:257])
+    name = _name(header, pax, b'path', pending, 'longname', _ustar_name)
+    linkname = _name(header, pax, b'linkpath', pending, 'longlink', _ustar_linkname)
     if b'size' in pax:
         if not pax[b'size'].isdigit():
             _refuse('malformed pax size')
