@@ -37,6 +37,7 @@ from nova_lxd.virt import migration as lxd_migration
 from nova_lxd.virt import snapshot as lxd_snapshot
 from nova_lxd.virt import volumes as lxd_volumes
 from nova_lxd.virt import rescue as lxd_rescue
+from nova_lxd.virt import serial as lxd_serial
 from nova_lxd.virt import device_metadata
 
 CONF = conf.CONF
@@ -86,6 +87,7 @@ class LXDDriver(driver.ComputeDriver):
         super().__init__(virtapi)
         self.client = None
         self._listener = None
+        self._serial = lxd_serial.SerialConsoles(self._connect)
 
     # -- host ---------------------------------------------------------------------------------
 
@@ -124,6 +126,7 @@ class LXDDriver(driver.ComputeDriver):
         configdrive.remove_orphans(known)
 
     def cleanup_host(self, host):
+        self._serial.release_all()
         if self._listener is not None:
             self._listener.stop()
             self._listener = None
@@ -296,6 +299,7 @@ class LXDDriver(driver.ComputeDriver):
     @locked
     def destroy(self, context, instance, network_info, block_device_info=None,
                 destroy_disks=True, destroy_secrets=True):
+        self._serial.release(instance.uuid)
         lxd_rescue.remove(self._connect(), instance, self._delete_container)
         try:
             self._delete_container(self._get(instance))
@@ -467,6 +471,14 @@ class LXDDriver(driver.ComputeDriver):
             return ''
         data = response.content[-CONF.lxd.console_log_max_bytes:]
         return data.decode('utf-8', 'replace')
+
+    def get_serial_console(self, context, instance):
+        """A TCP port on this host bridged to the container's console (serial.py)."""
+        container = self._get(instance)
+        if container.status != 'Running':
+            raise exception.InstanceNotReady(instance_id=instance.uuid)
+        return self._serial.console(
+            instance.uuid, lambda client: lxd_rescue.console_name(client, instance))
 
     @locked
     def set_admin_password(self, instance, new_pass):

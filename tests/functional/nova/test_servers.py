@@ -9,6 +9,8 @@ bindings); the OVS tests bind ports as `ovs`, plain and hybrid, on a private Ope
 import copy
 import io
 import os
+import socket
+import time
 import uuid
 
 import fixtures
@@ -160,6 +162,61 @@ class _LXDServers(integrated_helpers.ProviderUsageBaseTestCase):
         from nova_lxd.virt import conf
         return conf.CONF.instances_path
 
+    def _serial_port(self, server):
+        """(host, port) Nova hands its serial proxy for the server's console."""
+        self.api.microversion = '2.31'
+        try:
+            url = self.api.api_post('/servers/%s/remote-consoles' % server['id'], {
+                'remote_console': {'protocol': 'serial', 'type': 'serial'}}
+            ).body['remote_console']['url']
+            token = url.split('token=', 1)[1].split('&')[0]
+            console = self.admin_api.api_get('/os-console-auth-tokens/%s' % token).body['console']
+        finally:
+            self.api.microversion = None
+        self.assertEqual(server['id'], console['instance_uuid'])
+        return console['host'], int(console['port'])
+
+    @staticmethod
+    def _read_until(sock, wanted, poke=None, timeout=30):
+        """What the socket gave until `wanted` came (poke() again each second till then)."""
+        seen, deadline = b'', time.monotonic() + timeout
+        sock.settimeout(1)
+        while wanted not in seen and time.monotonic() < deadline:
+            if poke is not None:
+                poke()
+            try:
+                data = sock.recv(4096)
+            except socket.timeout:
+                continue
+            if not data:
+                break
+            seen += data
+        return seen
+
+    def test_serial_console(self):
+        self.flags(enabled=True, proxyclient_address='127.0.0.1', port_range='20300:20400',
+                   group='serial_console')
+        server = self._boot()
+        container = self._container(server)
+        host, port = self._serial_port(server)
+        self.assertEqual(('127.0.0.1', port), self._serial_port(server))   # one per instance
+        with socket.create_connection((host, port), timeout=10) as sock:
+            # the container's console output reaches the TCP client
+            seen = self._read_until(sock, b'SERIAL-OUT', poke=lambda: self._run(
+                container, 'sh', '-c', 'echo SERIAL-OUT > /dev/console'))
+            self.assertIn(b'SERIAL-OUT', seen)
+            # and what the client types reaches a reader of the console inside
+            container.client.api.instances[container.name].exec.post(json={
+                'command': ['sh', '-c', 'read line < /dev/console; '
+                            'echo "got:$line" > /dev/console'],
+                'record-output': True, 'wait-for-websocket': False, 'interactive': False})
+            seen = self._read_until(sock, b'got:typed-in', poke=lambda: sock.sendall(
+                b'typed-in\r'))
+            self.assertIn(b'got:typed-in', seen)
+        self._delete_server(server)
+        # the port is closed with the instance
+        self.assertRaises(OSError, socket.create_connection, (host, port), 2)
+
     def test_config_drive(self):
         self.flags(force_config_drive=True)
         server = self._boot()
@@ -233,6 +290,7 @@ class _LXDServersOVS(_LXDServers):
     # the lifecycle and config-drive tests run in the tap-bound classes
     test_server_lifecycle = None
     test_config_drive = None
+    test_serial_console = None
 
 
 base.for_each_backend(globals(), _LXDServersOVS, 'TestLXDServersOVS')
