@@ -56,7 +56,9 @@ class LXDDaemon:
             preseed = {
                 'networks': [{'name': self.bridge, 'type': 'bridge', 'config': {
                     'ipv4.address': '10.213.%d.1/24' % self.subnet_octet, 'ipv4.nat': 'true',
-                    'ipv6.address': 'none'}}],
+                    # LXD's dnsmasq forwards outside names to the host's resolvers: never
+                    # from a test (a Debian guest's timesyncd would look up its NTP pool)
+                    'ipv6.address': 'none', 'raw.dnsmasq': 'no-resolv'}}],
                 'storage_pools': [{'name': self.pool, 'driver': 'dir'}],
                 'profiles': [{'name': 'default', 'devices': {
                     'root': {'type': 'disk', 'path': '/', 'pool': self.pool},
