@@ -298,9 +298,13 @@ def setup_logging(config):
 
 def main(argv=None):
     args = parse_args(sys.argv[1:] if argv is None else argv)
-    config = daemon_config.DaemonConfig.load(
-        args.config_file, data_dir=args.data_dir, socket_group=args.socket_group,
-        log_file=args.log_file, debug=args.debug)
+    try:
+        config = daemon_config.DaemonConfig.load(
+            args.config_file, data_dir=args.data_dir, socket_group=args.socket_group,
+            log_file=args.log_file, debug=args.debug)
+    except ValueError as exc:      # a value of the config file, named in the message
+        sys.stderr.write('nova-lxd-backend: %s: %s\n' % (args.config_file, exc))
+        return 1
     setup_logging(config)
     if os.geteuid() != 0:
         LOG.error('nova-lxd-backend must run as root (it manages containers)')

@@ -5,6 +5,7 @@ import random
 
 import pytest
 
+from nova_lxd.backend import daemon
 from nova_lxd.backend.config import DaemonConfig
 from nova_lxd.backend.errors import BadRequest
 from nova_lxd.backend.instances.devices.nic import parse_rate
@@ -185,6 +186,16 @@ def test_daemon_config_refuses_a_resolv_file_in_a_missing_directory(tmp_path):
         DaemonConfig.load(str(conf))
     conf.write_text('[backend]\ndns_resolv_file = %s/resolv.conf\n' % tmp_path)
     assert DaemonConfig.load(str(conf)).dns_resolv_file == '%s/resolv.conf' % tmp_path
+
+
+def test_the_daemon_names_a_bad_config_value_and_exits(tmp_path, capsys):
+    conf = tmp_path / 'backend.conf'
+    conf.write_text('[backend]\ndns_resolv_file = %s/gone/resolv.conf\n' % tmp_path)
+    assert daemon.main(['--config-file', str(conf), '--data-dir', str(tmp_path / 'd')]) == 1
+    assert capsys.readouterr().err == (
+        'nova-lxd-backend: %s: dns_resolv_file %s/gone/resolv.conf: there is no directory '
+        '%s/gone\n' % (conf, tmp_path, tmp_path))
+    assert not (tmp_path / 'd').exists()        # nothing made
 
 
 def test_dnsmasq_migrates_the_entries_of_earlier_versions(tmp_path):
