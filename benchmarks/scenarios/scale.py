@@ -211,15 +211,17 @@ class Density(Scenario):
             return None, exc
 
     @staticmethod
-    def _raw_launch(raw):
-        """One raw lxc-start on the target's bridge, timed, then discarded."""
+    def _raw_launch(raw, started):
+        """One raw lxc-start on the target's bridge, timed; kept in `started`.
+
+        Kept until the step's timed launches are done, booting as the target's own do, so
+        that each side's launches follow the same background.
+        """
         container = raw.define()
-        try:
-            with stopwatch() as t:
-                raw.start(container)
-            return t.seconds
-        finally:
-            raw.discard(container)
+        started.append(container)
+        with stopwatch() as t:
+            raw.start(container)
+        return t.seconds
 
     def _ramp(self, target, fingerprint, limit, raw=None):
         """Launch in steps until the limit; returns (running, launch times, curve, why it ended).
@@ -230,8 +232,9 @@ class Density(Scenario):
         is launched a few at a time, untimed, which only brings the count up faster. At the
         first and the last step, `raw` (RawLXC on the target's bridge, if given) starts as
         many containers of the same rootfs straight through liblxc, each paired with one of
-        the timed launches (alternately before and after it): the physical reference at the
-        same count, on the same host and bridge, under the same conditions.
+        the timed launches (alternately before and after it) and left running until the
+        step's timed launches are done: the physical reference at the same count, on the same
+        host and bridge, under the same conditions.
         """
         running, launch_times, curve = [], [], []
         timed = max(1, self.step // 5)
@@ -240,21 +243,25 @@ class Density(Scenario):
                 return running, launch_times, curve, 'memory'
             size = min(self.step, limit - len(running))
             paired = raw is not None and (not curve or len(running) + size >= limit)
-            step_times, raw_times = [], []
+            step_times, raw_times, raw_started = [], [], []
             settle = host.wait_quiet()     # the previous step's containers have booted
-            for i in range(min(timed, size)):
-                # paired with raw: ABBA order, so that neither side always follows the other
-                if paired and i % 2:
-                    raw_times.append(self._raw_launch(raw))
-                instance, seconds = self._launch(target.client, fingerprint,
-                                                 target.unique('dense'))
-                if instance is None:    # running out of something ends a ramp: keep what ran
-                    return running, launch_times, curve, 'launch %d failed: %s' % (
-                        len(running) + 1, seconds)
-                running.append(instance)
-                step_times.append(seconds)
-                if paired and not i % 2:
-                    raw_times.append(self._raw_launch(raw))
+            try:
+                for i in range(min(timed, size)):
+                    # paired with raw: ABBA order, so that neither side always follows the other
+                    if paired and i % 2:
+                        raw_times.append(self._raw_launch(raw, raw_started))
+                    instance, seconds = self._launch(target.client, fingerprint,
+                                                     target.unique('dense'))
+                    if instance is None:  # running out of something ends a ramp: keep what ran
+                        return running, launch_times, curve, 'launch %d failed: %s' % (
+                            len(running) + 1, seconds)
+                    running.append(instance)
+                    step_times.append(seconds)
+                    if paired and not i % 2:
+                        raw_times.append(self._raw_launch(raw, raw_started))
+            finally:
+                for container in raw_started:
+                    raw.discard(container)
             names = [target.unique('dense') for _ in range(size - len(step_times))]
             launched = _parallel(target, names, lambda client, name: self._launch(
                 client, fingerprint, name), workers=4)
