@@ -54,7 +54,7 @@ def _websocket(client, operation, secret, cls, *args):
     return ws
 
 
-def _bridge(client, name, peer):
+def _attach(client, name, peer):
     """Blocking: one TCP connection to the console of container `name`, until either side ends.
 
     The control websocket is opened too, as `lxc console` does (LXD 5.0.2 exits when an
@@ -129,7 +129,7 @@ class _Port:
             LOG.warning('No container for a serial console connection: %s', exc)
             peer.close()
             return
-        _bridge(client, name, peer)
+        _attach(client, name, peer)
 
     def close(self):
         try:

@@ -18,22 +18,27 @@ WAIT_TIMEOUT = 10.0
 POLL_INTERVAL = 0.02
 
 
-def _running(lxcpath, name, lxc_start):
-    titles = {('[lxc monitor] %s %s' % (lxcpath, name)).encode(),
-              # the forked monitor before it renames itself
-              b'\0'.join(a.encode() for a in (lxc_start, '-P', lxcpath, '-n', name))}
+def _title(lxcpath, name):
+    return ('[lxc monitor] %s %s' % (lxcpath, name)).encode()
+
+
+def _processes():
+    """(pid, command line) of every other process on the host, NULs between the arguments."""
     me = os.getpid()
     for entry in os.listdir('/proc'):
-        if not entry.isdigit() or int(entry) == me:
-            continue
-        try:
-            with open('/proc/%s/cmdline' % entry, 'rb') as f:
-                cmdline = f.read().rstrip(b'\0')
-        except OSError:
-            continue
-        if cmdline in titles:
-            return True
-    return False
+        if entry.isdigit() and int(entry) != me:
+            try:
+                with open('/proc/%s/cmdline' % entry, 'rb') as f:
+                    yield int(entry), f.read().rstrip(b'\0')
+            except OSError:
+                continue
+
+
+def _running(lxcpath, name, lxc_start):
+    titles = {_title(lxcpath, name),
+              # the forked monitor before it renames itself
+              b'\0'.join(a.encode() for a in (lxc_start, '-P', lxcpath, '-n', name))}
+    return any(cmdline in titles for _, cmdline in _processes())
 
 
 def _cgroups_exist(name):
@@ -88,10 +93,6 @@ def pid_file(lxcpath, name):
     return os.path.join(lxcpath, name, PID_FILE)
 
 
-def _title(lxcpath, name):
-    return ('[lxc monitor] %s %s' % (lxcpath, name)).encode()
-
-
 def started_pid(lxcpath, name):
     """The monitor's pid that lxc-start recorded, if that process is still this monitor."""
     try:
@@ -106,17 +107,8 @@ def started_pid(lxcpath, name):
 def running_pids(lxcpath):
     """{container name: monitor pid} of every monitor of lxcpath (one pass over /proc)."""
     prefix = _title(lxcpath, '')
-    found = {}
-    for entry in os.listdir('/proc'):
-        if entry.isdigit():
-            try:
-                with open('/proc/%s/cmdline' % entry, 'rb') as f:
-                    cmdline = f.read().rstrip(b'\0')
-            except OSError:
-                continue
-            if cmdline.startswith(prefix):
-                found[cmdline[len(prefix):].decode(errors='replace')] = int(entry)
-    return found
+    return {cmdline[len(prefix):].decode(errors='replace'): pid
+            for pid, cmdline in _processes() if cmdline.startswith(prefix)}
 
 
 class ExitWatch:

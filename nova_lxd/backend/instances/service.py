@@ -178,8 +178,9 @@ class InstanceService(CreationMixin, LifecycleMixin):
             LOG.info('Instance %s stopped by itself', name)
             try:
                 await self._blocking(self._after_stop, name)
-            finally:
-                self._event('instance-shutdown', source)
+            except Exception:       # it did stop: said, whatever its clean-up left
+                LOG.exception('Cleaning up after %s stopped by itself', name)
+            self._event('instance-shutdown', source)
             if not doc.get('ephemeral'):
                 return
             await self._blocking(self._remove_everything, name, self._doc(name))
