@@ -47,7 +47,7 @@ def _session_leftovers(backend):
     """What an exec session may leave on the host.
 
     The helper's per-command children (each supervises a command), terminals and pidfds the
-    daemon still holds.
+    daemon still holds (but those of containers' liblxc monitors, which it watches while they run).
     """
     daemon = backend.process.pid
     left = []
@@ -59,9 +59,23 @@ def _session_leftovers(backend):
             target = os.readlink('/proc/%d/fd/%s' % (daemon, fd))
         except OSError:
             continue
+        if 'pidfd' in target and _cmdline(_pidfd_pid(daemon, fd)).startswith('[lxc monitor]'):
+            continue
         if target.startswith('/dev/pts') or target == '/dev/ptmx' or 'pidfd' in target:
             left.append('daemon fd %s -> %s' % (fd, target))
     return left
+
+
+def _pidfd_pid(pid, fd):
+    """The process a pidfd of process `pid` refers to (its fdinfo's Pid line), or 0."""
+    try:
+        with open('/proc/%d/fdinfo/%s' % (pid, fd)) as f:
+            for line in f:
+                if line.startswith('Pid:'):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def _container_processes(running, marker):

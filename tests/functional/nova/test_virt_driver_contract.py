@@ -26,7 +26,6 @@ NOT_APPLICABLE = {
     'test_get_vnc_console': 'containers have no graphical console (VNC)',
     'test_get_spice_console': 'containers have no graphical console (SPICE)',
     'test_get_mks_console': 'containers have no VMware MKS console',
-    'test_get_serial_console': 'serial console proxy belongs to the console issue',
     'test_trigger_crash_dump': 'no NMI for containers: there is no guest kernel to dump',
     'test_block_stats': 'block_stats is a libvirt volume-usage hook; containers share the '
                         'host block layer',
