@@ -276,12 +276,17 @@ class _DriverTest(test.TestCase):
             time.sleep(0.1)
         self.assertIn(wanted, [(e.get_instance_uuid(), e.get_transition()) for e in seen])
 
-    def test_events_from_the_backend(self):
+    def _listening(self):
+        """The driver follows the backend's events (init_host): the list its events go to."""
         self.flags(listen_events=True, group='lxd')
         seen = []
         self.driver.register_event_listener(seen.append)
         self.driver.init_host('host1')
         self.addCleanup(self.driver.cleanup_host, 'host1')
+        return seen
+
+    def test_events_from_the_backend(self):
+        seen = self._listening()
         image_id = self._image(base.busybox_bytes())
         inst = self._spawn(image_id)
         # stopped behind Nova's back
@@ -290,11 +295,7 @@ class _DriverTest(test.TestCase):
         self.driver.destroy(self.ctxt, inst, [])
 
     def test_a_poweroff_inside_the_guest_is_an_event(self):
-        self.flags(listen_events=True, group='lxd')
-        seen = []
-        self.driver.register_event_listener(seen.append)
-        self.driver.init_host('host1')
-        self.addCleanup(self.driver.cleanup_host, 'host1')
+        seen = self._listening()
         inst = self._spawn(self._image(base.busybox_bytes()))
         self.client.instances.get(inst.name).execute(['poweroff'])
         self._assert_event(seen, inst, virtevent.EVENT_LIFECYCLE_STOPPED)
